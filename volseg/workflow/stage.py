@@ -1,0 +1,75 @@
+"""What every workflow stage shares: the frozen config base and the run context.
+
+A stage is a module ``volseg/stages/<name>.py`` defining::
+
+    NAME = "predict"            # the top-level key in the workflow YAML
+    ORDER = 40                  # stages run in increasing ORDER
+    class Config(StageConfig):  # the stage's typed, frozen, strict schema
+        ...
+    def run(config: Config, ctx: RunContext) -> dict[str, object]: ...
+        # does the work (resuming at block granularity where it can) and returns a
+        # small JSON-able summary that the runner prints and records.
+
+Stages are discovered from the ``volseg.stages`` package, so adding a stage means
+adding a module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class StageConfig(BaseModel):
+    """Base of every stage config: unknown keys are errors and instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the config as plain JSON-able data (paths as strings)."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StageConfig:
+        """Validate ``data`` into a config (raises ``pydantic.ValidationError``)."""
+        return cls.model_validate(data)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Where a stage reads and writes, and how it computes.
+
+    Attributes
+    ----------
+    workdir
+        The workflow's output directory; products of stages live here.
+    base_dir
+        Directory that relative paths to *external* inputs resolve against (the
+        current directory when the workflow was started).
+    overwrite
+        Replace existing outputs instead of resuming / refusing.
+    provenance
+        Workflow YAML, versions, git revision, hardware: recorded in every output group.
+    client
+        A ``distributed.Client`` when the workflow runs on a cluster, else ``None``
+        (the local threaded scheduler is used).
+    """
+
+    workdir: Path
+    base_dir: Path = field(default_factory=Path.cwd)
+    overwrite: bool = False
+    provenance: dict[str, Any] = field(default_factory=dict)
+    client: Any = None
+
+    def path(self, p: str | Path) -> Path:
+        """Resolve a product path: relative paths live in :attr:`workdir`."""
+        p = Path(p).expanduser()
+        return p if p.is_absolute() else self.workdir / p
+
+    def external(self, p: str | Path) -> Path:
+        """Resolve an external input path: relative paths are taken from :attr:`base_dir`."""
+        p = Path(p).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
