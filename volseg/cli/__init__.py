@@ -47,7 +47,10 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the top-level parser with one sub-parser per command module."""
-    parser = _Parser(prog="volseg", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = _Parser(
+        prog="volseg",
+        description="Blockwise segmentation of very large 3D electron-microscopy volumes.",
+    )
     parser.add_argument("--version", action="version", version=f"volseg {__version__}")
     parser.add_argument(
         "--debug", action="store_true", help="show full tracebacks instead of one-line errors"

@@ -1,0 +1,157 @@
+"""Run a validated workflow: stages in order, on one Dask client, resumable.
+
+Completion is tracked at two levels:
+
+* **blocks** — stages write through :func:`volseg.io.store.store_blocks`, which marks
+  every finished block; an interrupted stage resumes where it stopped;
+* **stages** — a finished stage leaves ``<output_dir>/.volseg/stages/<name>.json`` with a
+  *chained* hash of its config and of every earlier stage's config, so a rerun skips it,
+  while a change to it or to anything upstream is detected and reported.
+
+A rerun of a finished workflow does no work and says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from volseg.cluster import dask_client
+from volseg.errors import ConfigError
+from volseg.provenance import now, provenance
+from volseg.workflow.schema import Workflow
+from volseg.workflow.stage import RunContext
+
+MARKER_DIR = Path(".volseg") / "stages"
+
+
+@dataclass
+class StageOutcome:
+    """What happened to one stage in a run."""
+
+    name: str
+    status: str  # "ran" | "skipped"
+    seconds: float = 0.0
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def _chain_hashes(workflow: Workflow) -> dict[str, str]:
+    """Return each stage's chained config hash (changes when it or an upstream stage changes)."""
+    hashes: dict[str, str] = {}
+    previous = ""
+    for module, config in workflow.stages():
+        text = json.dumps(config.to_dict(), sort_keys=True)
+        previous = hashlib.sha256(f"{previous}|{module.NAME}|{text}".encode()).hexdigest()
+        hashes[module.NAME] = previous
+    return hashes
+
+
+def _read_marker(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_workflow(
+    workflow: Workflow,
+    *,
+    base_dir: Path | None = None,
+    overwrite: bool = False,
+    only: Sequence[str] | None = None,
+) -> list[StageOutcome]:
+    """Run the stages of ``workflow`` that are not complete yet.
+
+    Parameters
+    ----------
+    workflow
+        A workflow from :func:`volseg.workflow.schema.load_workflow`.
+    base_dir
+        Directory relative paths resolve against (default: the current directory).
+    overwrite
+        Recompute every selected stage and replace its outputs.
+    only
+        Run only these stages (by name); the others must be complete already if needed.
+
+    Returns
+    -------
+    list of StageOutcome
+        One entry per selected stage, ``status`` "ran" or "skipped".
+
+    Raises
+    ------
+    ConfigError
+        When a stage completed earlier with a different configuration (or upstream
+        configuration) and ``overwrite`` is not set.
+    """
+    base_dir = (base_dir or Path.cwd()).resolve()
+    workdir = workflow.output_dir(base_dir)
+    hashes = _chain_hashes(workflow)
+    selected = [(m, c) for m, c in workflow.stages() if only is None or m.NAME in only]
+    unknown = set(only or ()) - {m.NAME for m, _ in workflow.stages()}
+    if unknown:
+        raise ConfigError(
+            f"--stages: {', '.join(sorted(unknown))} not in {workflow.source}; "
+            f"choose from {', '.join(m.NAME for m, _ in workflow.stages())}"
+        )
+    marker_dir = workdir / MARKER_DIR
+
+    pending = []
+    for module, _config in selected:
+        marker = _read_marker(marker_dir / f"{module.NAME}.json")
+        if marker is not None and not overwrite and marker.get("hash") != hashes[module.NAME]:
+            raise ConfigError(
+                f"{workflow.source}: stage '{module.NAME}' (or a stage before it) changed since "
+                f"it completed in {workdir}; pass --overwrite to recompute, or use a new output_dir"
+            )
+        if overwrite or marker is None:
+            pending.append(module.NAME)
+
+    if not pending:
+        _log(
+            f"volseg: nothing to do — all {len(selected)} stages of '{workflow.name}' are "
+            f"complete in {workdir} (pass --overwrite to recompute)"
+        )
+        return [StageOutcome(m.NAME, "skipped") for m, _ in selected]
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    marker_dir.mkdir(parents=True, exist_ok=True)
+    record = provenance(command=f"volseg run {workflow.source}", config=workflow.raw)
+    record["workflow_yaml"] = workflow.source.read_text()
+    record["workflow_file"] = str(workflow.source)
+
+    outcomes: list[StageOutcome] = []
+    with dask_client(workflow.config.cluster) as client:  # type: ignore[attr-defined]
+        for module, config in selected:
+            if module.NAME not in pending:
+                _log(f"volseg: stage {module.NAME}: complete, skipped")
+                outcomes.append(StageOutcome(module.NAME, "skipped"))
+                continue
+            _log(f"volseg: stage {module.NAME}: running")
+            started = now()
+            stage_record = dict(record, stage=module.NAME, stage_config=config.to_dict(),
+                                started=started)
+            ctx = RunContext(workdir=workdir, base_dir=base_dir, overwrite=overwrite,
+                             provenance=stage_record, client=client)
+            t0 = time.perf_counter()
+            summary = module.run(config, ctx) or {}
+            seconds = time.perf_counter() - t0
+            marker = {"hash": hashes[module.NAME], "started": started, "finished": now(),
+                      "seconds": round(seconds, 3), "summary": summary}
+            (marker_dir / f"{module.NAME}.json").write_text(
+                json.dumps(marker, indent=2, default=str)
+            )
+            _log(f"volseg: stage {module.NAME}: done in {seconds:.1f} s")
+            outcomes.append(StageOutcome(module.NAME, "ran", seconds, summary))
+    return outcomes
