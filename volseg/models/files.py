@@ -1,0 +1,237 @@
+"""Model files: safetensors weights with the spec JSON in the header metadata.
+
+A volseg model file is a plain `safetensors <https://huggingface.co/docs/safetensors>`_
+file whose ``__metadata__`` holds three strings:
+
+``format``
+    ``"volseg-model"``
+``volseg_format_version``
+    :data:`FORMAT_VERSION` (an integer as a string)
+``volseg_spec``
+    the :class:`~volseg.models.spec.ModelSpec` as JSON
+
+Loading reads the header, validates the spec, builds the network from the registry
+and checks that every tensor name and shape matches it before copying the weights.
+Nothing is ever unpickled and no code from the file is executed: a ``torch.save``
+checkpoint or any other pickle is refused with an :class:`~volseg.errors.InputError`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from torch import nn
+
+from volseg.errors import InputError, OutputExistsError
+from volseg.models.registry import build_model
+from volseg.models.spec import ModelSpec
+
+FORMAT_NAME = "volseg-model"
+FORMAT_VERSION = 1
+"""Version of the file layout written by :func:`save_model` (readers accept <= this)."""
+
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+def save_model(
+    module: nn.Module, spec: ModelSpec, path: str | os.PathLike[str], *, overwrite: bool = False
+) -> Path:
+    """Write ``module``'s weights and ``spec`` to a safetensors model file.
+
+    Parameters
+    ----------
+    module
+        The network (any device/dtype; weights are stored as float32 on the CPU,
+        buffers keep their dtype).
+    spec
+        Its spec; ``build_model(spec)`` must produce a network with the same tensors.
+    path
+        Output file (conventionally ``model.safetensors``).
+    overwrite
+        Replace an existing file; otherwise :class:`OutputExistsError`.
+
+    Returns
+    -------
+    pathlib.Path
+        The written path.  The file is written to a temporary name and renamed, so
+        it is complete or absent.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
+    state = {}
+    for name, tensor in module.state_dict().items():
+        t = tensor.detach().to("cpu")
+        if t.is_floating_point():
+            t = t.float()
+        state[name] = t.contiguous().clone()
+    _check_matches(spec, {k: tuple(v.shape) for k, v in state.items()}, source="module")
+    metadata = {
+        "format": FORMAT_NAME,
+        "volseg_format_version": str(FORMAT_VERSION),
+        "volseg_spec": spec.to_json(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_spec(path: str | os.PathLike[str]) -> ModelSpec:
+    """Read only the spec of a model file (no weights), validating the header.
+
+    Raises
+    ------
+    InputError
+        The file is missing, not safetensors (e.g. a pickle / ``torch.save``
+        checkpoint), not a volseg model, of a newer format, or its spec is invalid.
+    """
+    path = Path(path)
+    header = _read_header(path)
+    meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict) or "volseg_spec" not in meta:
+        raise InputError(
+            f"{path} is a safetensors file but not a volseg model (no 'volseg_spec' "
+            "metadata); train one with `volseg train` or save it with volseg.models.save_model"
+        )
+    try:
+        version = int(meta.get("volseg_format_version", "0"))
+    except ValueError:
+        version = -1
+    if version < 1 or version > FORMAT_VERSION:
+        raise InputError(
+            f"{path} has volseg model format version {meta.get('volseg_format_version')!r}; "
+            f"this volseg reads versions 1..{FORMAT_VERSION} (upgrade volseg)"
+        )
+    try:
+        return ModelSpec.from_json(meta["volseg_spec"])
+    except (ValidationError, ValueError) as exc:
+        first = str(exc).splitlines()
+        detail = "; ".join(line.strip() for line in first[1:3]) or first[0]
+        raise InputError(f"{path} has an invalid model spec: {detail}") from None
+
+
+def load_model(path: str | os.PathLike[str]) -> tuple[nn.Module, ModelSpec]:
+    """Load a model file written by :func:`save_model`; never unpickles.
+
+    Parameters
+    ----------
+    path
+        A ``.safetensors`` volseg model file.
+
+    Returns
+    -------
+    module : torch.nn.Module
+        The network in eval mode, on the CPU, float32.
+    spec : ModelSpec
+        Its spec.
+
+    Raises
+    ------
+    InputError
+        One line naming the file and the problem: missing, a pickle / ``torch.save``
+        file, another safetensors file, a newer format, an invalid spec, or weights
+        whose names/shapes do not match the spec.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    spec = read_spec(path)
+    header = _read_header(path)
+    shapes = {
+        name: tuple(int(d) for d in info["shape"])
+        for name, info in header.items()
+        if name != "__metadata__"
+    }
+    _check_matches(spec, shapes, source=str(path))
+    module = build_model(spec)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            state = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
+    except Exception as exc:  # safetensors raises its own error types
+        raise InputError(f"{path} could not be read as safetensors: {exc}") from None
+    expected = module.state_dict()
+    for name, tensor in state.items():
+        if tensor.dtype != expected[name].dtype:
+            state[name] = tensor.to(expected[name].dtype)
+    module.load_state_dict(state, strict=True)
+    module.eval()
+    return module, spec
+
+
+def _check_matches(spec: ModelSpec, shapes: dict[str, tuple[int, ...]], *, source: str) -> None:
+    """Raise InputError unless ``shapes`` are exactly the tensors of ``build_model(spec)``."""
+    expected = {k: tuple(v.shape) for k, v in build_model(spec).state_dict().items()}
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(shapes) if expected[k] != shapes[k])
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]!r})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]!r})")
+        if wrong:
+            k = wrong[0]
+            parts.append(
+                f"{len(wrong)} of the wrong shape (e.g. {k!r}: {shapes[k]} instead of "
+                f"{expected[k]})"
+            )
+        raise InputError(
+            f"{source}: weights do not match the spec ({spec.architecture} "
+            f"{json.dumps(spec.params, sort_keys=True)}): " + ", ".join(parts)
+        )
+
+
+def _read_header(path: Path) -> dict[str, Any]:
+    """Parse the safetensors JSON header without touching the tensor data."""
+    if not path.exists():
+        raise InputError(f"model file {path} does not exist")
+    if path.is_dir():
+        raise InputError(f"model file {path} is a directory, not a .safetensors file")
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        if head[:2] == b"PK" or head[:1] == b"\x80":
+            raise InputError(
+                f"{path} is a pickle / torch.save checkpoint; volseg never unpickles model "
+                "files: re-save the weights as safetensors with volseg.models.save_model"
+            )
+        if len(head) < 8:
+            raise InputError(f"{path} is not a safetensors model file (too short)")
+        (n,) = struct.unpack("<Q", head)
+        if n <= 1 or n > _MAX_HEADER or n > size - 8:
+            raise InputError(f"{path} is not a safetensors model file (bad header)")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise InputError(f"{path} is not a safetensors model file (bad header)") from None
+    if not isinstance(header, dict):
+        raise InputError(f"{path} is not a safetensors model file (bad header)")
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(info, dict) or "shape" not in info or "data_offsets" not in info:
+            raise InputError(f"{path} is not a safetensors model file (bad tensor entry)")
+        end = info["data_offsets"][1]
+        if 8 + n + int(end) > size:
+            raise InputError(f"{path} is truncated (tensor {name!r} extends past the end)")
+    return header
+
+
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "load_model", "read_spec", "save_model"]
