@@ -1,0 +1,613 @@
+"""Opening any supported volume as a lazy dask array plus metadata.
+
+Every reader returns a dask array whose tasks open the file themselves (by path),
+so arrays pickle cheaply to cluster workers and nothing is read before it is
+needed.  Default dask chunks follow the format: one section per block for TIFF
+pages and slice folders, the stored chunks for Zarr / N5 / OME-Zarr, and C-order
+slabs of at most :data:`SLAB_BYTES` for memory-mappable files (MRC, NPY, HDF5).
+Pass ``chunks=`` to read in other blocks (each task then reads exactly its region).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import dask.array as da
+import numpy as np
+import zarr
+from dask.base import tokenize
+
+from volseg.errors import InputError
+from volseg.io import n5, omezarr
+
+SLAB_BYTES = 64 * 2**20
+"""Default largest dask block for memory-mappable formats."""
+
+MRC_SUFFIXES = (".mrc", ".rec", ".map", ".mrcs", ".st", ".ali")
+TIFF_SUFFIXES = (".tif", ".tiff")
+SLICE_SUFFIXES = (".tif", ".tiff", ".png")
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
+SUPPORTED = (
+    "MRC (.mrc/.rec/.map), TIFF (.tif/.tiff), folders of .tif/.png slices, PNG, "
+    "HDF5 (.h5/.hdf5), NumPy (.npy), Zarr, N5 and OME-Zarr"
+)
+
+VoxelSize = tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class VolumeMeta:
+    """What is known about an opened volume besides its voxels.
+
+    Attributes
+    ----------
+    voxel_size
+        ``(z, y, x)`` in nanometres, or ``None`` when the file does not say.
+    axes
+        Axis names of the returned array: ``("z", "y", "x")`` or ``("c", "z", "y", "x")``.
+    source
+        The path that was opened (with ``:dataset`` / ``[level]`` when used).
+    kind
+        ``"labels"`` for an OME-Zarr label image, else ``"image"``.
+    attrs
+        Extra metadata: ``format`` always; for OME-Zarr the group attributes
+        (provenance under ``volseg``).
+    """
+
+    voxel_size: VoxelSize | None
+    axes: tuple[str, ...]
+    source: str
+    kind: Literal["image", "labels"] = "image"
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+ChunksArg = Sequence[int] | None
+
+
+# --------------------------------------------------------------------------- lazy proxies
+
+
+class _Lazy:
+    """A picklable, array-like view of a file region reader for ``da.from_array``.
+
+    Subclasses implement :meth:`read` for a tuple of step-1 slices over :attr:`shape`.
+    """
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if not isinstance(key, tuple):
+            key = (key,)
+        key = key + (slice(None),) * (self.ndim - len(key))
+        slices = tuple(slice(*k.indices(n)[:2]) for k, n in zip(key, self.shape, strict=True))
+        return self.read(slices)
+
+    def read(self, key: tuple[slice, ...]) -> np.ndarray:
+        raise NotImplementedError
+
+
+class _MemmapReader(_Lazy):
+    """Raw C-order data at a byte offset (MRC data blocks)."""
+
+    def __init__(self, path: str, offset: int, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.path, self.offset, self.shape, self.dtype = path, offset, shape, dtype
+
+    def read(self, key: tuple[slice, ...]) -> np.ndarray:
+        mm = np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.offset,
+                       shape=self.shape)
+        return np.array(mm[key], dtype=self.dtype.newbyteorder("="))
+
+
+class _NpyReader(_Lazy):
+    def __init__(self, path: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.path, self.shape, self.dtype = path, shape, dtype
+
+    def read(self, key: tuple[slice, ...]) -> np.ndarray:
+        return np.array(np.load(self.path, mmap_mode="r")[key])
+
+
+class _Hdf5Reader(_Lazy):
+    def __init__(self, path: str, dataset: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.path, self.dataset, self.shape, self.dtype = path, dataset, shape, dtype
+
+    def read(self, key: tuple[slice, ...]) -> np.ndarray:
+        import h5py
+
+        with h5py.File(self.path, "r") as f:
+            return np.asarray(f[self.dataset][key])
+
+
+_tiff_cache = threading.local()
+
+
+def _cached_tiff(path: str) -> Any:
+    """Return a per-thread open ``TiffFile`` (page index loaded once per thread)."""
+    import tifffile
+
+    cache = getattr(_tiff_cache, "files", None)
+    if cache is None:
+        cache = _tiff_cache.files = {}
+    stat = os.stat(path)
+    key = (path, stat.st_mtime_ns, stat.st_size)
+    if key not in cache:
+        for old in [k for k in cache if k[0] == path]:
+            cache.pop(old).close()
+        cache[key] = tifffile.TiffFile(path)
+    return cache[key]
+
+
+class _TiffPagesReader(_Lazy):
+    """A multi-page TIFF read page by page (each page a ``y, x`` section)."""
+
+    def __init__(self, path: str, shape: tuple[int, int, int], dtype: np.dtype) -> None:
+        self.path, self.shape, self.dtype = path, shape, dtype
+
+    def read(self, key: tuple[slice, ...]) -> np.ndarray:
+        tif = _cached_tiff(self.path)
+        out = np.empty([s.stop - s.start for s in key], dtype=self.dtype)
+        for i, z in enumerate(range(key[0].start, key[0].stop)):
+            out[i] = tif.pages[z].asarray(maxworkers=1)[key[1], key[2]]
+        return out
+
+
+class _SlicesReader(_Lazy):
+    """A folder of 2-D TIFF/PNG files, one section each (natural sort order)."""
+
+    def __init__(self, files: list[str], shape: tuple[int, int, int], dtype: np.dtype) -> None:
+        self.files, self.shape, self.dtype = files, shape, dtype
+
+    def read(self, key: tuple[slice, ...]) -> np.ndarray:
+        out = np.empty([s.stop - s.start for s in key], dtype=self.dtype)
+        for i, z in enumerate(range(key[0].start, key[0].stop)):
+            out[i] = _read_slice(self.files[z])[key[1], key[2]]
+        return out
+
+
+def _read_slice(path: str) -> np.ndarray:
+    if path.lower().endswith(".png"):
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return np.asarray(im)
+    import tifffile
+
+    return np.asarray(tifffile.imread(path, key=0, maxworkers=1))
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def slab_chunks(shape: Sequence[int], itemsize: int, budget: int = SLAB_BYTES) -> tuple[int, ...]:
+    """Return C-order slab chunks of at most ``budget`` bytes (whole trailing axes).
+
+    Examples
+    --------
+    >>> slab_chunks((100, 1000, 1000), 1, budget=10_000_000)
+    (10, 1000, 1000)
+    """
+    block = list(shape)
+    for axis in range(len(shape)):
+        rest = itemsize * math.prod(shape[axis + 1:])
+        if rest * shape[axis] <= budget:
+            break
+        block[axis] = max(1, min(shape[axis], budget // max(1, rest)))
+        if rest <= budget:
+            break
+    return tuple(int(b) for b in block)
+
+
+def _token(path: Path, *extra: Any) -> str:
+    stat = path.stat()
+    return tokenize(str(path.resolve()), stat.st_mtime_ns, stat.st_size, *extra)
+
+
+def _from_proxy(proxy: _Lazy, name: str, chunks: tuple[int, ...] | Any) -> da.Array:
+    return da.from_array(
+        proxy, chunks=chunks, name=name, asarray=False, fancy=False, lock=False,
+        meta=np.empty((0,) * proxy.ndim, dtype=proxy.dtype),
+    )
+
+
+def _check_array(arr: da.Array, path: Path) -> da.Array:
+    """Check dimensionality and dtype; 2-D becomes ``(1, y, x)``."""
+    if arr.ndim not in (2, 3, 4):
+        raise InputError(
+            f"{path} has {arr.ndim} dimensions {tuple(arr.shape)}; volseg reads 2-D (y, x), "
+            f"3-D (z, y, x) or 4-D (c, z, y, x) volumes, so reshape or split it first")
+    kind = np.dtype(arr.dtype).kind
+    if kind not in "biuf":
+        raise InputError(f"{path} has dtype {arr.dtype}; volseg reads integer or real "
+                         f"volumes, convert it (e.g. take the magnitude) first")
+    if 0 in arr.shape:
+        raise InputError(f"{path} is empty (shape {tuple(arr.shape)}); check the file")
+    return arr[None] if arr.ndim == 2 else arr
+
+
+def _axes(ndim: int) -> tuple[str, ...]:
+    return ("c", "z", "y", "x") if ndim == 4 else ("z", "y", "x")
+
+
+def _chunks_for(chunks: ChunksArg, ndim: int, default: tuple[int, ...]) -> Any:
+    """Use ``chunks`` (given for the 3-/4-D result) on a possibly 2-D source."""
+    if chunks is None:
+        return default
+    chunks = tuple(int(c) for c in chunks)
+    return chunks[-ndim:] if len(chunks) > ndim else chunks
+
+
+def _voxel_from(values: Sequence[float] | None, factor: float = 1.0) -> VoxelSize | None:
+    """Return a ``(z, y, x)`` voxel size in nm from 2 or 3 values (zero/neg: unknown)."""
+    if values is None:
+        return None
+    vals = [float(v) * factor for v in values]
+    if len(vals) == 2:
+        vals = [vals[0], *vals]
+    if len(vals) != 3 or not all(math.isfinite(v) and v > 0 for v in vals[1:]):
+        return None
+    if not (math.isfinite(vals[0]) and vals[0] > 0):
+        vals[0] = vals[1]
+    return (vals[0], vals[1], vals[2])
+
+
+# --------------------------------------------------------------------------- formats
+
+Opened = tuple[da.Array, VoxelSize | None, dict[str, Any]]
+
+
+def _open_mrc(path: Path, chunks: ChunksArg) -> Opened:
+    import mrcfile
+
+    try:
+        with mrcfile.mmap(str(path), mode="r", permissive=False) as mrc:
+            data = mrc.data
+            if data is None:
+                raise ValueError("no data block")
+            shape, dtype, offset = tuple(data.shape), data.dtype, int(data.offset)
+            vs = mrc.voxel_size
+            voxel = _voxel_from((float(vs.z), float(vs.y), float(vs.x)), factor=0.1)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"{path} is not a readable MRC file ({_first_line(exc)}); check that "
+                         f"it is complete and not truncated, or re-export it") from None
+    proxy = _MemmapReader(str(path), offset, shape, dtype)
+    default = slab_chunks(shape, dtype.itemsize)
+    arr = _from_proxy(proxy, f"mrc-{_token(path)}", _chunks_for(chunks, len(shape), default))
+    return arr, voxel, {"format": "mrc"}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _open_tiff(path: Path, chunks: ChunksArg) -> Opened:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(str(path)) as tif:
+            pages = list(tif.pages)
+            shape, dtype = _tiff_page_shape(path, pages)
+            voxel = _tiff_voxel_size(tif)
+    except (tifffile.TiffFileError, ValueError, OSError, EOFError, IndexError) as exc:
+        raise InputError(f"{path} is not a readable TIFF file ({_first_line(exc)}); check that "
+                         f"it is complete, or re-export it") from None
+    full = (len(pages), *shape)
+    proxy = _TiffPagesReader(str(path), full, dtype)
+    default = (1, *shape)
+    arr = _from_proxy(proxy, f"tiff-{_token(path)}", _chunks_for(chunks, 3, default))
+    return arr, voxel, {"format": "tiff"}
+
+
+def _tiff_page_shape(path: Path, pages: list[Any]) -> tuple[tuple[int, int], np.dtype]:
+    """Check every page is a complete 2-D grey image of one shape; return shape, dtype."""
+    size = path.stat().st_size
+    first = pages[0]
+    if first.ndim != 2 or first.samplesperpixel != 1:
+        raise ValueError(f"pages of shape {first.shape} are not 2-D grey images; save one "
+                         f"channel per file")
+    for page in pages:
+        if tuple(page.shape) != tuple(first.shape) or page.dtype != first.dtype:
+            raise ValueError(f"page {page.index} has shape {page.shape} {page.dtype}, page 0 "
+                             f"{first.shape} {first.dtype}")
+        ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts, strict=False)]
+        if not ends or max(ends) > size:
+            raise ValueError(f"page {page.index} data extends past the end of the file "
+                             f"(truncated)")
+    return (int(first.shape[0]), int(first.shape[1])), np.dtype(first.dtype)
+
+
+def _tiff_voxel_size(tif: Any) -> VoxelSize | None:
+    """Voxel size from ImageJ metadata (``spacing`` + resolution in nm/µm units), if any."""
+    meta = tif.imagej_metadata or {}
+    unit = str(meta.get("unit", "")).lower()
+    factor = {"nm": 1.0, "nanometer": 1.0, "um": 1e3, "micron": 1e3, "\\u00b5m": 1e3,
+              "µm": 1e3, "micrometer": 1e3}.get(unit)
+    if factor is None:
+        return None
+    page = tif.pages[0]
+    try:
+        xres = page.tags["XResolution"].value
+        yres = page.tags["YResolution"].value
+        x = xres[1] / xres[0] * factor
+        y = yres[1] / yres[0] * factor
+    except (KeyError, ZeroDivisionError, TypeError, IndexError):
+        return None
+    z = float(meta.get("spacing", 0.0)) * factor
+    return _voxel_from((z, y, x))
+
+
+def _open_slices(path: Path, chunks: ChunksArg) -> Opened:
+    from natsort import natsorted
+
+    files = natsorted(
+        str(f) for f in path.iterdir() if f.is_file() and f.suffix.lower() in SLICE_SUFFIXES
+        and not f.name.startswith(".")
+    )
+    if not files:
+        raise InputError(f"{path} is a folder without .tif/.tiff/.png slices, Zarr or N5 "
+                         f"metadata; point to a volume file or a folder of slices")
+    shape, dtype = _slice_header(files[0])
+    for f in files[1:]:
+        other = _slice_header(f)
+        if other != (shape, dtype):
+            raise InputError(f"{f} has shape {other[0]} {other[1]} but {files[0]} has "
+                             f"{shape} {dtype}; all slices must match")
+    proxy = _SlicesReader(files, (len(files), *shape), dtype)
+    arr = _from_proxy(proxy, f"slices-{tokenize(files, [os.stat(f).st_mtime_ns for f in files])}",
+                      _chunks_for(chunks, 3, (1, *shape)))
+    return arr, None, {"format": "slices", "files": len(files)}
+
+
+def _slice_header(path: str) -> tuple[tuple[int, int], np.dtype]:
+    """Return the 2-D shape and dtype of one slice file without reading its pixels."""
+    try:
+        if path.lower().endswith(".png"):
+            from PIL import Image
+
+            with Image.open(path) as im:
+                name = _PIL_DTYPES.get(im.mode)
+                if name is None:
+                    raise ValueError(f"PNG mode {im.mode} is not a grey image")
+                return (im.height, im.width), np.dtype(name)
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            shape, dtype = _tiff_page_shape(Path(path), [tif.pages[0]])
+            return shape, dtype
+    except (ValueError, OSError, EOFError, IndexError) as exc:
+        raise InputError(f"{path} is not a readable slice ({_first_line(exc)}); re-export it "
+                         f"as a 2-D grey TIFF or PNG") from None
+
+
+_PIL_DTYPES = {"L": "uint8", "1": "bool", "I;16": "uint16", "I;16B": "uint16", "I": "int32",
+               "F": "float32"}
+
+
+def _open_npy(path: Path, chunks: ChunksArg) -> Opened:
+    try:
+        mm = np.load(str(path), mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"{path} is not a readable .npy file ({_first_line(exc)}); check that "
+                         f"it is complete, or re-save it with numpy.save") from None
+    shape, dtype = tuple(mm.shape), mm.dtype
+    del mm
+    proxy = _NpyReader(str(path), shape, dtype)
+    default = slab_chunks(shape, dtype.itemsize)
+    arr = _from_proxy(proxy, f"npy-{_token(path)}", _chunks_for(chunks, len(shape), default))
+    return arr, None, {"format": "npy"}
+
+
+def _open_hdf5(path: Path, dataset: str | None, chunks: ChunksArg) -> Opened:
+    import h5py
+
+    try:
+        with h5py.File(str(path), "r") as f:
+            names = _hdf5_datasets(f)
+            if dataset is None:
+                if len(names) != 1:
+                    raise InputError(f"{path} holds datasets {names or 'none'}; choose one with "
+                                     f"--dataset")
+                dataset = names[0]
+            node = f.get(dataset)
+            if not isinstance(node, h5py.Dataset):
+                raise InputError(f"{path} has no dataset {dataset!r}; available: "
+                                 f"{', '.join(names) or 'none'}")
+            shape, dtype = tuple(node.shape), node.dtype
+            voxel = _attrs_voxel_size(dict(node.attrs))
+    except OSError as exc:
+        raise InputError(f"{path} is not a readable HDF5 file ({_first_line(exc)}); check "
+                         f"that it is complete") from None
+    proxy = _Hdf5Reader(str(path), dataset, shape, dtype)
+    default = slab_chunks(shape, dtype.itemsize)
+    arr = _from_proxy(proxy, f"h5-{_token(path, dataset)}",
+                      _chunks_for(chunks, len(shape), default))
+    return arr, voxel, {"format": "hdf5", "dataset": dataset}
+
+
+def _hdf5_datasets(f: Any) -> list[str]:
+    import h5py
+
+    names: list[str] = []
+    f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+    return names
+
+
+def _attrs_voxel_size(attrs: dict[str, Any]) -> VoxelSize | None:
+    """Voxel size from common attributes: ``resolution`` (nm) or ``element_size_um``."""
+    try:
+        if "resolution" in attrs:
+            return _voxel_from(list(np.ravel(attrs["resolution"])))
+        if "element_size_um" in attrs:
+            return _voxel_from(list(np.ravel(attrs["element_size_um"])), factor=1e3)
+    except (TypeError, ValueError):
+        return None
+    return None
+
+
+def _is_zarr(path: Path) -> bool:
+    return (path / ".zarray").exists() or (path / ".zgroup").exists() or (
+        path / "zarr.json").exists()
+
+
+def _zarr_kind(path: Path) -> str:
+    if (path / ".zarray").exists():
+        return "array"
+    if (path / ".zgroup").exists():
+        return "group"
+    try:
+        return str(json.loads((path / "zarr.json").read_text()).get("node_type", "group"))
+    except (OSError, ValueError):
+        return "group"
+
+
+def _open_zarr(path: Path, dataset: str | None, level: int, chunks: ChunksArg
+               ) -> tuple[da.Array, VoxelSize | None, dict[str, Any], tuple[str, ...] | None,
+                          Literal["image", "labels"]]:
+    if dataset:
+        path = path / dataset
+        if not path.exists():
+            raise InputError(f"{path.parent} has no member {dataset!r}; available: "
+                             f"{', '.join(_zarr_members(path.parent)) or 'none'}")
+    if _zarr_kind(path) == "array":
+        arr = zarr.open_array(str(path), mode="r")
+        attrs = dict(arr.attrs)
+        return (da.from_zarr(arr, chunks=_zarr_chunks(chunks, arr)),
+                _attrs_voxel_size(attrs), {"format": "zarr", **attrs}, None, "image")
+    attrs = omezarr.group_attrs(path)
+    if "multiscales" not in attrs:
+        labels = [str(n) for n in omezarr.label_names(path)]
+        hint = (f"it holds label images only: open {path}/labels/<name> ({', '.join(labels)})"
+                if labels else f"choose an array with --dataset "
+                f"({', '.join(_zarr_members(path)) or 'none'})")
+        raise InputError(f"{path} is a Zarr group without an image; {hint}")
+    ms = omezarr.read_multiscales(path)
+    if not 0 <= level < len(ms.levels):
+        raise InputError(f"{path} has pyramid levels 0..{len(ms.levels) - 1}, not {level}; "
+                         f"choose another level")
+    if not set(ms.axes) <= set("czyx"):
+        raise InputError(f"{path} has axes {ms.axes}; volseg reads (c,) z, y, x images only")
+    arr = zarr.open_array(str(path / ms.levels[level].path), mode="r")
+    return (da.from_zarr(arr, chunks=_zarr_chunks(chunks, arr)), ms.level_voxel_size(level),
+            {"format": "ome-zarr", **ms.attrs}, ms.axes, ms.kind)
+
+
+def _zarr_chunks(chunks: ChunksArg, arr: zarr.Array) -> Any:
+    return _chunks_for(chunks, arr.ndim, tuple(arr.chunks))
+
+
+def _zarr_members(path: Path) -> list[str]:
+    try:
+        group = zarr.open_group(str(path), mode="r")
+        return sorted(name for name, _ in group.members(max_depth=None))
+    except (FileNotFoundError, ValueError, TypeError, zarr.errors.GroupNotFoundError):
+        return []
+
+
+def _open_n5(path: Path, dataset: str | None, chunks: ChunksArg) -> Opened:
+    if dataset:
+        path = path / dataset
+    if not n5.is_n5_dataset(path):
+        names = n5.list_datasets(path)
+        raise InputError(f"{path} is an N5 container, not a dataset; choose one with --dataset "
+                         f"({', '.join(names) or 'none found'})")
+    proxy = n5.N5Dataset(path)
+    arr = da.from_array(proxy, chunks=_chunks_for(chunks, proxy.ndim, proxy.block),
+                        name=f"n5-{_token(path / 'attributes.json')}", asarray=False,
+                        fancy=False, lock=False,
+                        meta=np.empty((0,) * proxy.ndim, dtype=proxy.dtype.newbyteorder("=")))
+    voxel = _attrs_voxel_size({k: v[::-1] if k == "resolution" and isinstance(v, list) else v
+                               for k, v in proxy.attrs.items()})
+    return arr, voxel, {"format": "n5"}
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def open_volume(
+    path: str | os.PathLike[str], *, dataset: str | None = None, level: int = 0,
+    chunks: Sequence[int] | None = None,
+) -> tuple[da.Array, VolumeMeta]:
+    """Open a volume lazily as a dask array ``(z, y, x)`` or ``(c, z, y, x)``.
+
+    Parameters
+    ----------
+    path
+        An MRC/REC/MAP file, a (multi-page) TIFF, a folder of TIFF/PNG slices (natural
+        sort order), a PNG, an HDF5 file, a ``.npy`` file, a Zarr array or group, an
+        N5 dataset or container, or an OME-Zarr image or label group (e.g.
+        ``image.ome.zarr/labels/truth``).
+    dataset
+        The dataset inside an HDF5 file, Zarr group or N5 container.
+    level
+        The pyramid level of an OME-Zarr image (0 = full resolution).
+    chunks
+        Dask chunks of the result; default: the format's natural blocks (see module
+        notes).
+
+    Returns
+    -------
+    array : dask.array.Array
+        Lazy voxels; 2-D inputs become ``(1, y, x)``.
+    meta : VolumeMeta
+        Voxel size (nm), axes, source, kind and extra attributes.
+
+    Raises
+    ------
+    InputError
+        With one line naming the file and the fix, for a missing, unknown, truncated
+        or corrupt file, a wrong dimensionality or a missing dataset.
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise InputError(f"{p} does not exist; check the path")
+    axes: tuple[str, ...] | None = None
+    kind: Literal["image", "labels"] = "image"
+    source = str(p) + (f":{dataset}" if dataset else "") + (f"[{level}]" if level else "")
+    if p.is_dir():
+        if _is_zarr(p):
+            arr, voxel, attrs, axes, kind = _open_zarr(p, dataset, level, chunks)
+        elif n5.is_n5_dataset(p) or n5.is_n5_container(p):
+            arr, voxel, attrs = _open_n5(p, dataset, chunks)
+        else:
+            arr, voxel, attrs = _open_slices(p, chunks)
+    else:
+        arr, voxel, attrs = _open_file(p, dataset, chunks)
+    if axes is not None and arr.ndim == len(axes) and len(axes) == 2:
+        axes = None
+    arr = _check_array(arr, p)
+    return arr, VolumeMeta(voxel_size=voxel, axes=axes if axes and len(axes) == arr.ndim
+                           else _axes(arr.ndim), source=source, kind=kind, attrs=attrs)
+
+
+def _open_file(p: Path, dataset: str | None, chunks: ChunksArg) -> Opened:
+    suffix = p.suffix.lower()
+    openers: dict[tuple[str, ...], Callable[[], Opened]] = {
+        MRC_SUFFIXES: lambda: _open_mrc(p, chunks),
+        TIFF_SUFFIXES: lambda: _open_tiff(p, chunks),
+        (".png",): lambda: _open_png(p, chunks),
+        HDF5_SUFFIXES: lambda: _open_hdf5(p, dataset, chunks),
+        (".npy",): lambda: _open_npy(p, chunks),
+    }
+    for suffixes, opener in openers.items():
+        if suffix in suffixes:
+            return opener()
+    raise InputError(f"{p}: unknown file type {suffix or '(no extension)'!r}; volseg reads "
+                     f"{SUPPORTED}")
+
+
+def _open_png(path: Path, chunks: ChunksArg) -> Opened:
+    shape, dtype = _slice_header(str(path))
+    proxy = _SlicesReader([str(path)], (1, *shape), dtype)
+    arr = _from_proxy(proxy, f"png-{_token(path)}", _chunks_for(chunks, 3, (1, *shape)))
+    return arr, None, {"format": "png"}
