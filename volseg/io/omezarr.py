@@ -622,7 +622,7 @@ def write_labels(
     store_blocks(_as_dask(array, target.chunks), target, description=f"writing {group_path}",
                  client=client)
     if np.dtype(array.dtype) == np.uint8:
-        _store_class_frequencies(group_path, target, client)
+        store_class_frequencies(group_path, client=client)
     if pyramid:
         write_pyramid(group_path, method="mode", client=client)
 
@@ -644,12 +644,21 @@ def class_frequencies(target: zarr.Array, client: Any = None) -> dict[str, int]:
     return {str(i): int(n) for i, n in enumerate(np.asarray(result)) if n}
 
 
-def _store_class_frequencies(group_path: Path, target: zarr.Array, client: Any) -> None:
+def store_class_frequencies(group_path: PathLike, *, client: Any = None) -> dict[str, int]:
+    """Count the voxels of each class of a ``uint8`` label group's level 0 and store them.
+
+    The counts go to the group attribute ``volseg.class_frequencies`` (``{id: count}``,
+    nonzero counts only) and are returned.
+    """
     group = zarr.open_group(str(group_path), mode="a")
+    target = group[read_multiscales(group_path).levels[0].path]
+    assert isinstance(target, zarr.Array)
     previous = group.attrs.get("volseg")
     volseg = dict(previous) if isinstance(previous, Mapping) else {}
-    volseg["class_frequencies"] = class_frequencies(target, client)
+    counts = class_frequencies(target, client)
+    volseg["class_frequencies"] = counts
     group.attrs["volseg"] = volseg
+    return counts
 
 
 def image_state(path: PathLike) -> Literal["absent", "partial", "complete", "other"]:

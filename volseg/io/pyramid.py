@@ -15,6 +15,7 @@ ties going to the first voxel in C order of the 2 × 2 × 2 cell).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -69,24 +70,29 @@ def plan_levels(
         ))
 
 
-def _pad_even(block: np.ndarray, factors: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Pad odd halved axes by one edge voxel; return the padded block and a validity mask."""
+def _pad_even(block: np.ndarray, factors: Sequence[int]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Pad odd reduced axes by one edge voxel; return the block and a validity mask.
+
+    The mask is ``None`` when nothing had to be padded (every voxel is valid).
+    """
     pad = [(0, (f - n % f) % f) for n, f in zip(block.shape, factors, strict=True)]
-    valid = np.ones(block.shape, dtype=bool)
-    if any(p for _, p in pad):
-        block = np.pad(block, pad, mode="edge")
-        valid = np.pad(valid, pad, mode="constant", constant_values=False)
-    return block, valid
+    if not any(p for _, p in pad):
+        return block, None
+    valid = np.pad(np.ones(block.shape, dtype=bool), pad, mode="constant",
+                   constant_values=False)
+    return np.pad(block, pad, mode="edge"), valid
 
 
-def _cells(block: np.ndarray, factors: Sequence[int]) -> np.ndarray:
-    """Reshape to ``(*out_shape, cell_size)``: the voxels of each reduction cell last."""
-    out = [n // f for n, f in zip(block.shape, factors, strict=True)]
-    split = [d for n, f in zip(out, factors, strict=True) for d in (n, f)]
-    view = block.reshape(split)
-    nd = block.ndim
-    order = [2 * i for i in range(nd)] + [2 * i + 1 for i in range(nd)]
-    return view.transpose(order).reshape(*out, -1)
+def _views(block: np.ndarray, factors: Sequence[int]) -> list[np.ndarray]:
+    """Return the strided views ``block[o0::f0, o1::f1, ...]``, one per cell offset."""
+    offsets = itertools.product(*(range(f) for f in factors))
+    return [block[tuple(slice(o, None, f) for o, f in zip(offs, factors, strict=True))]
+            for offs in offsets]
+
+
+def _accumulator(dtype: np.dtype) -> type[np.floating]:
+    small = np.issubdtype(dtype, np.integer) and dtype.itemsize <= 2
+    return np.float32 if small or dtype == np.bool_ else np.float64
 
 
 def reduce_mean(block: np.ndarray, factors: Sequence[int]) -> np.ndarray:
@@ -98,9 +104,21 @@ def reduce_mean(block: np.ndarray, factors: Sequence[int]) -> np.ndarray:
     [[2, 5]]
     """
     padded, valid = _pad_even(block, factors)
-    values = _cells(padded, factors).astype(np.float64)
-    weights = _cells(valid, factors)
-    mean = (values * weights).sum(axis=-1) / weights.sum(axis=-1)
+    acc_type = _accumulator(block.dtype)
+    views = _views(padded, factors)
+    total = views[0].astype(acc_type)
+    if valid is None:
+        for view in views[1:]:
+            total += view
+        mean = total / acc_type(len(views))
+    else:
+        masks = _views(valid, factors)
+        total *= masks[0]
+        count = masks[0].astype(acc_type)
+        for view, mask in zip(views[1:], masks[1:], strict=True):
+            total += view * mask
+            count += mask
+        mean = total / count
     if np.issubdtype(block.dtype, np.integer):
         info = np.iinfo(block.dtype)
         mean = np.clip(np.rint(mean), info.min, info.max)
@@ -112,20 +130,31 @@ def reduce_mean(block: np.ndarray, factors: Sequence[int]) -> np.ndarray:
 def reduce_mode(block: np.ndarray, factors: Sequence[int]) -> np.ndarray:
     """Return the most frequent value in each cell of ``factors`` voxels (labels).
 
+    Ties go to the value met first in C order within the cell.  Cells whose voxels
+    all agree (most of a label volume) are settled without counting (padding copies
+    an edge voxel, so an all-equal padded cell has that value as its mode too).
+
     Examples
     --------
     >>> reduce_mode(np.array([[7, 2, 2, 9, 4]], dtype=np.uint8), (1, 2)).tolist()
     [[7, 2, 4]]
     """
     padded, valid = _pad_even(block, factors)
-    values = _cells(padded, factors)
-    weights = _cells(valid, factors)
-    # counts[..., k] = number of valid voxels in the cell equal to voxel k
-    equal = values[..., :, None] == values[..., None, :]
-    counts = (equal & weights[..., None, :]).sum(axis=-1)
+    views = _views(padded, factors)
+    out = views[0].copy()
+    mixed = np.zeros(out.shape, dtype=bool)
+    for view in views[1:]:
+        mixed |= view != views[0]
+    if not mixed.any():
+        return out
+    values = np.stack([v[mixed] for v in views], axis=-1)
+    weights = (np.stack([m[mixed] for m in _views(valid, factors)], axis=-1)
+               if valid is not None else np.ones(values.shape, dtype=bool))
+    counts = ((values[:, :, None] == values[:, None, :]) & weights[:, None, :]).sum(axis=-1)
     counts[~weights] = -1
     best = np.argmax(counts, axis=-1)
-    return np.take_along_axis(values, best[..., None], axis=-1)[..., 0]
+    out[mixed] = np.take_along_axis(values, best[:, None], axis=-1)[:, 0]
+    return out
 
 
 REDUCERS = {"mean": reduce_mean, "mode": reduce_mode}

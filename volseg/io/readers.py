@@ -10,11 +10,13 @@ Pass ``chunks=`` to read in other blocks (each task then reads exactly its regio
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -158,7 +160,11 @@ class _TiffPagesReader(_Lazy):
         tif = _cached_tiff(self.path)
         out = np.empty([s.stop - s.start for s in key], dtype=self.dtype)
         for i, z in enumerate(range(key[0].start, key[0].stop)):
-            out[i] = tif.pages[z].asarray(maxworkers=1)[key[1], key[2]]
+            try:
+                out[i] = tif.pages[z].asarray(maxworkers=1)[key[1], key[2]]
+            except (ValueError, RuntimeError, OSError, IndexError) as exc:
+                raise InputError(f"{self.path}: page {z} cannot be decoded ({_first_line(exc)});"
+                                 f" the file is corrupt, re-export it") from None
         return out
 
 
@@ -171,7 +177,11 @@ class _SlicesReader(_Lazy):
     def read(self, key: tuple[slice, ...]) -> np.ndarray:
         out = np.empty([s.stop - s.start for s in key], dtype=self.dtype)
         for i, z in enumerate(range(key[0].start, key[0].stop)):
-            out[i] = _read_slice(self.files[z])[key[1], key[2]]
+            try:
+                out[i] = _read_slice(self.files[z])[key[1], key[2]]
+            except (ValueError, RuntimeError, OSError, IndexError) as exc:
+                raise InputError(f"{self.files[z]} cannot be decoded ({_first_line(exc)}); the "
+                                 f"file is corrupt, re-export it") from None
         return out
 
 
@@ -266,10 +276,26 @@ def _voxel_from(values: Sequence[float] | None, factor: float = 1.0) -> VoxelSiz
 Opened = tuple[da.Array, VoxelSize | None, dict[str, Any]]
 
 
+def _check_mrc_size(path: Path) -> None:
+    """Raise ``ValueError`` naming the sizes when the MRC data block is cut short."""
+    import mrcfile
+    import mrcfile.utils
+
+    with mrcfile.open(str(path), mode="r", permissive=False, header_only=True) as mrc:
+        header = mrc.header
+        dtype = mrcfile.utils.data_dtype_from_header(header)
+        count = int(header.nx) * int(header.ny) * int(header.nz)
+        expected = 1024 + int(header.nsymbt) + count * dtype.itemsize
+    size = path.stat().st_size
+    if size < expected:
+        raise ValueError(f"truncated: {size} bytes, the header describes {expected}")
+
+
 def _open_mrc(path: Path, chunks: ChunksArg) -> Opened:
     import mrcfile
 
     try:
+        _check_mrc_size(path)
         with mrcfile.mmap(str(path), mode="r", permissive=False) as mrc:
             data = mrc.data
             if data is None:
@@ -279,7 +305,7 @@ def _open_mrc(path: Path, chunks: ChunksArg) -> Opened:
             voxel = _voxel_from((float(vs.z), float(vs.y), float(vs.x)), factor=0.1)
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(f"{path} is not a readable MRC file ({_first_line(exc)}); check that "
-                         f"it is complete and not truncated, or re-export it") from None
+                         f"it was copied completely, or re-export it") from None
     proxy = _MemmapReader(str(path), offset, shape, dtype)
     default = slab_chunks(shape, dtype.itemsize)
     arr = _from_proxy(proxy, f"mrc-{_token(path)}", _chunks_for(chunks, len(shape), default))
@@ -291,12 +317,26 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+@contextlib.contextmanager
+def _quiet_tifffile() -> Iterator[None]:
+    """Silence tifffile's log warnings about damaged files (we raise one clear error)."""
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _open_tiff(path: Path, chunks: ChunksArg) -> Opened:
     import tifffile
 
     try:
-        with tifffile.TiffFile(str(path)) as tif:
+        with _quiet_tifffile(), tifffile.TiffFile(str(path)) as tif:
             pages = list(tif.pages)
+            if not pages:
+                raise ValueError("no readable pages; the file is corrupt")
             shape, dtype = _tiff_page_shape(path, pages)
             voxel = _tiff_voxel_size(tif)
     except (tifffile.TiffFileError, ValueError, OSError, EOFError, IndexError) as exc:
@@ -382,7 +422,9 @@ def _slice_header(path: str) -> tuple[tuple[int, int], np.dtype]:
                 return (im.height, im.width), np.dtype(name)
         import tifffile
 
-        with tifffile.TiffFile(path) as tif:
+        with _quiet_tifffile(), tifffile.TiffFile(path) as tif:
+            if not len(tif.pages):
+                raise ValueError("no readable pages; the file is corrupt")
             shape, dtype = _tiff_page_shape(Path(path), [tif.pages[0]])
             return shape, dtype
     except (ValueError, OSError, EOFError, IndexError) as exc:

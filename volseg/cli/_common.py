@@ -1,0 +1,114 @@
+"""Option helpers shared by the sub-commands (not itself a sub-command)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from collections.abc import Sequence
+from typing import Any
+
+from volseg.provenance import provenance
+
+
+def add_overwrite(parser: argparse.ArgumentParser) -> None:
+    """Add ``--overwrite`` (replace existing outputs instead of refusing/resuming)."""
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output (default: refuse, or resume a "
+                             "partially written one)")
+
+
+def add_dataset(parser: argparse.ArgumentParser) -> None:
+    """Add ``--dataset`` (the array inside an HDF5 file, Zarr group or N5 container)."""
+    parser.add_argument("--dataset", metavar="NAME",
+                        help="dataset inside an HDF5 file, Zarr group or N5 container")
+
+
+def add_chunks(parser: argparse.ArgumentParser, default: str = "64 64 64") -> None:
+    """Add ``--chunks Z Y X`` (positive integers)."""
+    parser.add_argument("--chunks", nargs=3, type=positive_int, metavar=("Z", "Y", "X"),
+                        help=f"output chunk shape in voxels (default {default})")
+
+
+def add_voxel_size(parser: argparse.ArgumentParser) -> None:
+    """Add ``--voxel-size Z Y X`` in nanometres."""
+    parser.add_argument("--voxel-size", nargs=3, type=positive_float, metavar=("Z", "Y", "X"),
+                        help="voxel size in nm (overrides what the input file says)")
+
+
+def positive_int(text: str) -> int:
+    """``argparse`` type: an integer ≥ 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """``argparse`` type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a positive number")
+    return value
+
+
+def options(args: argparse.Namespace) -> dict[str, Any]:
+    """Return the parsed options as plain data (internal keys dropped)."""
+    return {k: v for k, v in vars(args).items()
+            if not k.startswith("_") and k not in ("debug", "command")}
+
+
+def command_line(name: str, positional: Sequence[str], args: argparse.Namespace) -> str:
+    """Rebuild an equivalent command line for provenance records.
+
+    ``positional`` names the attributes of ``args`` that are positional arguments.
+    """
+    values = options(args)
+    parts = ["volseg", name, *(str(values[k]) for k in positional if values.get(k) is not None)]
+    for key, value in values.items():
+        flag = "--" + key.replace("_", "-")
+        if value is None or value is False or key in positional:
+            continue
+        if value is True:
+            parts.append(flag)
+        elif isinstance(value, (list, tuple)):
+            parts += [flag, *map(str, value)]
+        else:
+            parts += [flag, str(value)]
+    return shlex.join(parts)
+
+
+def output_attrs(name: str, positional: Sequence[str], args: argparse.Namespace
+                 ) -> dict[str, Any]:
+    """Return group attributes recording how the command made its output.
+
+    ``positional`` names the attributes of ``args`` that are positional arguments.
+    """
+    return {"volseg": provenance(command=command_line(name, positional, args),
+                                 config=options(args))}
+
+
+def format_bytes(n: float) -> str:
+    """Return ``n`` bytes in a human unit (``1.5 GiB``)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+def format_voxel(voxel_size: Sequence[float] | None) -> str:
+    """Return ``5 × 5 × 5 nm`` or ``unknown``."""
+    if voxel_size is None:
+        return "unknown"
+    return " × ".join(f"{v:g}" for v in voxel_size) + " nm"
+
+
+def format_shape(shape: Sequence[int]) -> str:
+    """Return ``165 × 768 × 1024``."""
+    return " × ".join(str(int(n)) for n in shape)

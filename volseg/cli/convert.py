@@ -1,0 +1,89 @@
+"""``volseg convert INPUT OUTPUT.ome.zarr``: any readable volume to OME-Zarr.
+
+Images (default) become a multiscale image (mean pyramid).  With ``--labels`` the
+input is a label volume (integer ids) written as an NGFF label image with a mode
+pyramid: ``--labels-of IMAGE.ome.zarr --name mito`` adds it to an existing image
+(``IMAGE.ome.zarr/labels/mito``; no OUTPUT), while ``--labels`` with OUTPUT writes a
+new group holding only ``OUTPUT/labels/<name>`` (``--name`` defaults to ``labels``).
+
+An existing finished output is refused unless ``--overwrite``; a partially written
+one (an interrupted conversion) is resumed.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from volseg.cli import _common
+from volseg.errors import InputError
+from volseg.io.convert import ConvertResult, convert_image, convert_labels
+
+NAME = "convert"
+HELP = "convert MRC/TIFF/PNG slices/HDF5/NPY/Zarr/N5 volumes to OME-Zarr"
+ORDER = 20
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``convert``'s arguments."""
+    parser.add_argument("input", help="volume file or folder (MRC, TIFF, PNG slices, HDF5, "
+                                      "NPY, Zarr, N5, OME-Zarr)")
+    parser.add_argument("output", nargs="?",
+                        help="output OME-Zarr group, e.g. image.ome.zarr (omit with "
+                             "--labels-of)")
+    _common.add_chunks(parser, default="64 64 64; 1 256 256 for a single section")
+    _common.add_voxel_size(parser)
+    _common.add_dataset(parser)
+    parser.add_argument("--labels", action="store_true",
+                        help="the input is a label volume: write an NGFF label image")
+    parser.add_argument("--labels-of", metavar="IMAGE",
+                        help="add the labels to this existing OME-Zarr image (implies --labels)")
+    parser.add_argument("--name", default="labels",
+                        help="name of the label image (default: labels)")
+    parser.add_argument("--no-pyramid", action="store_true",
+                        help="write level 0 only (no downsampled levels)")
+    _common.add_overwrite(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Convert and print a short summary; return the exit status."""
+    labels = bool(args.labels or args.labels_of)
+    if args.labels_of and args.output:
+        raise InputError("give either OUTPUT or --labels-of IMAGE, not both")
+    if not args.labels_of and not args.output:
+        raise InputError("missing OUTPUT: give an output path such as image.ome.zarr")
+    common = {
+        "dataset": args.dataset, "chunks": args.chunks, "voxel_size": args.voxel_size,
+        "overwrite": args.overwrite, "pyramid": not args.no_pyramid,
+    }
+    attrs = _common.output_attrs(NAME, ["input", "output"], args)
+    if labels:
+        image = Path(args.labels_of or args.output)
+        if args.labels_of and not image.exists():
+            raise InputError(f"{image} does not exist; convert the image first or drop "
+                             f"--labels-of")
+        result = convert_labels(args.input, image, args.name, attrs=attrs, **common)
+    else:
+        result = convert_image(args.input, args.output, attrs=attrs, **common)
+    print(summary(result))
+    return 0
+
+
+def summary(result: ConvertResult) -> str:
+    """Return a short human-readable account of a conversion."""
+    rate = result.nbytes / max(result.seconds, 1e-9) / 2**20
+    resumed = ""
+    if result.state_before == "partial":
+        resumed = (f" (resumed: {result.report.skipped_blocks} of "
+                   f"{result.report.total_blocks} blocks were already written)")
+    voxel = _common.format_voxel(result.voxel_size)
+    lines = [
+        f"wrote {result.output}{resumed}",
+        f"  shape {_common.format_shape(result.shape)} {result.dtype}, chunks "
+        f"{_common.format_shape(result.chunks)}, voxel size {voxel}",
+        f"  {result.levels} pyramid level(s), {_common.format_bytes(result.nbytes)} in "
+        f"{result.seconds:.1f} s ({rate:.1f} MiB/s)",
+    ]
+    if result.voxel_size is None:
+        lines.append("  note: the input has no voxel size; pass --voxel-size Z Y X (nm)")
+    return "\n".join(lines)

@@ -1,0 +1,239 @@
+"""Converting any readable volume into OME-Zarr: shared by ``volseg convert`` and the stage.
+
+The input is opened in blocks aligned to the output chunks — one chunk deep in
+``z`` and as wide in ``y, x`` as :data:`volseg.io.omezarr.READ_BLOCK_BYTES` allows —
+so each task reads exactly the region it writes and memory stays bounded by a few
+such slabs whatever the input size.  Writing goes through
+:func:`volseg.io.store.store_blocks`, so an interrupted conversion resumes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import zarr
+
+from volseg.errors import InputError, OutputExistsError
+from volseg.io import omezarr
+from volseg.io.readers import VolumeMeta, open_volume
+from volseg.io.store import StoreReport, store_blocks
+
+State = Literal["absent", "partial", "complete", "other"]
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    """What a conversion wrote.
+
+    Attributes
+    ----------
+    output
+        The image group, or the label group for label conversions.
+    shape, dtype, chunks
+        Of level 0.
+    voxel_size
+        ``(z, y, x)`` nm written to the transforms (``None``: unknown).
+    levels
+        Number of pyramid levels.
+    state_before
+        What was at ``output`` before: ``absent``, ``partial`` (resumed) or
+        ``complete``/``other`` (replaced with ``overwrite``).
+    report
+        Level-0 block counts (computed now / skipped as already done).
+    seconds
+        Wall time.
+    """
+
+    output: Path
+    shape: tuple[int, ...]
+    dtype: str
+    chunks: tuple[int, ...]
+    voxel_size: tuple[float, float, float] | None
+    levels: int
+    state_before: State
+    report: StoreReport
+    seconds: float
+
+    @property
+    def nbytes(self) -> int:
+        """Uncompressed size of level 0 in bytes."""
+        return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-able summary."""
+        return {
+            "output": str(self.output), "shape": list(self.shape), "dtype": self.dtype,
+            "chunks": list(self.chunks), "voxel_size": self.voxel_size, "levels": self.levels,
+            "state_before": self.state_before, "computed_blocks": self.report.computed_blocks,
+            "skipped_blocks": self.report.skipped_blocks, "seconds": round(self.seconds, 3),
+        }
+
+
+def check_output(path: Path, overwrite: bool, *, inputs: Sequence[Path] = ()) -> State:
+    """Return the state of ``path``; refuse a finished or foreign output without overwrite.
+
+    Raises
+    ------
+    InputError
+        If ``path`` is one of ``inputs`` or contains/is contained in one.
+    OutputExistsError
+        If ``path`` exists, cannot be resumed and ``overwrite`` is false.
+    """
+    target = path.resolve()
+    for source in inputs:
+        src = source.resolve()
+        if src == target or target in src.parents or src in target.parents:
+            raise InputError(f"output {path} overlaps the input {source}; choose another "
+                             f"output path")
+    state = omezarr.image_state(path)
+    if state in ("complete", "other") and not overwrite:
+        raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
+    return state
+
+
+def _voxel(voxel_size: Sequence[float] | None, meta: VolumeMeta
+           ) -> tuple[float, float, float] | None:
+    if voxel_size is not None:
+        vs = tuple(float(v) for v in voxel_size)
+        if len(vs) != 3 or not all(v > 0 for v in vs):
+            raise InputError(f"voxel size must be three positive numbers (z y x, nm), got "
+                             f"{tuple(voxel_size)}")
+        return (vs[0], vs[1], vs[2])
+    return meta.voxel_size
+
+
+def _target_chunks(shape: Sequence[int], axes: Sequence[str],
+                   chunks: Sequence[int] | None) -> tuple[int, ...]:
+    """Zarr chunks: ``chunks`` gives ``z, y, x`` (a ``c`` axis is one chunk)."""
+    if chunks is None:
+        return omezarr.default_chunks(shape, axes)
+    spatial = [int(c) for c in chunks]
+    if len(spatial) != 3 or min(spatial) < 1:
+        raise InputError(f"chunks must be three positive integers (z y x), got {tuple(chunks)}")
+    full = ([int(shape[0])] if len(shape) == 4 else []) + spatial
+    return tuple(min(c, n) for c, n in zip(full, shape, strict=True))
+
+
+def _open_aligned(source: Path, dataset: str | None, chunks: Sequence[int] | None,
+                  level: int = 0) -> tuple[Any, VolumeMeta, tuple[int, ...]]:
+    """Open ``source`` in writer blocks aligned to the zarr chunks; return it and chunks."""
+    probe, meta = open_volume(source, dataset=dataset, level=level)
+    target = _target_chunks(probe.shape, meta.axes, chunks)
+    block = omezarr.writer_chunks(probe.shape, target, probe.dtype.itemsize)
+    array, meta = open_volume(source, dataset=dataset, level=level, chunks=block)
+    return array, meta, target
+
+
+def convert_image(
+    source: str | Path, output: str | Path, *, dataset: str | None = None,
+    chunks: Sequence[int] | None = None, voxel_size: Sequence[float] | None = None,
+    overwrite: bool = False, attrs: Mapping[str, Any] | None = None, pyramid: bool = True,
+    client: Any = None,
+) -> ConvertResult:
+    """Convert ``source`` into the OME-Zarr image ``output`` (resuming a partial one).
+
+    Parameters
+    ----------
+    source
+        Anything :func:`volseg.io.open_volume` reads.
+    output
+        The image group to write.
+    dataset
+        Dataset inside an HDF5 file / Zarr group / N5 container.
+    chunks
+        ``(z, y, x)`` zarr chunks (default :func:`volseg.io.omezarr.default_chunks`).
+    voxel_size
+        ``(z, y, x)`` nm; overrides what the file says.
+    overwrite
+        Replace an existing output.
+    attrs
+        Group attributes (provenance under ``"volseg"``).
+    pyramid
+        Build the downsampled levels.
+    client
+        Optional ``distributed.Client``.
+
+    Raises
+    ------
+    InputError, OutputExistsError
+        For unreadable inputs and outputs that exist without ``overwrite``.
+    """
+    start = time.perf_counter()
+    source, output = Path(source), Path(output)
+    array, meta, target_chunks = _open_aligned(source, dataset, chunks)
+    state = check_output(output, overwrite, inputs=[source])
+    vs = _voxel(voxel_size, meta)
+    target = omezarr.create_image(
+        output, shape=array.shape, dtype=array.dtype, chunks=target_chunks, voxel_size=vs,
+        axes=meta.axes, overwrite=overwrite, attrs=attrs)
+    report = store_blocks(array, target, description=f"converting {source.name}",
+                          client=client)
+    if pyramid:
+        omezarr.write_pyramid(output, method="mean", client=client)
+    return _result(output, target, vs, state, report, start)
+
+
+def convert_labels(
+    source: str | Path, image: str | Path, name: str, *, dataset: str | None = None,
+    chunks: Sequence[int] | None = None, voxel_size: Sequence[float] | None = None,
+    overwrite: bool = False, attrs: Mapping[str, Any] | None = None, pyramid: bool = True,
+    client: Any = None,
+) -> ConvertResult:
+    """Convert ``source`` into the NGFF label image ``image/labels/<name>``.
+
+    The image group is created (without an image) when it does not exist; when it
+    holds an image, the labels must have its shape and take its voxel size unless
+    ``voxel_size`` is given.  Other parameters as for :func:`convert_image`.
+    """
+    start = time.perf_counter()
+    source, image = Path(source), Path(image)
+    if not name or "/" in name or name.startswith("."):
+        raise InputError(f"label name {name!r} must be a plain name such as 'truth'")
+    array, meta, target_chunks = _open_aligned(source, dataset, chunks)
+    if array.ndim != 3 or not (np.issubdtype(array.dtype, np.integer) or
+                               array.dtype == np.bool_):
+        raise InputError(f"{source} has shape {tuple(array.shape)} {array.dtype}; labels must be "
+                         f"a 3-D (or 2-D) integer volume")
+    image_vs = _image_voxel(image, array.shape, source)
+    output = image / "labels" / name
+    state = check_output(output, overwrite, inputs=[source])
+    vs = _voxel(voxel_size, meta) if voxel_size is not None else (image_vs or meta.voxel_size)
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8)
+    target = omezarr.create_labels(
+        image, name, shape=array.shape, dtype=array.dtype, chunks=target_chunks,
+        voxel_size=vs, overwrite=overwrite, attrs=attrs)
+    report = store_blocks(array, target, description=f"converting {source.name}",
+                          client=client)
+    if np.dtype(array.dtype) == np.uint8:
+        omezarr.store_class_frequencies(output, client=client)
+    if pyramid:
+        omezarr.write_pyramid(output, method="mode", client=client)
+    return _result(output, target, vs, state, report, start)
+
+
+def _image_voxel(image: Path, shape: Sequence[int], source: Path
+                 ) -> tuple[float, float, float] | None:
+    """Return the voxel size of the image at ``image`` after checking the label shape."""
+    if not image.exists() or "multiscales" not in omezarr.group_attrs(image):
+        return None
+    ms = omezarr.read_multiscales(image)
+    spatial = tuple(n for n, a in zip(ms.levels[0].shape, ms.axes, strict=True) if a in "zyx")
+    if spatial != tuple(shape):
+        raise InputError(f"{source} has shape {tuple(shape)} but the image {image} has "
+                         f"{spatial}; labels must match the image voxel for voxel")
+    return ms.voxel_size
+
+
+def _result(output: Path, target: zarr.Array, vs: tuple[float, float, float] | None,
+            state: State, report: StoreReport, start: float) -> ConvertResult:
+    levels = len(omezarr.read_multiscales(output).levels)
+    return ConvertResult(
+        output=output, shape=tuple(target.shape), dtype=str(target.dtype),
+        chunks=tuple(target.chunks), voxel_size=vs, levels=levels, state_before=state,
+        report=report, seconds=time.perf_counter() - start)
