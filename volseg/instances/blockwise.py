@@ -38,7 +38,7 @@ from volseg.instances.kernel import (
     plane_pairs,
 )
 
-__all__ = ["InstanceResult", "ObjectTable", "label_instances"]
+__all__ = ["InstanceResult", "ObjectTable", "instance_dtype", "label_instances"]
 
 _LOCAL_BITS = 32
 _LOCAL_MASK = np.uint64((1 << _LOCAL_BITS) - 1)
@@ -48,6 +48,11 @@ TABLE_COLUMNS = (
     "bbox_z0", "bbox_y0", "bbox_x0", "bbox_z1", "bbox_y1", "bbox_x1",
     "centroid_z_nm", "centroid_y_nm", "centroid_x_nm",
 )
+
+
+def instance_dtype(n_objects: int) -> np.dtype[Any]:
+    """Return uint32 for up to 2**32 - 2 objects, else uint64 (NGFF instance labels)."""
+    return np.dtype(np.uint32) if n_objects < (1 << 32) - 1 else np.dtype(np.uint64)
 
 
 @dataclass(frozen=True)
@@ -351,7 +356,7 @@ def label_instances(
     n_final = int(keep.sum())
     final_of_root = np.zeros(m, dtype=np.int64)
     final_of_root[keep] = np.arange(1, n_final + 1, dtype=np.int64)
-    out_dtype = np.dtype(np.uint32) if n_final < (1 << 32) - 1 else np.dtype(np.uint64)
+    out_dtype = instance_dtype(n_final)
     lut_all = np.zeros(total + 1, dtype=out_dtype)
     lut_all[1:] = final_of_root[root_idx]
 
