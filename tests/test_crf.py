@@ -7,7 +7,6 @@ import math
 import dask.array as da
 import numpy as np
 import pytest
-from scipy import ndimage as ndi
 
 from volseg.crf import (
     CRFConfig,
@@ -19,24 +18,15 @@ from volseg.crf import (
     dense_crf,
     to_probabilities,
 )
+from volseg.crf.testing import noisy_phantom
 from volseg.errors import ConfigError, InputError
 
 VOXEL = (10.0, 5.0, 5.0)  # anisotropic stack: z twice as coarse
 
 
-def phantom(shape, n_classes, *, seed=0, signal=1.5, noise=1.2):
+def phantom(shape, n_classes, *, seed=0):
     """Smooth random class regions, noisy unaries (uint8 quantised) and an image."""
-    rng = np.random.default_rng(seed)
-    field = ndi.gaussian_filter(rng.standard_normal((n_classes, *shape)), (0, 2, 4, 4))
-    truth = np.argmax(field, axis=0).astype(np.uint8)
-    logits = np.eye(n_classes, dtype=np.float32)[truth].transpose(3, 0, 1, 2) * signal
-    logits += rng.standard_normal(logits.shape).astype(np.float32) * noise
-    p = np.exp(logits - logits.max(0))
-    p /= p.sum(0)
-    q = np.round(p * 255).astype(np.uint8)
-    image = (truth.astype(np.float32) * (200.0 / max(n_classes - 1, 1))
-             + rng.normal(0, 10, shape)).clip(0, 255).astype(np.uint8)
-    return truth, q, image
+    return noisy_phantom(shape, n_classes, seed=seed)
 
 
 # ---------------------------------------------------------------- numpy kernel ----

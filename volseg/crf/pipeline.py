@@ -1,0 +1,195 @@
+"""The CRF from files to files: probabilities + image OME-Zarr → ``O/labels/semantic``.
+
+Shared by the ``crf`` workflow stage and the ``volseg crf`` command; the only place
+of :mod:`volseg.crf` that touches files (through :mod:`volseg.io`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from volseg.crf.blockwise import CRFConfig, block_bytes, crf_halo, crf_labels
+from volseg.errors import InputError, OutputExistsError
+from volseg.io import StoreReport, open_volume, store_blocks
+from volseg.io.omezarr import create_labels, image_state, write_pyramid
+
+__all__ = ["LABEL_NAME", "CRFRunResult", "crf_output_state", "run_crf"]
+
+#: The label image the CRF writes: ``<output>/labels/semantic``.
+LABEL_NAME = "semantic"
+
+
+@dataclass(frozen=True)
+class CRFRunResult:
+    """What :func:`run_crf` did."""
+
+    output: Path
+    shape: tuple[int, int, int]
+    n_classes: int
+    voxel_size: tuple[float, float, float]
+    halo: tuple[int, int, int]
+    block_size: tuple[int, int, int]
+    block_bytes: int
+    report: StoreReport
+    state_before: str
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able summary."""
+        return {
+            "output": str(self.output),
+            "shape": list(self.shape),
+            "classes": self.n_classes,
+            "voxel_size_nm": list(self.voxel_size),
+            "halo": list(self.halo),
+            "block_size": list(self.block_size),
+            "block_peak_bytes_estimate": self.block_bytes,
+            "blocks": self.report.total_blocks,
+            "computed_blocks": self.report.computed_blocks,
+            "skipped_blocks": self.report.skipped_blocks,
+            "resumed": self.state_before == "partial",
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def crf_output_state(output: str | Path) -> str:
+    """``absent`` / ``partial`` / ``complete`` / ``other`` for ``output/labels/semantic``."""
+    return image_state(Path(output) / "labels" / LABEL_NAME)
+
+
+def _voxel_size(
+    given: Sequence[float] | None, *metas: Any
+) -> tuple[float, float, float]:
+    for candidate in (given, *(m.voxel_size for m in metas if m is not None)):
+        if candidate is not None:
+            vs = tuple(float(v) for v in candidate)
+            return (vs[0], vs[1], vs[2])
+    raise InputError(
+        "the probabilities and image have no voxel size; pass --voxel-size Z Y X (nm)"
+    )
+
+
+def run_crf(
+    probabilities: str | Path,
+    image: str | Path | None,
+    output: str | Path,
+    *,
+    config: CRFConfig,
+    voxel_size: Sequence[float] | None = None,
+    block_size: Sequence[int] | None = None,
+    memory_budget: int = 2 * 1024**3,
+    overwrite: bool = False,
+    attrs: Mapping[str, Any] | None = None,
+    client: Any = None,
+    pyramid: bool = True,
+) -> CRFRunResult:
+    """Run the blockwise dense CRF and write ``output/labels/semantic`` (uint8).
+
+    Parameters
+    ----------
+    probabilities
+        OME-Zarr multiscale image with axes ``c, z, y, x`` (uint8 ``q/255`` or float),
+        e.g. ``prediction.ome.zarr``.
+    image
+        The image (``z, y, x``) for the bilateral term; may be ``None`` when the
+        bilateral weight is 0.
+    output
+        The output OME-Zarr group (e.g. ``crf.ome.zarr``); the labels go to
+        ``output/labels/semantic`` with a mode pyramid.
+    config
+        CRF parameters.
+    voxel_size
+        ``(z, y, x)`` nm; default: from the probabilities, else from the image.
+    block_size
+        Core block (and zarr chunk) size; ``None`` chooses it from ``memory_budget``.
+    memory_budget
+        Bytes per block (per worker thread) when ``block_size`` is ``None``.
+    overwrite
+        Replace an existing output; otherwise a complete output is refused and a
+        partial one (an interrupted run) resumed.
+    attrs
+        Group attributes (provenance under ``"volseg"``); the halo and block size
+        are added under ``volseg.crf``.
+    client
+        Optional ``distributed.Client``.
+    pyramid
+        Also write the downsampled levels.
+
+    Raises
+    ------
+    OutputExistsError
+        If the output is complete (or not ours) and ``overwrite`` is false.
+    InputError
+        If the inputs are missing or do not fit together.
+    """
+    start = time.perf_counter()
+    output = Path(output)
+    state = crf_output_state(output)
+    if not overwrite and state in ("complete", "other"):
+        raise OutputExistsError(
+            f"{output / 'labels' / LABEL_NAME} exists; pass --overwrite to replace it"
+        )
+    probs, pmeta = open_volume(probabilities)
+    if probs.ndim != 4:
+        raise InputError(
+            f"{probabilities}: class probabilities must have axes c, z, y, x, got "
+            f"{probs.ndim} axes"
+        )
+    if not (probs.dtype == np.uint8 or np.issubdtype(probs.dtype, np.floating)):
+        raise InputError(
+            f"{probabilities}: probabilities must be uint8 (q/255) or float, got {probs.dtype}"
+        )
+    img = None
+    imeta = None
+    if image is not None and (config.bilateral_weight > 0 or voxel_size is None):
+        img, imeta = open_volume(image)
+        if img.ndim != 3:
+            raise InputError(f"{image}: the image must be z, y, x, got {img.ndim} axes")
+        if tuple(img.shape) != tuple(probs.shape[1:]):
+            raise InputError(
+                f"{image}: image shape {tuple(img.shape)} does not match the probabilities "
+                f"{tuple(probs.shape[1:])}"
+            )
+    if config.bilateral_weight > 0 and img is None:
+        raise InputError(
+            "the bilateral term needs --image (or set the bilateral weight to 0)"
+        )
+    vs = _voxel_size(voxel_size, pmeta, imeta)
+    n_classes = int(probs.shape[0])
+    lazy = crf_labels(
+        probs, img if config.bilateral_weight > 0 else None, voxel_size=vs, config=config,
+        block_size=block_size, memory_budget=memory_budget,
+    )
+    halo = crf_halo(config, voxel_size=vs)
+    core = (int(lazy.chunks[0][0]), int(lazy.chunks[1][0]), int(lazy.chunks[2][0]))
+    ext = [min(c + 2 * h, s) for c, h, s in zip(core, halo, lazy.shape, strict=True)]
+    peak = block_bytes(ext, n_classes=n_classes, bilateral=config.bilateral_weight > 0)
+    all_attrs: dict[str, Any] = {k: v for k, v in (attrs or {}).items()}
+    record = dict(all_attrs.get("volseg") or {})
+    record["crf"] = {
+        "probabilities": str(probabilities), "image": None if image is None else str(image),
+        "config": config.model_dump(mode="json"), "voxel_size_nm": list(vs),
+        "halo": list(halo), "block_size": list(core), "block_peak_bytes_estimate": peak,
+    }
+    all_attrs["volseg"] = record
+    shape = (int(lazy.shape[0]), int(lazy.shape[1]), int(lazy.shape[2]))
+    target = create_labels(
+        output, LABEL_NAME, shape=shape, dtype=np.uint8, chunks=core, voxel_size=vs,
+        overwrite=overwrite, attrs=all_attrs,
+    )
+    report = store_blocks(lazy, target, description="dense CRF", client=client,
+                          overwrite=overwrite)
+    if pyramid:
+        write_pyramid(output / "labels" / LABEL_NAME, method="mode", client=client,
+                      overwrite=overwrite)
+    return CRFRunResult(
+        output=output / "labels" / LABEL_NAME, shape=shape, n_classes=n_classes,
+        voxel_size=vs, halo=halo, block_size=core, block_bytes=peak, report=report,
+        state_before=state, seconds=time.perf_counter() - start,
+    )

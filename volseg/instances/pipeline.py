@@ -1,0 +1,174 @@
+"""Instances from files to files: semantic labels → ``O/labels/instances`` + object table.
+
+Shared by the ``instances`` workflow stage and the ``volseg instances`` command; the
+only place of :mod:`volseg.instances` that touches files (through :mod:`volseg.io`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from volseg.errors import InputError, OutputExistsError
+from volseg.instances.blockwise import label_instances
+from volseg.instances.table import write_table
+from volseg.io import StoreReport, open_volume, store_blocks
+from volseg.io.omezarr import create_labels, image_state, write_pyramid
+
+__all__ = ["LABEL_NAME", "InstancesRunResult", "instances_output_state", "run_instances"]
+
+#: The label image written: ``<output>/labels/instances``.
+LABEL_NAME = "instances"
+#: Default block (and the largest zarr chunk) size.
+DEFAULT_BLOCK = (128, 128, 128)
+
+
+@dataclass(frozen=True)
+class InstancesRunResult:
+    """What :func:`run_instances` did."""
+
+    output: Path
+    table: Path | None
+    shape: tuple[int, ...]
+    dtype: str
+    n_objects: int
+    n_merged: int
+    n_provisional: int
+    voxel_size: tuple[float, float, float] | None
+    block_size: tuple[int, int, int]
+    report: StoreReport
+    state_before: str
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able summary."""
+        return {
+            "output": str(self.output),
+            "table": None if self.table is None else str(self.table),
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "objects": self.n_objects,
+            "objects_before_size_filter": self.n_merged,
+            "block_components": self.n_provisional,
+            "voxel_size_nm": None if self.voxel_size is None else list(self.voxel_size),
+            "block_size": list(self.block_size),
+            "blocks": self.report.total_blocks,
+            "computed_blocks": self.report.computed_blocks,
+            "skipped_blocks": self.report.skipped_blocks,
+            "resumed": self.state_before == "partial",
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def instances_output_state(output: str | Path) -> str:
+    """``absent`` / ``partial`` / ``complete`` / ``other`` for ``output/labels/instances``."""
+    return image_state(Path(output) / "labels" / LABEL_NAME)
+
+
+def _chunks(block: Sequence[int], shape: Sequence[int]) -> tuple[int, int, int]:
+    """Zarr chunks: 64 where the block is a multiple of 64, else the block itself."""
+    out = [b if b % 64 else 64 for b in (min(int(b), int(s)) for b, s in zip(block, shape,
+                                                                            strict=True))]
+    return (out[0], out[1], out[2])
+
+
+def run_instances(
+    labels: str | Path,
+    output: str | Path,
+    *,
+    classes: Sequence[int],
+    connectivity: int = 26,
+    min_size: int = 0,
+    table: str | Path | None = None,
+    block_size: Sequence[int] | None = None,
+    voxel_size: Sequence[float] | None = None,
+    overwrite: bool = False,
+    attrs: Mapping[str, Any] | None = None,
+    client: Any = None,
+    pyramid: bool = True,
+) -> InstancesRunResult:
+    """Label objects blockwise and write ``output/labels/instances`` and the table.
+
+    Parameters
+    ----------
+    labels
+        Semantic labels ``(z, y, x)``, e.g. ``crf.ome.zarr/labels/semantic``.
+    output
+        Output OME-Zarr group (e.g. ``instances.ome.zarr``).
+    classes, connectivity, min_size
+        See :func:`volseg.instances.label_instances`.
+    table
+        Object table path (``.csv``; ``.parquet`` with pyarrow), or ``None``.
+    block_size
+        Block size ``(z, y, x)``; default 128³.
+    voxel_size
+        ``(z, y, x)`` nm for the centroids; default: the input's.
+    overwrite
+        Replace existing outputs. Otherwise a complete output is refused and a
+        partial one resumed (the first pass is recomputed — it is deterministic —
+        and only missing blocks are written).
+    attrs
+        Group attributes (provenance under ``"volseg"``).
+    client
+        Optional ``distributed.Client``.
+    pyramid
+        Also write the downsampled levels (mode).
+    """
+    start = time.perf_counter()
+    output = Path(output)
+    table_path = None if table is None else Path(table)
+    state = instances_output_state(output)
+    if not overwrite:
+        if state in ("complete", "other"):
+            raise OutputExistsError(
+                f"{output / 'labels' / LABEL_NAME} exists; pass --overwrite to replace it"
+            )
+        if state == "absent" and table_path is not None and table_path.exists():
+            raise OutputExistsError(f"{table_path} exists; pass --overwrite to replace it")
+    sem, meta = open_volume(labels)
+    if sem.ndim != 3:
+        raise InputError(f"{labels}: semantic labels must be z, y, x, got {sem.ndim} axes")
+    vs_in = voxel_size if voxel_size is not None else meta.voxel_size
+    vs = None if vs_in is None else tuple(float(v) for v in vs_in)
+    block = tuple(int(b) for b in (block_size or DEFAULT_BLOCK))
+    if len(block) != 3 or min(block) < 1:
+        raise InputError(f"block size must be three positive integers, got {block}")
+    shape = tuple(int(s) for s in sem.shape)
+    chunks = _chunks(block, shape)
+    result = label_instances(
+        sem, classes=classes, connectivity=connectivity, min_size=min_size,
+        voxel_size=vs or (1.0, 1.0, 1.0), block_size=block, client=client,
+        description="instances: label blocks and merge",
+    )
+    all_attrs: dict[str, Any] = {k: v for k, v in (attrs or {}).items()}
+    record = dict(all_attrs.get("volseg") or {})
+    record["instances"] = {
+        "labels": str(labels), "classes": [int(c) for c in classes],
+        "connectivity": int(connectivity), "min_size": int(min_size),
+        "objects": len(result.table), "table": None if table_path is None else str(table_path),
+        "block_size": list(block),
+    }
+    all_attrs["volseg"] = record
+    target = create_labels(
+        output, LABEL_NAME, shape=shape, dtype=result.labels.dtype, chunks=chunks,
+        voxel_size=vs, overwrite=overwrite, attrs=all_attrs,
+    )
+    report = store_blocks(result.labels, target, description="instances: relabel",
+                          client=client, overwrite=overwrite)
+    if pyramid:
+        write_pyramid(output / "labels" / LABEL_NAME, method="mode", client=client,
+                      overwrite=overwrite)
+    if table_path is not None:
+        # on a resume the table is recomputed identically, so replacing it is safe
+        write_table(result.table, table_path, overwrite=True)
+    return InstancesRunResult(
+        output=output / "labels" / LABEL_NAME, table=table_path, shape=shape,
+        dtype=str(result.labels.dtype), n_objects=len(result.table),
+        n_merged=result.n_merged, n_provisional=result.n_provisional,
+        voxel_size=None if vs is None else (vs[0], vs[1], vs[2]),
+        block_size=(block[0], block[1], block[2]), report=report, state_before=state,
+        seconds=time.perf_counter() - start,
+    )
