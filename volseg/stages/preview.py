@@ -1,0 +1,90 @@
+"""Workflow stage ``preview``: orthogonal-slice PNGs of image, prediction and truth."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from volseg.errors import OutputExistsError
+from volseg.io import open_volume
+from volseg.preview import PLANES, overlay, plane_slices, save_panels
+from volseg.workflow.stage import RunContext, StageConfig
+
+NAME = "preview"
+ORDER = 80
+
+
+class Config(StageConfig):
+    """Which volumes to show and where to write the PNGs."""
+
+    image: str = "image.ome.zarr"
+    prediction: str | None = "crf.ome.zarr/labels/semantic"
+    truth: str | None = "image.ome.zarr/labels/truth"
+    output: str = "preview"
+    position: tuple[int, int, int] | None = Field(
+        None, description="(z, y, x) the planes pass through; default: the volume centre"
+    )
+    hidden_labels: list[int] = Field([0], description="label values left uncoloured")
+    max_size: int = Field(768, ge=32, description="longest side of a panel in pixels")
+
+
+def _plane(volume: Any, index: tuple[object, ...], max_size: int) -> np.ndarray:
+    plane = np.asarray(volume[index])
+    step = max(1, int(np.ceil(max(plane.shape) / max_size)))
+    return plane[::step, ::step]
+
+
+def _open_optional(ctx: RunContext, path: str | None, shape: tuple[int, ...]) -> Any:
+    if path is None or not ctx.path(path).exists():
+        return None
+    volume, _ = open_volume(ctx.path(path))
+    if volume.ndim == 4 and volume.shape[0] == 1:
+        volume = volume[0]
+    return volume if tuple(volume.shape) == shape else None
+
+
+def _group_of(path: str) -> str:
+    """Return the OME-Zarr group containing ``path`` (``a.ome.zarr/labels/x`` -> ``a.ome.zarr``)."""
+    head, sep, _ = path.partition(".ome.zarr")
+    return head + sep if sep else path
+
+
+def run(config: Config, ctx: RunContext) -> dict[str, Any]:
+    """Write ``xy.png``, ``xz.png`` and ``yz.png`` and print how to open the results."""
+    out = ctx.path(config.output)
+    targets = {plane: out / f"{plane}.png" for plane in PLANES}
+    existing = [p for p in targets.values() if p.exists()]
+    if existing and not ctx.overwrite:
+        raise OutputExistsError(f"{existing[0]} exists; pass --overwrite to replace it")
+    image, meta = open_volume(ctx.path(config.image))
+    if image.ndim == 4:
+        image = image[0]
+    shape = tuple(int(s) for s in image.shape)
+    prediction = _open_optional(ctx, config.prediction, shape)
+    truth = _open_optional(ctx, config.truth, shape)
+    position = config.position or tuple(s // 2 for s in shape)
+    vz, vy, vx = meta.voxel_size or (1.0, 1.0, 1.0)
+    aspects = {"xy": vy / vx, "xz": vz / vx, "yz": vz / vy}
+    for plane, index in plane_slices(shape, position).items():
+        grey = _plane(image, index, config.max_size)
+        panels = [("image", overlay(grey, None))]
+        for caption, labels in (("prediction", prediction), ("truth", truth)):
+            if labels is not None:
+                lab = _plane(labels, index, config.max_size)
+                panels.append((caption, overlay(grey, lab, hidden=config.hidden_labels)))
+        save_panels(targets[plane], panels, title=f"{plane} plane through (z,y,x)={position}",
+                    aspect=aspects[plane])
+    print(f"volseg: previews written to {out}/{{xy,xz,yz}}.png", file=sys.stderr)
+    products = sorted({_group_of(str(ctx.path(p))) for p in (config.image, config.prediction) if p})
+    print(
+        "volseg: open in napari:  napari --plugin napari-ome-zarr " + " ".join(products)
+        + "\nvolseg: or in neuroglancer: serve the folder over HTTP and add "
+        "zarr://http://localhost:PORT/<name>.ome.zarr as a layer",
+        file=sys.stderr,
+    )
+    return {"previews": [str(p) for p in targets.values()], "position": list(position),
+            "products": products}
+
