@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from volseg.cli import _common
 from volseg.errors import InputError
-from volseg.io.convert import ConvertResult, convert_image, convert_labels
+
+if TYPE_CHECKING:
+    from volseg.io.convert import ConvertResult
 
 NAME = "convert"
 HELP = "convert MRC/TIFF/PNG slices/HDF5/NPY/Zarr/N5 volumes to OME-Zarr"
@@ -47,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Convert and print a short summary; return the exit status."""
+    from volseg.io.convert import convert_image, convert_labels  # heavy: import when used
+
     labels = bool(args.labels or args.labels_of)
     if args.labels_of and args.output:
         raise InputError("give either OUTPUT or --labels-of IMAGE, not both")

@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from volseg.cli import _common
-from volseg.io.describe import describe
 
 NAME = "info"
 HELP = "show shape, dtype, chunks, voxel size, pyramid, labels and provenance of a volume"
@@ -26,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the description; return the exit status."""
+    from volseg.io.describe import describe  # heavy: import when used
+
     info = describe(args.path, dataset=args.dataset)
     print(json.dumps(info, indent=2) if args.json else format_info(info))
     return 0

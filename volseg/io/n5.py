@@ -78,7 +78,8 @@ class N5Dataset:
             self.attrs: dict[str, Any] = attrs
             self.shape = tuple(int(n) for n in reversed(attrs["dimensions"]))
             self.block = tuple(int(n) for n in reversed(attrs["blockSize"]))
-            self.dtype = np.dtype(">" + _DTYPES[attrs["dataType"]])
+            self.stored = np.dtype(">" + _DTYPES[attrs["dataType"]])
+            self.dtype = self.stored.newbyteorder("=")
         except (OSError, ValueError, KeyError) as exc:
             raise InputError(f"{path} is not a valid N5 dataset ({exc}); check its "
                              f"attributes.json") from None
@@ -89,8 +90,7 @@ class N5Dataset:
     def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
         """Read the region ``key`` (a tuple of step-1 slices) as native-endian array."""
         region = [s.indices(n) for s, n in zip(key, self.shape, strict=True)]
-        out = np.zeros([stop - start for start, stop, _ in region],
-                       dtype=self.dtype.newbyteorder("="))
+        out = np.zeros([stop - start for start, stop, _ in region], dtype=self.dtype)
         grids = [range(start // b, -(-stop // b)) if stop > start else range(0)
                  for (start, stop, _), b in zip(region, self.block, strict=True)]
         for index in np.ndindex(*(len(g) for g in grids)):
@@ -126,12 +126,11 @@ class N5Dataset:
         count = math.prod(int(d) for d in dims)
         payload = self._decompress(raw[offset:], path)
         try:
-            data = np.frombuffer(payload, dtype=self.dtype, count=count)
+            data = np.frombuffer(payload, dtype=self.stored, count=count)
         except ValueError:
             raise InputError(f"{path} is truncated ({len(payload)} bytes for {count} "
                              f"elements); the dataset is corrupt, rewrite it") from None
-        return data.reshape(tuple(int(d) for d in reversed(dims))).astype(
-            self.dtype.newbyteorder("="))
+        return data.reshape(tuple(int(d) for d in reversed(dims))).astype(self.dtype)
 
     def _decompress(self, data: bytes, path: Path) -> bytes:
         kind = self.compression.get("type", "raw")

@@ -104,12 +104,13 @@ class _MemmapReader(_Lazy):
     """Raw C-order data at a byte offset (MRC data blocks)."""
 
     def __init__(self, path: str, offset: int, shape: tuple[int, ...], dtype: np.dtype) -> None:
-        self.path, self.offset, self.shape, self.dtype = path, offset, shape, dtype
+        self.path, self.offset, self.shape = path, offset, shape
+        self.stored, self.dtype = dtype, dtype.newbyteorder("=")
 
     def read(self, key: tuple[slice, ...]) -> np.ndarray:
-        mm = np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.offset,
+        mm = np.memmap(self.path, dtype=self.stored, mode="r", offset=self.offset,
                        shape=self.shape)
-        return np.array(mm[key], dtype=self.dtype.newbyteorder("="))
+        return np.array(mm[key], dtype=self.dtype)
 
 
 class _NpyReader(_Lazy):
@@ -567,7 +568,7 @@ def _open_n5(path: Path, dataset: str | None, chunks: ChunksArg) -> Opened:
     arr = da.from_array(proxy, chunks=_chunks_for(chunks, proxy.ndim, proxy.block),
                         name=f"n5-{_token(path / 'attributes.json')}", asarray=False,
                         fancy=False, lock=False,
-                        meta=np.empty((0,) * proxy.ndim, dtype=proxy.dtype.newbyteorder("=")))
+                        meta=np.empty((0,) * proxy.ndim, dtype=proxy.dtype))
     voxel = _attrs_voxel_size({k: v[::-1] if k == "resolution" and isinstance(v, list) else v
                                for k, v in proxy.attrs.items()})
     return arr, voxel, {"format": "n5"}

@@ -23,7 +23,10 @@ VOXEL_SIZE_ANGSTROM = (80.0, 60.0, 40.0)
 
 
 def write_mrc(array: np.ndarray, directory: Path) -> Written:
-    """Write ``array`` as ``volume.mrc`` with voxel size :data:`VOXEL_SIZE_ANGSTROM`."""
+    """Write ``array`` as ``volume.mrc`` with voxel size :data:`VOXEL_SIZE_ANGSTROM`.
+
+    MRC has no unsigned 8-bit mode, so mrcfile stores ``uint8`` data as ``uint16``.
+    """
     import mrcfile
 
     path = directory / "volume.mrc"

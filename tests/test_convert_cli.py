@@ -1,0 +1,240 @@
+"""``volseg convert`` / ``volseg info`` and the ``convert`` stage, end to end on real files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from volseg.cli import main
+from volseg.io import open_volume
+from volseg.io import testing as fmt
+from volseg.io.store import MARKER_DIR
+from volseg.workflow.stage import RunContext
+
+SHAPE = (37, 61, 83)
+CHUNKS = ["--chunks", "16", "32", "40"]  # divides nothing
+
+
+@pytest.fixture(scope="module")
+def volume() -> np.ndarray:
+    return fmt.sample_volume(SHAPE)
+
+
+def _convert(*argv: str | Path) -> int:
+    return main(["convert", *map(str, argv)])
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
+    """Modification time and bytes of every file under (or at) ``root``."""
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    return {str(p): (p.stat().st_mtime_ns, p.read_bytes()) for p in files}
+
+
+@pytest.mark.parametrize("name", sorted(fmt.WRITERS))
+def test_every_format_converts_bit_for_bit(name: str, volume: np.ndarray, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    source, dataset = fmt.WRITERS[name](volume, tmp_path)
+    out = tmp_path / "out.ome.zarr"
+    extra = ["--dataset", dataset] if dataset else []
+    assert _convert(source, out, *CHUNKS, *extra) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    array, _ = open_volume(out)
+    np.testing.assert_array_equal(array.compute(), volume)
+    assert zarr.open_array(str(out / "0"), mode="r").chunks == (16, 32, 40)
+
+
+def test_mrc_voxel_size_reaches_the_transforms(volume: np.ndarray, tmp_path: Path) -> None:
+    source, _ = fmt.write_mrc(volume, tmp_path)
+    assert _convert(source, tmp_path / "a.ome.zarr") == 0
+    attrs = json.loads((tmp_path / "a.ome.zarr" / ".zattrs").read_text())
+    scale = attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"]
+    assert scale == pytest.approx([8.0, 6.0, 4.0])  # 80, 60, 40 Å
+    assert attrs["volseg"]["command"].startswith("volseg convert ")
+    assert attrs["volseg"]["versions"]["zarr"] == zarr.__version__
+    assert _convert(source, tmp_path / "b.ome.zarr", "--voxel-size", "30", "5", "5") == 0
+    assert open_volume(tmp_path / "b.ome.zarr")[1].voxel_size == (30.0, 5.0, 5.0)
+
+
+def test_labels_into_an_image_and_into_a_new_group(volume: np.ndarray, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    image_src, _ = fmt.write_npy(volume, tmp_path)
+    labels = (volume > 200).astype(np.uint8)
+    np.save(tmp_path / "mito.npy", labels)
+    image = tmp_path / "img.ome.zarr"
+    assert _convert(image_src, image, "--voxel-size", "5", "5", "5") == 0
+    assert _convert(tmp_path / "mito.npy", "--labels-of", image, "--name", "mito") == 0
+    read, meta = open_volume(image / "labels" / "mito")
+    assert meta.kind == "labels" and meta.voxel_size == (5.0, 5.0, 5.0)
+    np.testing.assert_array_equal(read.compute(), labels)
+    # a new group holding only labels/<name>
+    assert _convert(tmp_path / "mito.npy", tmp_path / "lab.ome.zarr", "--labels") == 0
+    np.testing.assert_array_equal(
+        open_volume(tmp_path / "lab.ome.zarr" / "labels" / "labels")[0].compute(), labels)
+    capsys.readouterr()
+    assert main(["info", str(image)]) == 0
+    text = capsys.readouterr().out
+    counts = np.bincount(labels.ravel())
+    assert "labels/mito  37 × 61 × 83 uint8" in text
+    assert f"0: {counts[0]} (" in text and f"1: {counts[1]} (" in text
+    assert "command   volseg convert" in text and "voxel size  5 × 5 × 5 nm" in text
+
+
+def test_label_mistakes_are_one_line_errors(volume: np.ndarray, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    image_src, _ = fmt.write_npy(volume, tmp_path)
+    image = tmp_path / "img.ome.zarr"
+    assert _convert(image_src, image) == 0
+    np.save(tmp_path / "small.npy", np.zeros((3, 4, 5), np.uint8))
+    np.save(tmp_path / "float.npy", np.zeros(SHAPE, np.float32))
+    capsys.readouterr()
+    assert _convert(tmp_path / "small.npy", "--labels-of", image, "--name", "x") == 2
+    assert "labels must match the image voxel for voxel" in capsys.readouterr().err
+    assert _convert(tmp_path / "float.npy", "--labels-of", image) == 2
+    assert "integer volume" in capsys.readouterr().err
+    assert _convert(tmp_path / "small.npy", "--labels-of", tmp_path / "nope.ome.zarr") == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (image / "labels").exists()
+
+
+def _error_cases(tmp: Path, volume: np.ndarray) -> dict[str, tuple[list[str], str, Path]]:
+    """name -> (argv, message, path that must stay untouched)."""
+    mrc_dir = tmp / "mrc"
+    mrc_dir.mkdir()
+    mrc, _ = fmt.write_mrc(volume, mrc_dir)
+    mrc.write_bytes(mrc.read_bytes()[:-5000])
+    (tmp / "corrupt.tif").write_bytes(b"II*\x00" + bytes(range(256)) * 4)
+    (tmp / "notes.txt").write_text("not a volume")
+    np.save(tmp / "five.npy", np.zeros((2, 2, 2, 2, 2), np.uint8))
+    good, _ = fmt.write_npy(volume, tmp)
+    existing = tmp / "done.ome.zarr"
+    assert _convert(good, existing) == 0
+    out = str(tmp / "new.ome.zarr")
+    return {
+        "missing": (["convert", str(tmp / "nope.mrc"), out], "does not exist", tmp / "mrc"),
+        "unknown extension": (["convert", str(tmp / "notes.txt"), out],
+                              "unknown file type '.txt'", tmp / "notes.txt"),
+        "truncated mrc": (["convert", str(mrc), out], "not a readable MRC file (truncated", mrc),
+        "corrupt tiff": (["convert", str(tmp / "corrupt.tif"), out], "not a readable TIFF file",
+                         tmp / "corrupt.tif"),
+        "wrong dimensionality": (["convert", str(tmp / "five.npy"), out], "has 5 dimensions",
+                                 tmp / "five.npy"),
+        "existing output": (["convert", str(good), str(existing)],
+                            "done.ome.zarr exists; pass --overwrite to replace it", existing),
+    }
+
+
+def test_bad_inputs_exit_2_with_one_line(volume: np.ndarray, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    cases = _error_cases(tmp_path, volume)
+    for case, (argv, message, keep) in cases.items():
+        before = _snapshot(keep)
+        capsys.readouterr()
+        assert main(argv) == 2, case
+        err = capsys.readouterr().err
+        assert err.startswith("volseg: error: ") and err.count("\n") == 1, (case, err)
+        assert message in err, (case, err)
+        assert _snapshot(keep) == before, case
+        assert not (tmp_path / "new.ome.zarr").exists(), case
+
+
+@pytest.mark.parametrize("case", ["existing output"])
+def test_bad_inputs_in_a_real_subprocess(case: str, volume: np.ndarray, tmp_path: Path) -> None:
+    argv, message, keep = _error_cases(tmp_path, volume)[case]
+    before = _snapshot(keep)
+    proc = subprocess.run([sys.executable, "-m", "volseg", *argv], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert _snapshot(keep) == before
+
+
+def test_interrupted_conversion_resumes(volume: np.ndarray, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    big = np.tile(volume, (1, 1, 4))  # 332 wide: one pyramid level more
+    np.save(tmp_path / "big.npy", big)
+    out = tmp_path / "big.ome.zarr"
+    assert _convert(tmp_path / "big.npy", out, *CHUNKS) == 0
+    # simulate an interruption: two level-0 slabs and a level-1 chunk lost their markers
+    for marker in ["0_0_0", "1_1_3", "2_0_8"]:
+        (out / "0" / MARKER_DIR / marker).unlink()
+    (out / "1" / MARKER_DIR / "0_0_0").unlink()
+    zarr.open_array(str(out / "0"), mode="r+")[0:16, 0:32, 0:40] = 0
+    capsys.readouterr()
+    assert _convert(tmp_path / "big.npy", out, *CHUNKS) == 0
+    text = capsys.readouterr().out
+    assert "resumed:" in text
+    np.testing.assert_array_equal(open_volume(out)[0].compute(), big)
+    assert _convert(tmp_path / "big.npy", out, *CHUNKS) == 2  # complete: refused
+    assert _convert(tmp_path / "big.npy", out, "--overwrite") == 0
+    assert zarr.open_array(str(out / "0"), mode="r").chunks == (37, 61, 64)
+
+
+def test_info_on_plain_files_and_as_json(volume: np.ndarray, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    source, _ = fmt.write_mrc(volume, tmp_path)
+    assert main(["info", str(source)]) == 0
+    text = capsys.readouterr().out
+    assert "37 × 61 × 83  uint16" in text and "voxel size  8 × 6 × 4 nm" in text
+    assert _convert(source, tmp_path / "a.ome.zarr") == 0
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "a.ome.zarr"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["shape"] == [37, 61, 83] and info["state"] == "complete"
+    assert info["levels"][0]["scale"] == pytest.approx([8.0, 6.0, 4.0])
+    assert info["provenance"]["git_revision"] is None or len(info["provenance"]["git_revision"])
+    assert main(["info", str(tmp_path / "missing.zarr")]) == 2
+
+
+def test_convert_stage_with_labels_and_resume(volume: np.ndarray, tmp_path: Path) -> None:
+    from volseg.stages import convert as stage
+
+    src = tmp_path / "src"
+    src.mkdir()
+    fmt.write_tiff(volume, src)
+    fmt.write_hdf5((volume > 128).astype(np.uint8), src)
+    config = stage.Config.from_dict({
+        "input": "src/volume.tif", "voxel_size": [5, 5, 5], "chunks": [16, 32, 40],
+        "labels": {"truth": {"path": "src/volume.h5", "dataset": "volumes/raw"}},
+    })
+    assert isinstance(config, stage.Config)
+    ctx = RunContext(workdir=tmp_path / "work", base_dir=tmp_path,
+                     provenance={"workflow": "test"})
+    summary = stage.run(config, ctx)
+    assert summary["image"]["shape"] == list(SHAPE) and summary["labels"]["truth"]["levels"] == 1
+    image = tmp_path / "work" / "image.ome.zarr"
+    np.testing.assert_array_equal(open_volume(image)[0].compute(), volume)
+    labels, _ = open_volume(image / "labels" / "truth")
+    np.testing.assert_array_equal(labels.compute(), volume > 128)
+    assert json.loads((image / ".zattrs").read_text())["volseg"]["stage"] == "convert"
+    again = stage.run(config, ctx)
+    assert again["image"] == "complete (skipped)" and again["labels"]["truth"].startswith(
+        "complete")
+
+
+@pytest.mark.data
+def test_lucchi_convert_and_info(shared_data: Path, tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    source = shared_data / "lucchi" / "training.tif"
+    if not source.exists():
+        pytest.skip(f"{source} not found")
+    out = tmp_path / "lucchi.ome.zarr"
+    assert _convert(source, out, "--voxel-size", "5", "5", "5") == 0
+    assert _convert(shared_data / "lucchi" / "training_groundtruth.tif", "--labels-of", out,
+                    "--name", "mito") == 0
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "165 × 768 × 1024  uint8" in text and "voxel size  5 × 5 × 5 nm" in text
+    assert "level 2     42 × 192 × 256  scale 20 × 20 × 20" in text
+    assert "labels/mito" in text and "255: " in text
+    import tifffile
+
+    first = tifffile.imread(str(source), key=range(0, 3))
+    np.testing.assert_array_equal(zarr.open_array(str(out / "0"), mode="r")[:3], first)

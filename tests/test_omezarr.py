@@ -1,0 +1,203 @@
+"""The OME-Zarr writer: layout, pyramids, transforms, labels, validation and resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pytest
+import zarr
+
+from volseg.errors import InputError, OutputExistsError
+from volseg.io import omezarr, open_volume, pyramid
+from volseg.io.store import MARKER_DIR, store_blocks
+
+SHAPE = (37, 61, 600)  # x > 2 * 256: two extra levels; no chunk divides it
+CHUNKS = (16, 16, 64)
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray, np.ndarray]:
+    """An image with a label image, written once for the read-only tests."""
+    rng = np.random.default_rng(7)
+    data = rng.integers(0, 256, SHAPE, dtype=np.uint8)
+    labels = np.zeros(SHAPE, dtype=np.uint8)
+    labels[5:30, 10:50, 100:400] = 2
+    labels[:, :, 450:] = 1
+    path = tmp_path_factory.mktemp("ome") / "img.ome.zarr"
+    omezarr.write_image(da.from_array(data, chunks=(10, 30, 100)), path, voxel_size=(5, 4, 4),
+                        chunks=CHUNKS, attrs={"volseg": {"command": "pytest"}})
+    omezarr.write_labels(labels, path, "truth")
+    return path, data, labels
+
+
+def _zattrs(path: Path) -> dict:
+    return json.loads((path / ".zattrs").read_text())
+
+
+def test_level_shapes_scales_and_translations(image: tuple[Path, np.ndarray, np.ndarray]
+                                              ) -> None:
+    path, _, _ = image
+    ms = _zattrs(path)["multiscales"][0]
+    assert ms["version"] == "0.4"
+    assert ms["axes"] == [{"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"]
+    shapes = [zarr.open_array(str(path / d["path"]), mode="r").shape for d in ms["datasets"]]
+    assert shapes == [(37, 61, 600), (19, 31, 300), (10, 16, 150)]
+    transforms = [d["coordinateTransformations"] for d in ms["datasets"]]
+    assert transforms[0] == [{"type": "scale", "scale": [5.0, 4.0, 4.0]}]
+    assert transforms[1] == [{"type": "scale", "scale": [10.0, 8.0, 8.0]},
+                             {"type": "translation", "translation": [2.5, 2.0, 2.0]}]
+    assert transforms[2][0]["scale"] == [20.0, 16.0, 16.0]
+    assert transforms[2][1]["translation"] == [7.5, 6.0, 6.0]
+
+
+def test_level_zero_is_exact_and_stored_as_promised(image: tuple[Path, np.ndarray, np.ndarray]
+                                                   ) -> None:
+    path, data, _ = image
+    level0 = zarr.open_array(str(path / "0"), mode="r")
+    np.testing.assert_array_equal(level0[:], data)
+    meta = json.loads((path / "0" / ".zarray").read_text())
+    assert meta["chunks"] == list(CHUNKS) and meta["dimension_separator"] == "/"
+    assert meta["compressor"]["id"] == "blosc" and meta["compressor"]["cname"] == "zstd"
+    assert _zattrs(path)["volseg"] == {"command": "pytest"}
+
+
+def test_pyramid_levels_are_the_reductions(image: tuple[Path, np.ndarray, np.ndarray]) -> None:
+    path, data, labels = image
+    level1 = np.asarray(zarr.open_array(str(path / "1"), mode="r")[:])
+    np.testing.assert_array_equal(level1, pyramid.reduce_mean(data, (2, 2, 2)))
+    level2 = zarr.open_array(str(path / "2"), mode="r")[:]
+    np.testing.assert_array_equal(level2, pyramid.reduce_mean(level1, (2, 2, 2)))
+    lab1 = zarr.open_array(str(path / "labels" / "truth" / "1"), mode="r")[:]
+    np.testing.assert_array_equal(lab1, pyramid.reduce_mode(labels, (2, 2, 2)))
+    assert set(np.unique(lab1)) == {0, 1, 2}  # labels stay labels
+
+
+def test_labels_metadata_and_class_frequencies(image: tuple[Path, np.ndarray, np.ndarray]
+                                               ) -> None:
+    path, _, labels = image
+    assert _zattrs(path / "labels") == {"labels": ["truth"]}
+    attrs = _zattrs(path / "labels" / "truth")
+    assert attrs["image-label"]["source"] == {"image": "../../"}
+    assert attrs["multiscales"][0]["type"] == "mode"
+    counts = {str(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True),
+                                               strict=True)}
+    assert attrs["volseg"]["class_frequencies"] == counts
+
+
+def test_opens_with_ome_zarr_reader(image: tuple[Path, np.ndarray, np.ndarray]) -> None:
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Label, Reader
+
+    path, data, _ = image
+    location = parse_url(str(path))
+    assert location is not None
+    nodes = list(Reader(location)())
+    first = nodes[0]
+    assert [tuple(level.shape) for level in first.data] == [
+        (37, 61, 600), (19, 31, 300), (10, 16, 150)]
+    np.testing.assert_array_equal(np.asarray(first.data[0]), data)
+    labels = [n for n in nodes if any(isinstance(spec, Label) for spec in n.specs)]
+    assert len(labels) == 1 and labels[0].metadata["name"] == "truth"
+    assert [tuple(level.shape) for level in labels[0].data][-1] == (10, 16, 150)
+
+
+def test_validates_with_ome_zarr_models(image: tuple[Path, np.ndarray, np.ndarray]) -> None:
+    from ome_zarr_models import open_ome_zarr
+    from ome_zarr_models.v04.image import Image
+    from ome_zarr_models.v04.image_label import ImageLabel
+    from ome_zarr_models.v04.labels import Labels
+
+    path, _, _ = image
+    img = open_ome_zarr(zarr.open_group(str(path), mode="r"), version="0.4")
+    assert isinstance(img, Image)
+    assert len(img.attributes.multiscales[0].datasets) == 3
+    assert isinstance(open_ome_zarr(zarr.open_group(str(path / "labels" / "truth"), mode="r")),
+                      ImageLabel)
+    assert isinstance(open_ome_zarr(zarr.open_group(str(path / "labels"), mode="r")), Labels)
+
+
+def test_channel_axis_is_not_downsampled(tmp_path: Path) -> None:
+    data = np.arange(3 * 4 * 5 * 520, dtype=np.float32).reshape(3, 4, 5, 520)
+    omezarr.write_image(data, tmp_path / "p.ome.zarr", voxel_size=(1, 1, 1))
+    ms = omezarr.read_multiscales(tmp_path / "p.ome.zarr")
+    assert ms.axes == ("c", "z", "y", "x")
+    assert [lv.shape for lv in ms.levels] == [(3, 4, 5, 520), (3, 2, 3, 260), (3, 1, 2, 130)]
+    assert _zattrs(tmp_path / "p.ome.zarr")["multiscales"][0]["axes"][0] == {
+        "name": "c", "type": "channel"}
+    assert zarr.open_array(str(tmp_path / "p.ome.zarr" / "0"), mode="r").chunks[0] == 3
+
+
+def test_unknown_voxel_size_round_trips_as_none(tmp_path: Path) -> None:
+    omezarr.write_image(np.ones((2, 3, 4), np.uint8), tmp_path / "a.ome.zarr", voxel_size=None)
+    axes = _zattrs(tmp_path / "a.ome.zarr")["multiscales"][0]["axes"]
+    assert all("unit" not in a for a in axes)
+    assert open_volume(tmp_path / "a.ome.zarr")[1].voxel_size is None
+    with pytest.raises(InputError, match="three positive numbers"):
+        omezarr.write_image(np.ones((2, 3, 4)), tmp_path / "b.ome.zarr", voxel_size=(1, 0, 1))
+
+
+def test_anisotropic_plan_halves_the_fine_axes_first() -> None:
+    plan = pyramid.plan_levels((40, 4000, 4000), (50.0, 4.0, 4.0), (True, True, True))
+    assert [p[1] for p in plan] == [(50, 4, 4), (50, 8, 8), (50, 16, 16), (50, 32, 32),
+                                    (100, 64, 64)]
+    assert [p[0] for p in plan][-1] == (20, 250, 250)
+    assert pyramid.plan_levels((1, 100, 100), (1, 1, 1), (True,) * 3) == [
+        ((1, 100, 100), (1.0, 1.0, 1.0), (1, 1, 1))]
+
+
+def test_reductions_by_hand() -> None:
+    block = np.array([[[1, 2, 9], [3, 4, 9]], [[5, 6, 8], [7, 9, 8]]], dtype=np.uint8)
+    # cells: 2x2x2 {1..7, 9} mean 37/8 = 4.625 -> 5 ; edge column {9, 9, 8, 8} -> 8.5 -> 8
+    assert pyramid.reduce_mean(block, (2, 2, 2)).tolist() == [[[5, 8]]]
+    labels = np.array([[[3, 3, 1], [2, 2, 1]], [[2, 3, 0], [2, 0, 0]]], dtype=np.uint8)
+    # 2x2x2 cell: 3 x3, 2 x4 -> 2; edge cell {1, 1, 0, 0}: tie -> first in C order (1)
+    assert pyramid.reduce_mode(labels, (2, 2, 2)).tolist() == [[[2, 1]]]
+    assert pyramid.reduce_mean(np.array([[1.0, 2.0]], np.float32), (1, 2)).dtype == np.float32
+
+
+def test_create_image_resumes_refuses_and_overwrites(tmp_path: Path) -> None:
+    path = tmp_path / "pred.ome.zarr"
+    first = omezarr.create_image(path, shape=(20, 30, 40), dtype="float32", chunks=(8, 8, 8),
+                                 voxel_size=(1, 1, 1))
+    store_blocks(da.ones((20, 30, 40), chunks=(8, 16, 16), dtype="float32"), first,
+                 description="x")
+    again = omezarr.create_image(path, shape=(20, 30, 40), dtype="float32", chunks=(8, 8, 8),
+                                 voxel_size=(1, 1, 1))
+    assert again[0, 0, 0] == 1.0 and (path / "0" / MARKER_DIR).is_dir()
+    with pytest.raises(OutputExistsError, match="pass --overwrite to replace it"):
+        omezarr.create_image(path, shape=(20, 30, 41), dtype="float32", chunks=(8, 8, 8),
+                             voxel_size=(1, 1, 1))
+    fresh = omezarr.create_image(path, shape=(20, 30, 41), dtype="uint8", chunks=(8, 8, 8),
+                                 voxel_size=(1, 1, 1), overwrite=True)
+    assert fresh.shape == (20, 30, 41) and fresh[0, 0, 0] == 0
+    assert not (path / "0" / MARKER_DIR).exists()
+
+
+def test_overwrite_never_deletes_a_plain_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "documents"
+    folder.mkdir()
+    (folder / "thesis.txt").write_text("precious")
+    with pytest.raises(OutputExistsError, match="not a Zarr group"):
+        omezarr.write_image(np.ones((2, 2, 2), np.uint8), folder, voxel_size=None,
+                            overwrite=True)
+    assert (folder / "thesis.txt").read_text() == "precious"
+
+
+def test_image_state(tmp_path: Path) -> None:
+    path = tmp_path / "s.ome.zarr"
+    assert omezarr.image_state(path) == "absent"
+    target = omezarr.create_image(path, shape=(4, 5, 300), dtype="uint8", chunks=(2, 5, 100),
+                                  voxel_size=None)
+    store_blocks(da.ones((4, 5, 300), chunks=(2, 5, 100), dtype="uint8"), target,
+                 description="x")
+    assert omezarr.image_state(path) == "partial"  # the pyramid is still missing
+    omezarr.write_pyramid(path)
+    assert omezarr.image_state(path) == "complete"
+    (path / "1" / MARKER_DIR / "0_0_0").unlink()
+    assert omezarr.image_state(path) == "partial"
+    plain = tmp_path / "plain.zarr"
+    zarr.open_group(str(plain), mode="w").attrs["x"] = 1
+    assert omezarr.image_state(plain) == "other"

@@ -1,0 +1,179 @@
+"""``volseg.io.store.store_blocks``: blockwise writes, done-markers, culling and resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pytest
+import zarr
+
+from volseg.io.store import (
+    MARKER_DIR,
+    StoreReport,
+    check_alignment,
+    completed_chunks,
+    is_complete,
+    store_blocks,
+)
+
+SHAPE = (37, 61, 83)
+CHUNKS = (10, 16, 20)  # zarr chunks: 4 x 4 x 5 = 80, none divides the shape
+
+
+def _target(path: Path, zarr_format: int = 2) -> zarr.Array:
+    return zarr.create_array(str(path), shape=SHAPE, chunks=CHUNKS, dtype=np.uint16,
+                             fill_value=0, zarr_format=zarr_format)  # type: ignore[arg-type]
+
+
+class Counter:
+    """Counts calls of an upstream per-block function (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, block: np.ndarray) -> np.ndarray:
+        with self._lock:
+            self.calls += 1
+        return (block * 3 + 1).astype(np.uint16)
+
+
+def _source(counter: Counter, chunks: tuple[int, int, int] = (20, 32, 40)) -> da.Array:
+    base = da.arange(int(np.prod(SHAPE)), dtype=np.uint16).reshape(SHAPE).rechunk(chunks)
+    return base.map_blocks(counter, dtype=np.uint16, meta=np.empty((0, 0, 0), np.uint16))
+
+
+def _expected() -> np.ndarray:
+    return (np.arange(int(np.prod(SHAPE)), dtype=np.uint16).reshape(SHAPE) * 3 + 1).astype(
+        np.uint16)
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_writes_every_block_and_marks_every_chunk(tmp_path: Path, zarr_format: int) -> None:
+    target = _target(tmp_path / "t.zarr", zarr_format)
+    counter = Counter()
+    report = store_blocks(_source(counter), target, description="test")
+    assert report == StoreReport(total_blocks=12, computed_blocks=12, skipped_blocks=0)
+    assert counter.calls == 12
+    np.testing.assert_array_equal(target[:], _expected())
+    assert len(completed_chunks(target)) == 80 and is_complete(target)
+    assert (tmp_path / "t.zarr" / MARKER_DIR / "3_3_4").is_file()
+
+
+def test_rerun_skips_done_blocks_and_culls_their_upstream(tmp_path: Path) -> None:
+    target = _target(tmp_path / "t.zarr")
+    store_blocks(_source(Counter()), target, description="first")
+    counter = Counter()
+    assert store_blocks(_source(counter), target, description="again") == StoreReport(12, 0, 12)
+    assert counter.calls == 0
+    # forget two blocks: block (0,0,0) covers chunks 0-1 x 0-1 x 0-1; (1,1,2) covers 2-3 x 2-3 x 4
+    markers = tmp_path / "t.zarr" / MARKER_DIR
+    (markers / "1_0_1").unlink()
+    (markers / "3_3_4").unlink()
+    target[0:10, 0:16, 20:40] = 0  # and damage the data of the first one
+    counter = Counter()
+    report = store_blocks(_source(counter), target, description="resume")
+    assert report == StoreReport(total_blocks=12, computed_blocks=2, skipped_blocks=10)
+    assert counter.calls == 2
+    np.testing.assert_array_equal(target[:], _expected())
+
+
+def test_markers_survive_a_different_dask_chunking(tmp_path: Path) -> None:
+    target = _target(tmp_path / "t.zarr")
+    store_blocks(_source(Counter()), target, description="big blocks")
+    counter = Counter()
+    report = store_blocks(_source(counter, chunks=CHUNKS), target, description="small blocks")
+    assert report == StoreReport(total_blocks=80, computed_blocks=0, skipped_blocks=80)
+    assert counter.calls == 0
+
+
+def test_overwrite_recomputes_everything(tmp_path: Path) -> None:
+    target = _target(tmp_path / "t.zarr")
+    store_blocks(_source(Counter()), target, description="first")
+    counter = Counter()
+    report = store_blocks(_source(counter), target, description="again", overwrite=True)
+    assert report.computed_blocks == 12 and counter.calls == 12
+
+
+def test_misaligned_or_misshapen_arrays_are_refused(tmp_path: Path) -> None:
+    target = _target(tmp_path / "t.zarr")
+    with pytest.raises(ValueError, match=r"axis 0 split zarr chunks of size 10 \(boundary at 15\)"):
+        store_blocks(_source(Counter(), chunks=(15, 32, 40)), target, description="x")
+    with pytest.raises(ValueError, match="shape"):
+        store_blocks(da.zeros((5, 5, 5), dtype=np.uint16), target, description="x")
+    assert not (tmp_path / "t.zarr" / MARKER_DIR).exists()
+
+
+def test_check_alignment_allows_blocks_spanning_chunks() -> None:
+    check_alignment(((20, 17), (61,)), (37, 61), (10, 16))  # 61 is the end: fine
+    with pytest.raises(ValueError):
+        check_alignment(((20, 17), (30, 31)), (37, 61), (10, 16))
+
+
+def test_on_a_local_cluster_of_processes(tmp_path: Path) -> None:
+    from distributed import Client, LocalCluster
+
+    target = _target(tmp_path / "t.zarr")
+    source = (da.from_array(_expected() - 1, chunks=(20, 32, 40)) + 1).astype(np.uint16)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        first = store_blocks(source, target, description="cluster", client=client)
+        second = store_blocks(source, target, description="cluster", client=client)
+    assert (first.computed_blocks, second.skipped_blocks) == (12, 12)
+    np.testing.assert_array_equal(target[:], _expected())
+
+
+_KILLED_RUN = textwrap.dedent("""
+    import sys, time
+    import dask, dask.array as da, numpy as np, zarr
+    from volseg.io.store import store_blocks
+
+    def slow(block):
+        time.sleep(0.1)
+        return (block * 3 + 1).astype(np.uint16)
+
+    shape = (37, 61, 83)
+    base = da.arange(int(np.prod(shape)), dtype=np.uint16).reshape(shape)
+    source = base.rechunk((10, 16, 20)).map_blocks(slow, dtype=np.uint16)
+    target = zarr.open_array(sys.argv[1], mode="r+")
+    with dask.config.set(scheduler="synchronous"):
+        store_blocks(source, target, description="to be killed")
+    print("finished")
+""")
+
+
+def test_a_killed_run_resumes_where_it_stopped(tmp_path: Path) -> None:
+    target = _target(tmp_path / "t.zarr")
+    script = tmp_path / "run.py"
+    script.write_text(_KILLED_RUN)
+    markers = tmp_path / "t.zarr" / MARKER_DIR
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "t.zarr")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if markers.is_dir() and len(os.listdir(markers)) >= 5:
+            break
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(os.listdir(markers))
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read() if proc.stderr else ""
+    assert 5 <= done < 80
+
+    counter = Counter()
+    report = store_blocks(_source(counter, chunks=CHUNKS), target, description="resume")
+    assert report == StoreReport(total_blocks=80, computed_blocks=80 - done, skipped_blocks=done)
+    assert counter.calls == 80 - done
+
+    undisturbed = _target(tmp_path / "u.zarr")
+    store_blocks(_source(Counter(), chunks=CHUNKS), undisturbed, description="reference")
+    np.testing.assert_array_equal(target[:], undisturbed[:])
