@@ -1,0 +1,472 @@
+"""The Dask mapping: overlap-add of per-block weighted sums, and dense halo mapping.
+
+Overlap-add (3-D and 2.5-D networks)
+------------------------------------
+The volume is cut into blocks (any size; independent of the patch).  Block ``b``
+owns the patches of the global grid whose output start lies in it
+(:class:`volseg.geometry.OverlapAddPlan`) and runs one task, the *emission*:
+
+1. read the input its patches cover (block region plus up to ``patch - 1`` voxels
+   after it, plus the network's context), assembled from the input blocks that
+   intersect it and padded only where it leaves the *volume*;
+2. evaluate its patches in batches;
+3. return :math:`\\sum_p w_p f_p` (``C`` channels) and :math:`\\sum_p w_p` (one
+   channel) over the union of its patches' outputs, in float64.
+
+The emission is cut into *pieces*, one per output block it overlaps (itself and
+the following neighbours its overhang reaches), so that it can be freed at once;
+the *merge* of an output block adds its pieces and normalises,
+:math:`y = \\sum w f / \\sum w`, to float32.  Every patch is evaluated exactly once;
+the graph has one emission and one merge per block plus one piece per
+(emitting block, receiving block) pair: ``O(blocks)`` tasks.
+
+Accumulating in float64 makes a per-voxel network (``f = 2 x``) come back
+bit-exactly: each product of two float32 numbers is exact in float64, and the
+rounding of a handful of float64 sums is far below float32 resolution.
+
+Dense halo mapping (centre-voxel networks)
+------------------------------------------
+Each block reads itself plus a halo of ``R // 2`` voxels before and ``R - 1 - R // 2``
+after (per axis), padded at the volume border, and runs the dense network on
+sub-tiles of the block: every voxel gets its class in one pass per tile.  This is
+``dask.array.map_overlap`` with an asymmetric depth, written with the same reader
+as overlap-add because ``map_overlap`` supports asymmetric depths only with
+``boundary="none"`` (and its ``"reflect"`` is numpy's ``"symmetric"``).
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dask.array as da
+import numpy as np
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
+
+from volseg.geometry import Box, OverlapAddPlan, chunk_bounds, halo_box, tiles
+from volseg.inference.cache import ModelRef, get_model
+from volseg.inference.predictor import Predictor, resolve_device
+from volseg.inference.weights import importance_map
+
+PAD_MODES: tuple[str, ...] = ("constant", "edge", "reflect", "symmetric")
+
+
+@dataclass(frozen=True)
+class ModelCall:
+    """How block tasks run the network (small; shipped with every task).
+
+    Attributes
+    ----------
+    kind, precision, tta
+        See :class:`volseg.inference.predictor.Predictor`.
+    device
+        ``"auto"``, ``"cpu"`` or ``"cuda[:i]"``, resolved in the worker.
+    batch_size
+        Patches per forward pass.
+    normalization
+        An object with ``apply(np.ndarray) -> np.ndarray[float32]`` applied to the
+        input region before padding (a model spec's normalisation), or ``None``.
+    """
+
+    kind: str = "3d"
+    precision: str = "fp32"
+    tta: bool = False
+    device: str = "auto"
+    batch_size: int = 4
+    normalization: Any = None
+
+    def predictor(self, model: ModelRef) -> Predictor:
+        """Return the predictor of ``model`` in this process (loading it once)."""
+        cached = get_model(model, resolve_device(self.device))
+        return Predictor(cached, kind=self.kind, precision=self.precision, tta=self.tta)
+
+
+# ------------------------------------------------------------------------- reading
+def read_region(
+    parts: Sequence[np.ndarray],
+    part_boxes: Sequence[Box],
+    region: Box,
+    shape: Sequence[int],
+    pad_modes: Sequence[str],
+    normalization: Any = None,
+) -> np.ndarray:
+    """Assemble ``(Cin, *region.shape)`` float32 input from blocks, padding outside the volume.
+
+    Parameters
+    ----------
+    parts
+        Input blocks ``(Cin, ...)``, covering the part of ``region`` inside the volume.
+    part_boxes
+        Their spatial boxes in volume coordinates.
+    region
+        The wanted box; may extend past the volume.
+    shape
+        Spatial shape of the volume.
+    pad_modes
+        Per axis, how voxels outside the volume are made: ``"constant"`` (zero),
+        ``"edge"``, ``"reflect"`` or ``"symmetric"`` (``numpy.pad`` modes).
+    normalization
+        Applied to the in-volume data before padding (``None``: cast to float32).
+    """
+    valid = region.intersect(Box.from_shape(shape))
+    cin = parts[0].shape[0]
+    out = np.empty((cin, *valid.shape), dtype=parts[0].dtype)
+    filled = 0
+    for part, box in zip(parts, part_boxes, strict=True):
+        inter = box.intersect(valid)
+        if inter.empty:
+            continue
+        src = (slice(None), *inter.relative_to(box.start).slices())
+        dst = (slice(None), *inter.relative_to(valid.start).slices())
+        out[dst] = part[src]
+        filled += inter.size
+    if filled != valid.size:
+        raise RuntimeError(f"input blocks cover {filled} of the {valid.size} voxels of {valid}")
+    data = (
+        normalization.apply(out) if normalization is not None else out.astype(np.float32)
+    )
+    for axis, mode in enumerate(pad_modes):
+        before = valid.start[axis] - region.start[axis]
+        after = region.stop[axis] - valid.stop[axis]
+        if before or after:
+            widths = [(0, 0)] * data.ndim
+            widths[axis + 1] = (before, after)
+            if mode not in PAD_MODES:
+                raise ValueError(f"pad mode must be one of {PAD_MODES}, got {mode!r}")
+            data = np.pad(data, widths, mode=mode)  # type: ignore[call-overload]
+    return np.asarray(data, dtype=np.float32)
+
+
+# ------------------------------------------------------------------ overlap-add tasks
+@dataclass(frozen=True)
+class EmitTask:
+    """Static description of one block's emission.
+
+    Attributes
+    ----------
+    read, write
+        Input region (may leave the volume) and emitted output region (inside it).
+    starts
+        Output starts of the owned patches.
+    out_patch
+        Output patch size; the input patch is ``out_patch + context`` per axis.
+    context_before, context_after
+        Input voxels read before / after each output patch, per axis.
+    shape
+        Spatial shape of the volume.
+    pad_modes
+        Per-axis padding outside the volume.
+    blend, sigma_scale
+        The weight map (:func:`volseg.inference.weights.importance_map`).
+    out_channels
+        Expected number of output channels ``C``.
+    """
+
+    read: Box
+    write: Box
+    starts: tuple[tuple[int, ...], ...]
+    out_patch: tuple[int, ...]
+    context_before: tuple[int, ...]
+    context_after: tuple[int, ...]
+    shape: tuple[int, ...]
+    pad_modes: tuple[str, ...]
+    blend: str
+    sigma_scale: tuple[float, ...]
+    out_channels: int
+
+
+def emit_block(
+    model: ModelRef,
+    parts: Sequence[np.ndarray],
+    part_boxes: Sequence[Box],
+    task: EmitTask,
+    call: ModelCall,
+) -> np.ndarray:
+    """Evaluate a block's patches; return ``(C + 1, *write.shape)`` float64 weighted sums.
+
+    Channels ``0 .. C-1`` hold :math:`\\sum_p w_p f_p`, channel ``C`` holds
+    :math:`\\sum_p w_p`, over ``task.write``.
+    """
+    region = read_region(parts, part_boxes, task.read, task.shape, task.pad_modes,
+                         call.normalization)
+    predictor = call.predictor(model)
+    weight = importance_map(task.out_patch, task.blend, sigma_scale=task.sigma_scale)
+    nc = task.out_channels
+    acc = np.zeros((nc + 1, *task.write.shape), dtype=np.float64)
+    in_patch = tuple(
+        p + b + a for p, b, a in zip(task.out_patch, task.context_before, task.context_after,
+                                     strict=True)
+    )
+    for first in range(0, len(task.starts), max(1, call.batch_size)):
+        starts = task.starts[first:first + max(1, call.batch_size)]
+        batch = np.stack([
+            region[(slice(None), *Box.from_shape(in_patch, s).shift(
+                tuple(-b for b in task.context_before)).relative_to(task.read.start).slices())]
+            for s in starts
+        ])
+        out = predictor(batch)
+        expected = (len(starts), nc, *task.out_patch)
+        if out.shape != expected:
+            raise ValueError(f"the network returned shape {out.shape} for input "
+                             f"{batch.shape}; expected {expected}")
+        for logits, start in zip(out, starts, strict=True):
+            pbox = Box.from_shape(task.out_patch, start)
+            clip = pbox.intersect(task.write)
+            src = clip.relative_to(pbox.start).slices()
+            dst = clip.relative_to(task.write.start).slices()
+            w = weight[src].astype(np.float64)
+            acc[(slice(0, nc), *dst)] += logits[(slice(None), *src)] * w
+            acc[(slice(nc, nc + 1), *dst)] += w
+    return acc
+
+
+def take_piece(emission: np.ndarray, box: Box) -> np.ndarray:
+    """Return a copy of the part ``box`` (relative to the emission) of an emission."""
+    return np.array(emission[(slice(None), *box.slices())], copy=True)
+
+
+def merge_pieces(
+    pieces: Sequence[np.ndarray], boxes: Sequence[Box], shape: tuple[int, ...]
+) -> np.ndarray:
+    """Add the pieces falling into an output block and normalise to float32 logits.
+
+    Parameters
+    ----------
+    pieces
+        ``(C + 1, ...)`` weighted sums (last channel: sum of weights).
+    boxes
+        Their boxes relative to the block.
+    shape
+        Spatial shape of the block.
+
+    Notes
+    -----
+    :math:`y = (\\sum_k \\mathrm{num}_k) / (\\sum_k \\mathrm{den}_k)` in float64, then
+    rounded to float32.
+    """
+    nc1 = pieces[0].shape[0]
+    acc = np.zeros((nc1, *shape), dtype=np.float64)
+    for piece, box in zip(pieces, boxes, strict=True):
+        acc[(slice(None), *box.slices())] += piece
+    den = acc[-1]
+    if not np.all(den > 0):
+        raise RuntimeError("a voxel of the block is covered by no patch (planning error)")
+    return (acc[:-1] / den).astype(np.float32)
+
+
+def _input_keys(
+    x: da.Array, bounds: Sequence[Sequence[int]], region: Box
+) -> tuple[list[tuple[Any, ...]], list[Box]]:
+    """Keys and boxes of the spatial blocks of ``x`` (channel axis one chunk) meeting ``region``."""
+    valid = region.intersect(Box.from_shape(tuple(b[-1] for b in bounds)))
+    ranges = []
+    for axis_bounds, lo, hi in zip(bounds, valid.start, valid.stop, strict=True):
+        j0 = bisect.bisect_right(axis_bounds, lo) - 1
+        j1 = bisect.bisect_left(axis_bounds, hi)
+        ranges.append(range(j0, j1))
+    keys, boxes = [], []
+    for idx in itertools.product(*ranges):
+        keys.append((x.name, 0, *idx))
+        boxes.append(Box(tuple(b[i] for b, i in zip(bounds, idx, strict=True)),
+                         tuple(b[i + 1] for b, i in zip(bounds, idx, strict=True))))
+    return keys, boxes
+
+
+def _as_input(x: da.Array, chunks: Sequence[Sequence[int]]) -> da.Array:
+    """Rechunk a ``(Cin, Z, Y, X)`` array to one channel chunk and the block grid."""
+    return x.rechunk(((x.shape[0],), *(tuple(c) for c in chunks)))
+
+
+def overlap_add(
+    x: da.Array,
+    plan: OverlapAddPlan,
+    *,
+    model: ModelRef,
+    call: ModelCall,
+    out_channels: int,
+    context: Sequence[tuple[int, int]] | None = None,
+    pad_modes: Sequence[str] | None = None,
+    blend: str = "gaussian",
+    sigma_scale: float | Sequence[float] = 0.125,
+) -> da.Array:
+    """Map a network over ``x`` by overlap-add (see the module notes).
+
+    Parameters
+    ----------
+    x
+        ``(Cin, Z, Y, X)`` input (rechunked to the plan's blocks here).
+    plan
+        The overlap-add plan (its ``context`` must match ``context``).
+    model, call
+        The network and how to run it.
+    out_channels
+        ``C``, the number of output channels.
+    context
+        Input voxels ``(before, after)`` read around each output patch per axis.
+    pad_modes
+        Padding outside the volume per axis (default: zeros, as MONAI).
+    blend, sigma_scale
+        The weight map.
+
+    Returns
+    -------
+    dask.array.Array
+        ``(C, Z, Y, X)`` float32 blended logits, chunked ``(C,)`` × the plan's blocks.
+    """
+    nd = len(plan.shape)
+    ctx = tuple(context) if context is not None else ((0, 0),) * nd
+    modes = tuple(pad_modes) if pad_modes is not None else ("constant",) * nd
+    ss = ((float(sigma_scale),) * nd if isinstance(sigma_scale, (int, float))
+          else tuple(float(s) for s in sigma_scale))
+    chunks = [tuple(int(v) for v in np.diff(a.bounds)) for a in plan.axes]
+    bounds = [a.bounds for a in plan.axes]
+    xr = _as_input(x, chunks)
+    token = tokenize(xr.name, plan, model.token, call, out_channels, ctx, modes, blend, ss)
+    model_key = f"volseg-model-{model.token}"
+    ename, pname, mname = (f"volseg-{s}-{token}" for s in ("emit", "piece", "logits"))
+    dsk: dict[Any, Any] = {model_key: model}
+    for idx in plan.blocks():
+        starts = plan.patch_starts(idx)
+        if not starts:
+            continue
+        read = plan.read_box(idx)
+        keys, boxes = _input_keys(xr, bounds, read)
+        task = EmitTask(
+            read=read, write=plan.write_box(idx), starts=tuple(starts),
+            out_patch=plan.patch, context_before=tuple(c[0] for c in ctx),
+            context_after=tuple(c[1] for c in ctx), shape=plan.shape, pad_modes=modes,
+            blend=blend, sigma_scale=ss, out_channels=out_channels,
+        )
+        dsk[(ename, *idx)] = (emit_block, model_key, keys, boxes, task, call)
+    for idx in plan.blocks():
+        block = plan.block_box(idx)
+        pieces, rel = [], []
+        for src in plan.sources(idx):
+            wbox = plan.write_box(src)
+            inter = wbox.intersect(block)
+            if inter.empty:
+                continue
+            pkey = (pname, *src, *idx)
+            dsk[pkey] = (take_piece, (ename, *src), inter.relative_to(wbox.start))
+            pieces.append(pkey)
+            rel.append(inter.relative_to(block.start))
+        dsk[(mname, 0, *idx)] = (merge_pieces, pieces, rel, block.shape)
+    graph = HighLevelGraph.from_collections(mname, dsk, dependencies=[xr])  # type: ignore[list-item]
+    return da.Array(graph, mname, chunks=((out_channels,), *chunks), dtype=np.float32,
+                    meta=np.empty((0,) * (nd + 1), dtype=np.float32))
+
+
+# -------------------------------------------------------------------- dense mapping
+@dataclass(frozen=True)
+class DenseTask:
+    """Static description of one block of the dense (centre-voxel) mapping.
+
+    Attributes
+    ----------
+    block
+        The output block.
+    halo
+        ``(before, after)`` input voxels per axis around an output window.
+    tile
+        Output sub-tile edge per axis (one forward pass each; bounds memory).
+    shape
+        Spatial shape of the volume.
+    pad_modes
+        Padding outside the volume per axis (the border policy).
+    out_channels
+        ``C``.
+    """
+
+    block: Box
+    halo: tuple[tuple[int, int], ...]
+    tile: tuple[int, ...]
+    shape: tuple[int, ...]
+    pad_modes: tuple[str, ...]
+    out_channels: int
+
+
+def dense_block(
+    model: ModelRef,
+    parts: Sequence[np.ndarray],
+    part_boxes: Sequence[Box],
+    task: DenseTask,
+    call: ModelCall,
+) -> np.ndarray:
+    """Classify every voxel of a block with a dense network; ``(C, *block.shape)`` float32."""
+    read = halo_box(task.block, task.halo)
+    region = read_region(parts, part_boxes, read, task.shape, task.pad_modes,
+                         call.normalization)
+    predictor = call.predictor(model)
+    out = np.empty((task.out_channels, *task.block.shape), dtype=np.float32)
+    for tile in tiles(task.block, task.tile):
+        src = halo_box(tile, task.halo).relative_to(read.start).slices()
+        logits = predictor(region[(None, slice(None), *src)])
+        if logits.shape != (1, task.out_channels, *tile.shape):
+            raise ValueError(
+                f"the dense network returned {logits.shape[2:]} for an input of "
+                f"{region[(slice(None), *src)].shape[1:]}; expected {tile.shape} "
+                f"(is the receptive field {[sum(h) + 1 for h in task.halo]} right?)")
+        out[(slice(None), *tile.relative_to(task.block.start).slices())] = logits[0]
+    return out
+
+
+def dense_map(
+    x: da.Array,
+    chunks: Sequence[Sequence[int]],
+    *,
+    model: ModelRef,
+    call: ModelCall,
+    out_channels: int,
+    halo: Sequence[tuple[int, int]],
+    tile: Sequence[int],
+    pad_modes: Sequence[str],
+) -> da.Array:
+    """Map a dense (fully convolutional, valid) network over blocks with a halo.
+
+    Parameters
+    ----------
+    x
+        ``(Cin, Z, Y, X)`` input.
+    chunks
+        Output block sizes per spatial axis.
+    model, call
+        The (dense) network and how to run it.
+    out_channels
+        ``C``.
+    halo
+        ``(before, after)`` per axis; ``before + after + 1`` is the receptive field.
+    tile
+        Output sub-tile per forward pass.
+    pad_modes
+        Border policy per axis (``numpy.pad`` modes).
+
+    Returns
+    -------
+    dask.array.Array
+        ``(C, Z, Y, X)`` float32 logits, one per voxel.
+    """
+    nd = len(chunks)
+    chunks = [tuple(int(c) for c in ch) for ch in chunks]
+    bounds = [chunk_bounds(c) for c in chunks]
+    shape = tuple(b[-1] for b in bounds)
+    xr = _as_input(x, chunks)
+    hal = tuple((int(b), int(a)) for b, a in halo)
+    token = tokenize(xr.name, chunks, model.token, call, out_channels, hal, tuple(tile),
+                     tuple(pad_modes))
+    model_key = f"volseg-model-{model.token}"
+    name = f"volseg-dense-{token}"
+    dsk: dict[Any, Any] = {model_key: model}
+    for idx in itertools.product(*(range(len(c)) for c in chunks)):
+        block = Box(tuple(b[i] for b, i in zip(bounds, idx, strict=True)),
+                    tuple(b[i + 1] for b, i in zip(bounds, idx, strict=True)))
+        keys, boxes = _input_keys(xr, bounds, halo_box(block, hal))
+        task = DenseTask(block=block, halo=hal, tile=tuple(int(t) for t in tile),
+                         shape=shape, pad_modes=tuple(pad_modes), out_channels=out_channels)
+        dsk[(name, 0, *idx)] = (dense_block, model_key, keys, boxes, task, call)
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[xr])  # type: ignore[list-item]
+    return da.Array(graph, name, chunks=((out_channels,), *chunks), dtype=np.float32,
+                    meta=np.empty((0,) * (nd + 1), dtype=np.float32))

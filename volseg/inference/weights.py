@@ -1,0 +1,112 @@
+"""Blend weights (importance maps) of a sliding-window patch.
+
+``gaussian`` and ``constant`` equal MONAI's ``compute_importance_map`` (float32,
+same formula, same clamping), so that overlap-add blending reproduces
+``monai.inferers.sliding_window_inference``; ``bump`` is a smooth window with
+compact support.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+
+Blend = Literal["gaussian", "constant", "bump"]
+BLENDS: tuple[str, ...] = ("gaussian", "constant", "bump")
+MIN_WEIGHT = 1e-3
+"""Lower bound of the clamp (MONAI's): weights are at least ``max(min(w), 1e-3)``."""
+
+
+def _gaussian_1d(n: int, sigma_scale: float) -> np.ndarray:
+    # torch's float32 exp, so that the map is bit-identical to MONAI's
+    import torch
+
+    sigma = n * sigma_scale
+    x = torch.arange(-(n - 1) / 2.0, (n - 1) / 2.0 + 1, dtype=torch.float)
+    return torch.exp(x**2 / (-2 * sigma**2)).numpy()
+
+
+def _bump_1d(n: int) -> np.ndarray:
+    half = (n + 1) / 2.0
+    t = (np.arange(n, dtype=np.float64) - (n - 1) / 2.0) / half
+    return np.exp(1.0 - 1.0 / (1.0 - t**2)).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=16)
+def _importance_map(
+    patch: tuple[int, ...], blend: str, sigma_scale: tuple[float, ...]
+) -> np.ndarray:
+    if blend == "constant":
+        weights = np.ones(patch, dtype=np.float32)
+    elif blend in ("gaussian", "bump"):
+        weights = np.ones((), dtype=np.float32)
+        for axis, n in enumerate(patch):
+            w1 = _gaussian_1d(n, sigma_scale[axis]) if blend == "gaussian" else _bump_1d(n)
+            weights = weights[..., None] * w1 if axis else w1
+    else:
+        raise ValueError(f"blend must be one of {BLENDS}, got {blend!r}")
+    floor = max(float(weights.min()), MIN_WEIGHT)
+    out = np.maximum(weights, np.float32(floor)).astype(np.float32)
+    out.setflags(write=False)
+    return out
+
+
+def importance_map(
+    patch: Sequence[int], blend: Blend | str = "gaussian", *,
+    sigma_scale: float | Sequence[float] = 0.125,
+) -> np.ndarray:
+    """Return the blend weight of every voxel of a patch (float32, read-only).
+
+    Parameters
+    ----------
+    patch
+        Patch size per axis.
+    blend
+        ``"gaussian"``, ``"constant"`` or ``"bump"``.
+    sigma_scale
+        Gaussian standard deviation as a fraction of the patch size (per axis or
+        one number).
+
+    Returns
+    -------
+    numpy.ndarray
+        Weights of shape ``patch``, all > 0 (a cached array: do not modify).
+
+    Notes
+    -----
+    With :math:`c_a = (n_a - 1)/2` the patch centre along axis :math:`a` and
+    :math:`x_a = i_a - c_a`:
+
+    * gaussian: :math:`w = \\prod_a \\exp(-x_a^2 / (2 \\sigma_a^2))`,
+      :math:`\\sigma_a = \\mathrm{sigma\\_scale}_a \\, n_a` (unnormalised, peak 1);
+    * constant: :math:`w = 1`;
+    * bump: :math:`w = \\prod_a \\exp(1 - 1/(1 - t_a^2))` with
+      :math:`t_a = x_a / ((n_a + 1)/2)`, a :math:`C^\\infty` window equal to 1 at the
+      centre and vanishing (with all derivatives) one voxel outside the patch.
+
+    All maps are then clamped from below at :math:`\\max(\\min w, 10^{-3})`, as
+    MONAI's ``compute_importance_map`` does, so every voxel keeps a positive weight
+    and the blend denominator never vanishes.  Gaussian and constant maps equal
+    ``monai.data.utils.compute_importance_map(patch, mode, sigma_scale)``.
+
+    References
+    ----------
+    MONAI ``monai.data.utils.compute_importance_map`` and
+    ``monai.inferers.sliding_window_inference``.
+    """
+    size = tuple(int(n) for n in patch)
+    if any(n < 1 for n in size):
+        raise ValueError(f"patch sizes must be >= 1, got {size}")
+    ss = (
+        (float(sigma_scale),) * len(size)
+        if isinstance(sigma_scale, (int, float))
+        else tuple(float(s) for s in sigma_scale)
+    )
+    if len(ss) != len(size):
+        raise ValueError(f"sigma_scale {ss} does not match patch {size}")
+    if blend == "gaussian" and any(s <= 0 for s in ss):
+        raise ValueError(f"sigma_scale must be > 0, got {ss}")
+    return _importance_map(size, str(blend), ss)
