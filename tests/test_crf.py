@@ -220,6 +220,7 @@ def test_blockwise_agrees_96x128x128(n_classes, config, threshold):
     assert all(f >= threshold for f in fractions), fractions
 
 
+@pytest.mark.slow  # (cluster start-up); the instances suite runs a LocalCluster by default
 def test_blockwise_on_local_cluster():
     """The mapping runs on a real distributed cluster with worker processes."""
     from distributed import Client, LocalCluster

@@ -62,7 +62,8 @@ def test_cli_writes_semantic_labels(inputs, tmp_path, capsys):
     # finished output: refused without --overwrite (exit 2), replaced with it
     assert main(_args(root, out)) == 2
     assert "--overwrite" in capsys.readouterr().err
-    assert main(_args(root, out, "--overwrite", "--bilateral-weight", "0", "--no-pyramid")) == 0
+    assert main(_args(root, out, "--overwrite", "--bilateral-weight", "0", "--no-pyramid",
+                      "--iterations", "1")) == 0
 
 
 def test_cli_compat_matrix_yaml(inputs, tmp_path):
