@@ -1,0 +1,43 @@
+"""The ``train`` workflow stage: image + sparse labels -> ``model.safetensors``.
+
+The stage config is :class:`volseg.train.config.TrainConfig` (the same schema as
+``volseg train``).  Relative ``image``/``labels`` paths name products of earlier stages
+in the workflow directory when they exist there (default ``image.ome.zarr`` and its
+``labels/annotation``), else files relative to where the workflow was started.
+Products: ``model.safetensors``, ``training/metrics.csv``, ``training/curve.png``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from volseg.train.config import TrainConfig
+from volseg.workflow.stage import RunContext
+
+NAME = "train"
+ORDER = 30
+
+
+class Config(TrainConfig):
+    """The ``train:`` section of a workflow (see :class:`volseg.train.config.TrainConfig`)."""
+
+
+def _resolve(ctx: RunContext, p: str) -> Path:
+    product = ctx.path(p)
+    return product if product.exists() else ctx.external(p)
+
+
+def run(config: Config, ctx: RunContext) -> dict[str, Any]:
+    """Train and return a small summary (model path, best epoch and metrics, seconds)."""
+    from volseg.train import train
+
+    summary = train(
+        config, image=_resolve(ctx, config.image), labels=_resolve(ctx, config.labels),
+        output_dir=ctx.workdir,
+        # the runner only calls an incomplete stage (or one the user asked to redo), so
+        # a model file here is a leftover of an interrupted run: replace it
+        overwrite=True,
+        extra_summary={"provenance": ctx.provenance} if ctx.provenance else None,
+    )
+    return {k: v for k, v in summary.items() if k != "per_class"}
