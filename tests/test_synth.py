@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from volseg.errors import ConfigError
-from volseg.synth import IGNORE_ID, class_frequencies, fibsem
+from volseg.synth import IGNORE_ID, KINDS, class_frequencies, cryoet, em2d, fibsem
 from volseg.synth._hash import gauss32, hash3, mix64, stream_key
 
 # Small shapes keep the whole file fast on a shared two-core machine.
@@ -119,7 +119,7 @@ def test_fibsem_all_classes_present_with_plausible_frequencies(fib64):
 
 
 def test_fibsem_classes_differ_in_clean_appearance(fib64):
-    ph, truth, _ = fib64
+    _, truth, _ = fib64
     image = fibsem((64, 128, 128), seed=7, noise=0.0, blur=0.0).image.compute()
     means = np.array([image[truth == c].mean() for c in range(7)])
     assert means[0] > means[1] + 80  # bright cytoplasm, dark membranes
@@ -176,3 +176,67 @@ def test_class_frequencies_ignores_ids_outside_range():
 
     arr = da.from_array(np.array([[0, 1, 1], [255, 2, 9]], np.uint8), chunks=(1, 2))
     assert class_frequencies(arr, 3).compute().tolist() == [1, 2, 1]
+
+
+# ------------------------------------------------------------- cryo-ET, 2-D EM
+
+
+@pytest.mark.parametrize("part", ["image", "truth"])
+def test_cryoet_is_chunking_invariant(part):
+    shape = (30, 64, 70)
+    whole = getattr(cryoet(shape, seed=5, chunks=shape), part).compute()
+    for chunks in [(7, 23, 31), (11, 64, 9)]:
+        got = getattr(cryoet(shape, seed=5, chunks=chunks), part).compute()
+        assert np.array_equal(got, whole), chunks
+
+
+def test_cryoet_content():
+    ph = cryoet((48, 128, 128), seed=2)
+    image, truth = dask.compute(ph.image, ph.truth)
+    assert image.dtype == np.float32 and truth.dtype == np.uint8
+    assert ph.class_names == ("background", "membrane")
+    assert ph.voxel_size == (1.4, 1.4, 1.4)
+    assert set(np.unique(truth)) == {0, 1}
+    assert 0.005 < truth.mean() < 0.15
+    # membranes are dense, hence darker, but buried in noise (low SNR per voxel)
+    contrast = image[truth == 0].mean() - image[truth == 1].mean()
+    noise = image[truth == 0].std()
+    assert 0.3 * noise < contrast < 2.0 * noise
+    assert not np.array_equal(truth, cryoet((48, 128, 128), seed=3).truth.compute())
+
+
+def test_cryoet_blur_is_elongated_along_z():
+    ph = cryoet((40, 64, 64), seed=1, noise=0.0, noise_after=0.0, particle_probability=0.0)
+    image = ph.image.compute()
+    dz = np.abs(np.diff(image, axis=0)).mean()
+    dx = np.abs(np.diff(image, axis=2)).mean()
+    assert dz < dx
+
+
+@pytest.mark.parametrize("part", ["image", "truth"])
+def test_em2d_is_chunking_invariant(part):
+    shape = (3, 100, 130)
+    whole = getattr(em2d(shape, seed=9, chunks=shape), part).compute()
+    for chunks in [(1, 37, 41), (2, 100, 17)]:
+        got = getattr(em2d(shape, seed=9, chunks=chunks), part).compute()
+        assert np.array_equal(got, whole), chunks
+
+
+def test_em2d_positive_fraction_and_sections_independent():
+    ph = em2d((6, 256, 256), seed=0, chunks=(1, 256, 256))
+    image, truth = dask.compute(ph.image, ph.truth)
+    assert image.dtype == np.uint8 and ph.class_names == ("background", "contamination")
+    assert 0.015 < truth.mean() < 0.05, truth.mean()
+    assert image[truth == 1].mean() < image[truth == 0].mean() - 60
+    # no blob continues into the next section
+    overlap = (truth[:-1] & truth[1:]).sum() / max(truth[:-1].sum(), 1)
+    assert overlap < 0.2
+
+
+def test_kinds_registry():
+    assert set(KINDS) == {"fibsem", "cryoet", "em2d"}
+    for kind, gen in KINDS.items():
+        ph = gen((4, 32, 32), seed=0, chunks=(2, 16, 16))
+        assert ph.extra["kind"] == kind
+        assert ph.truth.shape == ph.image.shape == (4, 32, 32)
+        assert ph.truth.chunks == ((2, 2), (16, 16), (16, 16))

@@ -12,13 +12,23 @@ No file I/O happens here (see :mod:`volseg.stages.synth` for writing).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from volseg.synth._common import IGNORE_ID, Phantom, PhantomParameterError, class_frequencies
+from volseg.synth.cryoet import cryoet
+from volseg.synth.em2d import em2d
 from volseg.synth.fibsem import fibsem
+
+KINDS: dict[str, Callable[..., Phantom]] = {"fibsem": fibsem, "cryoet": cryoet, "em2d": em2d}
+"""Phantom generators by name: ``KINDS[kind](shape, seed=..., chunks=..., ...)``."""
 
 __all__ = [
     "IGNORE_ID",
+    "KINDS",
     "Phantom",
     "PhantomParameterError",
     "class_frequencies",
+    "cryoet",
+    "em2d",
     "fibsem",
 ]

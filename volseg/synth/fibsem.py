@@ -260,12 +260,28 @@ def _synapses(p: FibsemParams, a: npt.NDArray[np.int64], b: npt.NDArray[np.int64
     return _Synapses(a, b, present, pre_is_a, centre, normal, radius, h)
 
 
-@functools.lru_cache(maxsize=65536)
-def _cell_synapses(p: FibsemParams, cell: tuple[int, int, int]) -> _Synapses:
-    """The present synapses between cube ``cell`` and its 13 forward neighbours."""
-    a = np.repeat(np.array([cell], dtype=np.int64), len(_FORWARD), axis=0)
-    s = _synapses(p, a, a + _FORWARD)
-    return s.subset(np.flatnonzero(s.present))
+_SYN_CACHE: dict[tuple[FibsemParams, tuple[int, int, int]], _Synapses] = {}
+_SYN_CACHE_MAX = 200_000
+
+
+def _cells_synapses(p: FibsemParams, cells: Sequence[tuple[int, int, int]]) -> list[_Synapses]:
+    """The present synapses between each cube and its 13 forward neighbours.
+
+    Results are memoised per (parameters, cube); the missing cubes are computed in one
+    vectorised call.
+    """
+    missing = [c for c in dict.fromkeys(cells) if (p, c) not in _SYN_CACHE]
+    if missing:
+        if len(_SYN_CACHE) + len(missing) > _SYN_CACHE_MAX:
+            _SYN_CACHE.clear()
+        arr = np.array(missing, dtype=np.int64)
+        a = np.repeat(arr, len(_FORWARD), axis=0)
+        b = a + np.tile(_FORWARD, (len(arr), 1))
+        s = _synapses(p, a, b)
+        owner = np.repeat(np.arange(len(arr)), len(_FORWARD))
+        for i, c in enumerate(missing):
+            _SYN_CACHE[(p, c)] = s.subset(np.flatnonzero(s.present & (owner == i)))
+    return [_SYN_CACHE[(p, c)] for c in cells]
 
 
 # ------------------------------------------------------------------------- objects
@@ -519,7 +535,7 @@ def _tile(
 
     # Synapses between pairs of kept seeds (each pair stored with its lower cube).
     local = {_cell_tuple(c): i for i, c in enumerate(cells)}
-    found = [_cell_synapses(p, _cell_tuple(c)) for c in cells]
+    found = _cells_synapses(p, [_cell_tuple(c) for c in cells])
     syn_mask = np.zeros(shape, bool)
     if found:
         s = _Synapses.concat(found)
@@ -566,13 +582,13 @@ def _relevant_synapses(
 ) -> _Synapses | None:
     """Present synapses whose centre lies within ``reach`` of the box ``[lo, hi)``."""
     g = p.cell_size
-    margin = 1 + math.ceil(reach / g)
+    # A synapse centre is the midpoint of seeds in neighbouring cubes: it lies less
+    # than half a cube outside its lower cube.
+    margin = math.ceil((reach + 0.5 * g) / g)
     c_lo = lo // g - margin
     c_hi = (hi - 1) // g + margin
-    parts = [
-        _cell_synapses(p, cell)
-        for cell in itertools.product(*[range(a, b + 1) for a, b in zip(c_lo, c_hi, strict=True)])
-    ]
+    cubes = itertools.product(*[range(a, b + 1) for a, b in zip(c_lo, c_hi, strict=True)])
+    parts = _cells_synapses(p, [(c[0], c[1], c[2]) for c in cubes])
     s = _Synapses.concat(parts)
     out_near = np.maximum(0.0, np.maximum(lo - s.centre, s.centre - (hi - 1)))
     idx = np.flatnonzero(np.sum(out_near**2, axis=1) <= reach**2)
