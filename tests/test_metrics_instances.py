@@ -16,6 +16,7 @@ from volseg.errors import InputError
 from volseg.metrics import (
     IOU_THRESHOLDS,
     contingency_table,
+    evaluate,
     evaluate_instances,
     instance_metrics,
     match_objects,
@@ -296,3 +297,35 @@ def test_errors() -> None:
         evaluate_instances(a.astype(np.float32), a)
     with pytest.raises(InputError, match="negative"):
         evaluate_instances(a.astype(np.int32) - 1, a)
+
+
+class _CountingVolume:
+    """An array-like that counts how often a region of it is read."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data, self.shape, self.dtype, self.ndim = data, data.shape, data.dtype, data.ndim
+        self.reads = 0
+
+    def __getitem__(self, key: object) -> np.ndarray:
+        out = self.data[key]  # type: ignore[index]
+        if out.size:  # dask reads an empty slice once for its metadata
+            self.reads += 1
+        return out
+
+
+def test_semantic_and_instances_read_each_block_once() -> None:
+    rng = np.random.default_rng(2)
+    truth = _CountingVolume(_blobs((10, 21, 22), seed=2))
+    pred = _CountingVolume(rng.integers(0, 30, (10, 21, 22)).astype(np.uint32))
+    t = da.from_array(truth, chunks=(4, 8, 9), lock=False)
+    p = da.from_array(pred, chunks=(4, 8, 9), lock=False)
+    result = evaluate(
+        semantic={
+            "prediction": (p % 3).astype(np.uint8),
+            "truth": (t % 3).astype(np.uint8),
+            "n_classes": 3,
+        },
+        instances={"prediction": p, "truth": t},
+    )
+    assert truth.reads == pred.reads == t.npartitions == 27
+    assert set(result) == {"semantic", "instances"}
