@@ -1,0 +1,381 @@
+"""Prediction from file to file: OME-Zarr image in, NGFF labels (and probabilities) out.
+
+One Dask graph computes the blended logits of every block once and derives from
+them both outputs: ``OUT/labels/semantic`` (uint8 class ids, mode pyramid) and,
+when asked, the class probabilities as the multiscale image ``OUT`` with axes
+``c, z, y, x`` (``uint8`` = ``round(255 p)``, ``float16`` or ``float32``; mean
+pyramid).  Each write task stores one block of both outputs and then creates the
+completion markers of :mod:`volseg.io.store` (same layout, so
+:func:`volseg.io.omezarr.image_state` and ``store_blocks`` understand them): an
+output chunk is complete or absent, and a rerun after an interruption computes
+only the blocks whose markers are missing.  A finished output is refused unless
+``overwrite``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import dask
+import dask.array as da
+import numpy as np
+import zarr
+from dask.callbacks import Callback
+
+from volseg.errors import ConfigError, InputError, OutputExistsError
+from volseg.inference.api import (
+    default_block_size,
+    logits_to_labels,
+    logits_to_probabilities,
+    predict_logits,
+)
+
+LABEL_NAME = "semantic"
+ProbabilityDtype = Literal["none", "uint8", "float16", "float32"]
+PROBABILITY_DTYPES: tuple[str, ...] = ("none", "uint8", "float16", "float32")
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    """What :func:`run_predict` wrote.
+
+    Attributes
+    ----------
+    output, labels, probabilities
+        The output group, its label image and the probability image (``None`` if
+        not written).
+    shape, classes, patch_size, block_size
+        Volume shape ``(z, y, x)``, class names, output patch and block (= chunk) size.
+    total_blocks, computed_blocks, skipped_blocks
+        Blocks of the volume, computed now, and already complete (resume).
+    seconds, voxels_per_second
+        Wall time of the whole run and level-0 throughput of the computed blocks.
+    """
+
+    output: Path
+    labels: Path
+    probabilities: Path | None
+    shape: tuple[int, int, int]
+    classes: tuple[str, ...]
+    patch_size: tuple[int, int, int]
+    block_size: tuple[int, int, int]
+    total_blocks: int
+    computed_blocks: int
+    skipped_blocks: int
+    seconds: float
+    voxels_per_second: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the result as JSON-able data."""
+        out = asdict(self)
+        for key in ("output", "labels", "probabilities"):
+            out[key] = None if out[key] is None else str(out[key])
+        return out
+
+
+def output_state(output: str | os.PathLike[str], probabilities: str = "uint8") -> str:
+    """Return ``"absent"``, ``"partial"``, ``"complete"`` or ``"other"`` for a prediction."""
+    from volseg.io.omezarr import image_state
+
+    out = Path(output)
+    states = [image_state(out / "labels" / LABEL_NAME)]
+    if probabilities != "none":
+        states.append(image_state(out))
+    if "other" in states:
+        return "other" if out.exists() else "absent"
+    if all(s == "complete" for s in states):
+        return "complete"
+    if all(s == "absent" for s in states):
+        return "absent"
+    return "partial"
+
+
+def quantize(probabilities: da.Array, dtype: str) -> da.Array:
+    """Return probabilities as stored: ``uint8`` = ``round(255 p)``, or a float dtype."""
+    if dtype == "uint8":
+        return da.map_blocks(_to_uint8, probabilities, dtype=np.uint8)
+    return probabilities.astype(np.dtype(dtype))
+
+
+def _to_uint8(p: np.ndarray) -> np.ndarray:
+    return np.rint(np.clip(p, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+# ----------------------------------------------------------------- joint block store
+def _write_blocks(
+    blocks: Sequence[np.ndarray], directories: Sequence[str],
+    regions: Sequence[tuple[slice, ...]], markers: Sequence[Sequence[str]],
+) -> int:
+    """Write one block of each output, then create their chunks' completion markers."""
+    from volseg.io.store import MARKER_DIR
+
+    for block, directory, region in zip(blocks, directories, regions, strict=True):
+        target = zarr.open_array(store=directory, mode="r+")
+        target[region] = np.asarray(block)
+    for directory, names in zip(directories, markers, strict=True):
+        mdir = Path(directory) / MARKER_DIR
+        mdir.mkdir(exist_ok=True)
+        for name in names:
+            (mdir / name).touch()
+    return 1
+
+
+def _covered(region: Sequence[slice], chunks: Sequence[int]) -> list[str]:
+    import itertools
+
+    from volseg.io.store import marker_name
+
+    ranges = [range(r.start // c, -(-r.stop // c)) for r, c in zip(region, chunks, strict=True)]
+    return [marker_name(ix) for ix in itertools.product(*ranges)]
+
+
+class _VoxelProgress(Callback):
+    """Local-scheduler progress bar counting written voxels, with voxels/s."""
+
+    def __init__(self, description: str, keys: Mapping[Any, int], total: int) -> None:
+        super().__init__()
+        self._description = description
+        self._keys = keys
+        self._total = total
+        self._progress: Any = None
+        self._task: Any = None
+
+    def _start(self, dsk: Any) -> None:
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(),
+            TextColumn("{task.completed:,.0f}/{task.total:,.0f} voxels"),
+            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            disable=not sys.stderr.isatty(),
+        )
+        self._progress.start()
+        self._task = self._progress.add_task(self._description, total=max(self._total, 1),
+                                             rate="")
+
+    def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, wid: Any) -> None:
+        voxels = self._keys.get(key)
+        if voxels and self._progress is not None:
+            self._progress.advance(self._task, voxels)
+            task = self._progress.tasks[0]
+            speed = task.completed / max(task.elapsed or 1e-9, 1e-9)
+            self._progress.update(self._task, rate=f"{speed:,.0f} voxels/s")
+
+    def _finish(self, dsk: Any, state: Any, errored: bool) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def store_together(
+    pairs: Sequence[tuple[da.Array, zarr.Array]], *, description: str, client: Any = None,
+    overwrite: bool = False,
+) -> tuple[int, int]:
+    """Compute several arrays sharing one spatial block grid into their targets at once.
+
+    Every array has the same spatial chunks in its last three axes (leading axes
+    one chunk); block ``(i, j, k)`` of all of them is written by one task, so what
+    they share upstream (the logits) is computed once per block.  Markers follow
+    :mod:`volseg.io.store`; blocks whose chunks are all marked in every target are
+    skipped and their upstream graph culled.
+
+    Returns
+    -------
+    total, computed
+        Number of blocks, and of blocks computed now.
+    """
+    from volseg.io.store import (
+        array_dir,
+        check_alignment,
+        clear_markers,
+        completed_chunks,
+        marker_dir,
+    )
+
+    spatial = pairs[0][0].chunks[-3:]
+    for array, target in pairs:
+        if tuple(array.shape) != tuple(target.shape):
+            raise ValueError(f"array shape {array.shape} != target shape {target.shape}")
+        if array.chunks[-3:] != spatial or any(len(c) != 1 for c in array.chunks[:-3]):
+            raise ValueError("arrays must share the spatial block grid, one chunk elsewhere")
+        check_alignment(array.chunks, target.shape, target.chunks)
+        if overwrite:
+            clear_markers(target)
+        marker_dir(target).mkdir(exist_ok=True)
+    done = [completed_chunks(t) for _, t in pairs]
+    dirs = [str(array_dir(t)) for _, t in pairs]
+    delayed = [a.to_delayed() for a, _ in pairs]
+    starts = [np.concatenate([[0], np.cumsum(c)]) for c in spatial]
+    writes, voxels = [], {}
+    total = 0
+    for idx in np.ndindex(*(len(c) for c in spatial)):
+        total += 1
+        box = tuple(slice(int(s[i]), int(s[i + 1])) for s, i in zip(starts, idx, strict=True))
+        regions, markers, todo = [], [], False
+        for (array, target), finished in zip(pairs, done, strict=True):
+            region = tuple(slice(0, n) for n in array.shape[:-3]) + box
+            names = _covered(region, target.chunks)
+            todo = todo or not all(m in finished for m in names)
+            regions.append(region)
+            markers.append(names)
+        if not todo:
+            continue
+        lead = [(0,) * (a.ndim - 3) for a, _ in pairs]
+        blocks = [d[(*ld, *idx)] for d, ld in zip(delayed, lead, strict=True)]
+        task = dask.delayed(_write_blocks, pure=False)(blocks, dirs, regions, markers)
+        writes.append(task)
+        voxels[task.key] = int(np.prod([b.stop - b.start for b in box]))
+    if not writes:
+        return total, 0
+    if client is not None:
+        from distributed import progress
+
+        futures = client.compute(writes)
+        if sys.stderr.isatty():
+            progress(futures)
+        client.gather(futures)
+    else:
+        with _VoxelProgress(description, voxels, sum(voxels.values())):
+            dask.compute(*writes)
+    return total, len(writes)
+
+
+# ---------------------------------------------------------------------------- run
+def run_predict(
+    model: str | os.PathLike[str],
+    image: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    patch_size: Sequence[int] | None = None,
+    overlap: float = 0.25,
+    blend: str = "gaussian",
+    sigma_scale: float = 0.125,
+    batch_size: int = 4,
+    device: str = "auto",
+    precision: str = "fp32",
+    probabilities: str = "uint8",
+    tta: bool = False,
+    block_size: Sequence[int] | None = None,
+    overwrite: bool = False,
+    attrs: Mapping[str, Any] | None = None,
+    client: Any = None,
+    pyramid: bool = True,
+) -> PredictResult:
+    """Predict a volume with a model file and write labels (and probabilities) as OME-Zarr.
+
+    Parameters
+    ----------
+    model
+        A volseg model file (weights + spec); the spec gives the kind, default patch,
+        context/receptive field, classes and input normalisation.
+    image
+        The input volume (any format :func:`volseg.io.open_volume` reads; usually an
+        OME-Zarr image).
+    output
+        The output group: ``output/labels/semantic`` (uint8) and, unless
+        ``probabilities="none"``, the probability image ``output`` (``c, z, y, x``).
+    patch_size, overlap, blend, sigma_scale, batch_size, device, precision, tta
+        See :func:`volseg.inference.predict_logits`.
+    probabilities
+        ``"none"``, ``"uint8"`` (``round(255 p)``), ``"float16"`` or ``"float32"``.
+    block_size
+        Blocks = output chunks ``(z, y, x)`` (default
+        :func:`volseg.inference.default_block_size`).
+    overwrite
+        Replace existing outputs; otherwise a complete output raises
+        :class:`OutputExistsError` and a partial one is resumed.
+    attrs
+        Extra group attributes (provenance under ``"volseg"``).
+    client
+        A ``distributed.Client`` or ``None`` (local threads).
+    pyramid
+        Also write the downsampled levels.
+
+    Raises
+    ------
+    OutputExistsError
+        If the output is complete (or not a volseg prediction) and ``overwrite`` is false.
+    InputError, ConfigError
+        For unreadable inputs or invalid options.
+    """
+    from volseg.io import open_volume
+    from volseg.io.omezarr import create_image, create_labels, write_pyramid
+    from volseg.io.store import marker_dir
+    from volseg.models import read_spec
+
+    start = time.perf_counter()
+    if probabilities not in PROBABILITY_DTYPES:
+        raise ConfigError(f"probabilities must be one of {PROBABILITY_DTYPES}, got "
+                          f"{probabilities!r}")
+    out = Path(output)
+    state = output_state(out, probabilities)
+    if not overwrite and state in ("complete", "other"):
+        raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
+    if not Path(model).exists():
+        raise InputError(f"model file {model} does not exist")
+    spec = read_spec(model)
+    arr, meta = open_volume(image)
+    if (arr.ndim == 4 and arr.shape[0] != spec.in_channels) or (
+            arr.ndim == 3 and spec.in_channels != 1):
+        raise InputError(f"{image}: the model expects {spec.in_channels} image channel(s), "
+                         f"got an array of shape {tuple(arr.shape)}")
+    shape = tuple(int(n) for n in arr.shape[-3:])
+    patch = tuple(int(p) for p in (patch_size or spec.patch_size))
+    block = tuple(int(b) for b in (block_size or default_block_size(shape, patch, spec.kind)))
+    block = tuple(max(1, min(b, n)) for b, n in zip(block, shape, strict=True))
+    logits = predict_logits(
+        arr, model, patch_size=patch, overlap=overlap, blend=blend, sigma_scale=sigma_scale,
+        batch_size=batch_size, device=device, precision=precision, tta=tta,
+        block_size=block)
+    nclass = int(logits.shape[0])
+    record = dict((attrs or {}).get("volseg") or {})
+    record["predict"] = {
+        "model": str(model), "image": str(image), "classes": list(spec.classes),
+        "kind": spec.kind, "patch_size": list(patch), "overlap": overlap, "blend": blend,
+        "sigma_scale": sigma_scale, "tta": tta, "precision": precision,
+        "block_size": list(block), "probabilities": probabilities,
+    }
+    group_attrs = {**dict(attrs or {}), "volseg": record}
+    vs = meta.voxel_size
+    pairs: list[tuple[da.Array, zarr.Array]] = []
+    prob_path = None
+    if probabilities != "none":
+        ptarget = create_image(out, shape=(nclass, *shape), dtype=probabilities,
+                               chunks=(nclass, *block), voxel_size=vs,
+                               axes=("c", "z", "y", "x"), overwrite=overwrite,
+                               attrs=group_attrs)
+        pairs.append((quantize(logits_to_probabilities(logits), probabilities), ptarget))
+        prob_path = out
+    ltarget = create_labels(out, LABEL_NAME, shape=shape, dtype=np.uint8, chunks=block,
+                            voxel_size=vs, overwrite=overwrite, attrs=group_attrs)
+    pairs.insert(0, (logits_to_labels(logits), ltarget))
+    for _, target in pairs:  # marks the outputs as ours (resumable) from the start
+        marker_dir(target).mkdir(exist_ok=True)
+    t0 = time.perf_counter()
+    total, computed = store_together(pairs, description="predict", client=client,
+                                     overwrite=overwrite)
+    compute_s = time.perf_counter() - t0
+    if pyramid:
+        write_pyramid(out / "labels" / LABEL_NAME, method="mode", client=client,
+                      overwrite=overwrite)
+        if prob_path is not None:
+            write_pyramid(prob_path, method="mean", client=client, overwrite=overwrite)
+    computed_voxels = computed / max(total, 1) * float(np.prod(shape))
+    return PredictResult(
+        output=out, labels=out / "labels" / LABEL_NAME, probabilities=prob_path,
+        shape=shape, classes=tuple(spec.classes), patch_size=patch,  # type: ignore[arg-type]
+        block_size=block, total_blocks=total, computed_blocks=computed,  # type: ignore[arg-type]
+        skipped_blocks=total - computed, seconds=time.perf_counter() - start,
+        voxels_per_second=computed_voxels / compute_s if computed else 0.0,
+    )
