@@ -173,7 +173,9 @@ def semantic_block(
         q = quantise_probabilities(prob)
         hist = np.empty((n_classes, N_LEVELS, 2), dtype=np.int64)
         for c in range(n_classes):
-            idx = q[c].astype(np.int64) * 2 + (t == c)
+            idx = q[c].astype(np.uint16)  # 2 * score + is-positive < 512
+            np.left_shift(idx, 1, out=idx)
+            np.add(idx, t == c, out=idx, casting="unsafe")
             hist[c] = np.bincount(idx, minlength=2 * N_LEVELS).reshape(N_LEVELS, 2)
     return SemanticCounts(confusion, hist, int(ignored))
 

@@ -68,7 +68,10 @@ def variation_of_information(
     and :math:`\\mathrm{VI}(T, P) = H(P \\mid T) + H(T \\mid P)` [1]_.  This equals
     ``skimage.metrics.variation_of_information(truth, prediction,
     ignore_labels=ignore_labels)``, which returns ``[split, merge]`` in this order
-    and also uses base-2 logarithms.
+    and also uses base-2 logarithms.  Note the defaults differ: scikit-image's VOI
+    ignores nothing unless told, volseg ignores truth background ``0`` (as
+    scikit-image's adapted Rand error and CREMI do), so that both connectomics
+    metrics see the same voxels.
 
     References
     ----------
