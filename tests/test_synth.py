@@ -125,9 +125,12 @@ def test_fibsem_classes_differ_in_clean_appearance(fib64):
     assert means[0] > means[1] + 80  # bright cytoplasm, dark membranes
     assert means[4] < means[1]  # post-synaptic density darker than membrane
     assert means[3] < means[2]  # mitochondrial rim darker than matrix
-    undefined_texture = image[truth == 6].std()
-    cytoplasm_texture = image[truth == 0].std()
-    assert undefined_texture > 3 * cytoplasm_texture
+    # undefined regions are granular: strong voxel-scale variation inside the class
+    from scipy import ndimage
+
+    detail = np.abs(image.astype(float) - ndimage.uniform_filter(image.astype(float), 3))
+    inner = {c: ndimage.binary_erosion(truth == c, iterations=2) for c in (0, 6)}
+    assert detail[inner[6]].mean() > 5 * detail[inner[0]].mean() + 5
 
 
 def test_fibsem_annotation_only_on_k_slices(fib64):

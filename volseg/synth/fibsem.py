@@ -9,14 +9,15 @@ Geometry (all in voxels, 5 nm isotropic by default)
   :math:`\\delta = (d_2^2 - d_1^2) / (2 \\lVert p_2 - p_1 \\rVert)`, is below half the
   membrane width is **cell membrane**.  Only seeds of the 5 × 5 × 5 cubes around a
   voxel's cube are candidates, so any block is computed from a few hundred seeds.
-  A fraction of cells are **undefined** (unassignable profiles, granular texture).
+  A fraction of cells are **undefined** (unassignable profiles, granular texture),
+  and so are extracellular pockets along some of the edges where three cells meet.
 * **Synapses** — some pairs of neighbouring cells carry a post-synaptic density: a
   dark disc on their shared face, centred on the midpoint of the two seeds, thin on
   the pre-synaptic side and thick on the post-synaptic side.
-* **Vesicles** — a cluster of small spheres (~40–55 nm, dark 2-voxel shell, lighter
+* **Vesicles** — a cluster of small spheres (45–60 nm, dark 2-voxel shell, lighter
   lumen) in the pre-synaptic cell behind each synapse; the whole sphere is labelled.
 * **Mitochondria** — rotated ellipsoids well inside cells: a dark **mitochondrial
-  membrane** rim (~3 voxels) around a dark matrix with lighter cristae stripes.
+  membrane** rim (4 voxels) around a dark matrix with lighter cristae stripes.
 
 Image = Gaussian blur (``blur`` σ, voxels) of the clean class intensities plus
 Gaussian noise (``noise``, in units of the full intensity range), quantised to
@@ -76,7 +77,7 @@ _I_MITO_MATRIX = 0.36
 _I_CRISTA = 0.56
 _I_VES_SHELL = 0.22
 _I_VES_LUMEN = 0.66
-_I_UNDEF_LO, _I_UNDEF_HI = 0.30, 0.80
+_I_UNDEF_LO, _I_UNDEF_HI = 0.36, 0.66
 
 _OFFSETS2 = np.array(list(itertools.product(range(-2, 3), repeat=3)), dtype=np.int64)
 _OFFSETS1 = np.array(list(itertools.product(range(-1, 2), repeat=3)), dtype=np.int64)
@@ -131,7 +132,7 @@ class FibsemParams:
     seed: int = 0
     cell_size: int = 72
     seed_jitter: float = 0.7
-    membrane_width: float = 4.0
+    membrane_width: float = 5.0
     undefined_fraction: float = 0.12
     ecs_probability: float = 0.5
     ecs_width: tuple[float, float] = (3.0, 7.0)
@@ -139,11 +140,11 @@ class FibsemParams:
     synapse_radius: tuple[float, float] = (16.0, 26.0)
     synapse_thickness: tuple[float, float] = (2.0, 7.0)
     vesicles_per_synapse: tuple[int, int] = (30, 50)
-    vesicle_radius: tuple[float, float] = (4.0, 5.5)
+    vesicle_radius: tuple[float, float] = (4.5, 6.0)
     mitochondria_per_cell: tuple[int, int] = (2, 4)
-    mito_short_axis: tuple[float, float] = (8.0, 12.0)
-    mito_long_axis: tuple[float, float] = (14.0, 28.0)
-    mito_rim: float = 3.0
+    mito_short_axis: tuple[float, float] = (9.0, 13.0)
+    mito_long_axis: tuple[float, float] = (15.0, 28.0)
+    mito_rim: float = 4.0
     noise: float = 0.08
     blur: float = 1.0
 
@@ -261,7 +262,7 @@ def _synapses(p: FibsemParams, a: npt.NDArray[np.int64], b: npt.NDArray[np.int64
 
 
 _SYN_CACHE: dict[tuple[FibsemParams, tuple[int, int, int]], _Synapses] = {}
-_SYN_CACHE_MAX = 200_000
+_SYN_CACHE_MAX = 50_000
 
 
 def _cells_synapses(p: FibsemParams, cells: Sequence[tuple[int, int, int]]) -> list[_Synapses]:
