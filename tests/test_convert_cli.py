@@ -12,9 +12,9 @@ import pytest
 import zarr
 
 from volseg.cli import main
-from volseg.io import open_volume
+from volseg.io import open_volume, pyramid
 from volseg.io import testing as fmt
-from volseg.io.store import MARKER_DIR
+from volseg.io.store import forget_chunk
 from volseg.workflow.stage import RunContext
 
 SHAPE = (37, 61, 83)
@@ -161,16 +161,19 @@ def test_interrupted_conversion_resumes(volume: np.ndarray, tmp_path: Path,
     np.save(tmp_path / "big.npy", big)
     out = tmp_path / "big.ome.zarr"
     assert _convert(tmp_path / "big.npy", out, *CHUNKS) == 0
-    # simulate an interruption: two level-0 slabs and a level-1 chunk lost their markers
-    for marker in ["0_0_0", "1_1_3", "2_0_8"]:
-        (out / "0" / MARKER_DIR / marker).unlink()
-    (out / "1" / MARKER_DIR / "0_0_0").unlink()
-    zarr.open_array(str(out / "0"), mode="r+")[0:16, 0:32, 0:40] = 0
+    # simulate an interruption: level 0 (one block here) and a level-1 chunk unmarked
+    level0 = zarr.open_array(str(out / "0"), mode="r+")
+    assert forget_chunk(level0, (2, 1, 8)) == 1
+    level1 = zarr.open_array(str(out / "1"), mode="r+")
+    assert forget_chunk(level1, (1, 0, 4)) == 1
+    level1[16:19, 0:32, 160:166] = 0
+    level0[0:16, 0:32, 0:40] = 0
     capsys.readouterr()
     assert _convert(tmp_path / "big.npy", out, *CHUNKS) == 0
     text = capsys.readouterr().out
-    assert "resumed:" in text
+    assert "resumed: 0 of 1 blocks were already written" in text
     np.testing.assert_array_equal(open_volume(out)[0].compute(), big)
+    np.testing.assert_array_equal(level1[:], pyramid.reduce_mean(big, (2, 2, 2)))
     assert _convert(tmp_path / "big.npy", out, *CHUNKS) == 2  # complete: refused
     assert _convert(tmp_path / "big.npy", out, "--overwrite") == 0
     assert zarr.open_array(str(out / "0"), mode="r").chunks == (37, 61, 64)

@@ -21,6 +21,7 @@ from volseg.io.store import (
     StoreReport,
     check_alignment,
     completed_chunks,
+    forget_chunk,
     is_complete,
     store_blocks,
 )
@@ -66,7 +67,8 @@ def test_writes_every_block_and_marks_every_chunk(tmp_path: Path, zarr_format: i
     assert counter.calls == 12
     np.testing.assert_array_equal(target[:], _expected())
     assert len(completed_chunks(target)) == 80 and is_complete(target)
-    assert (tmp_path / "t.zarr" / MARKER_DIR / "3_3_4").is_file()
+    markers = sorted(os.listdir(tmp_path / "t.zarr" / MARKER_DIR))
+    assert len(markers) == 12 and "2-4_2-4_4-5" in markers  # one per block: chunk ranges
 
 
 def test_rerun_skips_done_blocks_and_culls_their_upstream(tmp_path: Path) -> None:
@@ -75,10 +77,10 @@ def test_rerun_skips_done_blocks_and_culls_their_upstream(tmp_path: Path) -> Non
     counter = Counter()
     assert store_blocks(_source(counter), target, description="again") == StoreReport(12, 0, 12)
     assert counter.calls == 0
-    # forget two blocks: block (0,0,0) covers chunks 0-1 x 0-1 x 0-1; (1,1,2) covers 2-3 x 2-3 x 4
-    markers = tmp_path / "t.zarr" / MARKER_DIR
-    (markers / "1_0_1").unlink()
-    (markers / "3_3_4").unlink()
+    # forget two blocks: (0,0,0) covers chunks 0-1 x 0-1 x 0-1, (1,1,2) covers 2-3 x 2-3 x 4
+    assert forget_chunk(target, (1, 0, 1)) == 1
+    assert forget_chunk(target, (3, 3, 4)) == 1
+    assert len(completed_chunks(target)) == 80 - 8 - 4
     target[0:10, 0:16, 20:40] = 0  # and damage the data of the first one
     counter = Counter()
     report = store_blocks(_source(counter), target, description="resume")
@@ -111,6 +113,36 @@ def test_misaligned_or_misshapen_arrays_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="shape"):
         store_blocks(da.zeros((5, 5, 5), dtype=np.uint16), target, description="x")
     assert not (tmp_path / "t.zarr" / MARKER_DIR).exists()
+
+
+@pytest.mark.parametrize(("dtype", "fill"), [(">u2", 0), ("<f4", float("nan")), ("|u1", 7)])
+def test_direct_v2_chunk_writes_match_zarr(tmp_path: Path, dtype: str, fill: float) -> None:
+    """The fast path writes what zarr writes: edge chunks, fill chunks, byte order."""
+    import numcodecs
+
+    rng = np.random.default_rng(5)
+    data = rng.integers(0, 200, SHAPE).astype(dtype)
+    data[:20, :32, :40] = fill  # whole chunks equal to the fill value
+    arrays = []
+    for name in ("fast", "zarr"):
+        arrays.append(zarr.create_array(
+            str(tmp_path / name), shape=SHAPE, chunks=CHUNKS, dtype=dtype, fill_value=fill,
+            zarr_format=2, compressors=numcodecs.Blosc(cname="zstd", clevel=3),
+            chunk_key_encoding={"name": "v2", "separator": "/"}))
+    fast, reference = arrays
+    fast[:] = 1  # stale data that must be replaced, including chunks that become empty
+    store_blocks(da.from_array(data, chunks=(20, 32, 40)), fast, description="fast")
+    reference[:] = data
+    np.testing.assert_array_equal(fast[:], reference[:])
+    np.testing.assert_array_equal(
+        zarr.open_array(str(tmp_path / "fast"), mode="r")[:], data)
+    chunk_files = {p.relative_to(tmp_path / "fast").as_posix()
+                   for p in (tmp_path / "fast").rglob("*") if p.is_file()
+                   and not p.name.startswith(".") and MARKER_DIR not in p.parts}
+    reference_files = {p.relative_to(tmp_path / "zarr").as_posix()
+                       for p in (tmp_path / "zarr").rglob("*") if p.is_file()
+                       and not p.name.startswith(".")}
+    assert chunk_files == reference_files and "0/0/0" not in chunk_files
 
 
 def test_check_alignment_allows_blocks_spanning_chunks() -> None:

@@ -78,7 +78,7 @@ def summary(result: ConvertResult) -> str:
     """Return a short human-readable account of a conversion."""
     rate = result.nbytes / max(result.seconds, 1e-9) / 2**20
     resumed = ""
-    if result.state_before == "partial":
+    if result.resumed:
         resumed = (f" (resumed: {result.report.skipped_blocks} of "
                    f"{result.report.total_blocks} blocks were already written)")
     voxel = _common.format_voxel(result.voxel_size)

@@ -41,8 +41,8 @@ class ConvertResult:
     levels
         Number of pyramid levels.
     state_before
-        What was at ``output`` before: ``absent``, ``partial`` (resumed) or
-        ``complete``/``other`` (replaced with ``overwrite``).
+        What was at ``output`` before: ``absent``, ``partial`` (resumed unless
+        ``overwrite``) or ``complete``/``other`` (replaced with ``overwrite``).
     report
         Level-0 block counts (computed now / skipped as already done).
     seconds
@@ -58,6 +58,12 @@ class ConvertResult:
     state_before: State
     report: StoreReport
     seconds: float
+    overwritten: bool = False
+
+    @property
+    def resumed(self) -> bool:
+        """Whether an interrupted conversion was continued."""
+        return self.state_before == "partial" and not self.overwritten
 
     @property
     def nbytes(self) -> int:
@@ -69,7 +75,8 @@ class ConvertResult:
         return {
             "output": str(self.output), "shape": list(self.shape), "dtype": self.dtype,
             "chunks": list(self.chunks), "voxel_size": self.voxel_size, "levels": self.levels,
-            "state_before": self.state_before, "computed_blocks": self.report.computed_blocks,
+            "state_before": self.state_before, "resumed": self.resumed,
+            "computed_blocks": self.report.computed_blocks,
             "skipped_blocks": self.report.skipped_blocks, "seconds": round(self.seconds, 3),
         }
 
@@ -175,7 +182,7 @@ def convert_image(
                           client=client)
     if pyramid:
         omezarr.write_pyramid(output, method="mean", client=client)
-    return _result(output, target, vs, state, report, start)
+    return _result(output, target, vs, state, report, start, overwrite)
 
 
 def convert_labels(
@@ -214,7 +221,7 @@ def convert_labels(
         omezarr.store_class_frequencies(output, client=client)
     if pyramid:
         omezarr.write_pyramid(output, method="mode", client=client)
-    return _result(output, target, vs, state, report, start)
+    return _result(output, target, vs, state, report, start, overwrite)
 
 
 def _image_voxel(image: Path, shape: Sequence[int], source: Path
@@ -231,9 +238,11 @@ def _image_voxel(image: Path, shape: Sequence[int], source: Path
 
 
 def _result(output: Path, target: zarr.Array, vs: tuple[float, float, float] | None,
-            state: State, report: StoreReport, start: float) -> ConvertResult:
+            state: State, report: StoreReport, start: float, overwrite: bool
+            ) -> ConvertResult:
     levels = len(omezarr.read_multiscales(output).levels)
     return ConvertResult(
         output=output, shape=tuple(target.shape), dtype=str(target.dtype),
         chunks=tuple(target.chunks), voxel_size=vs, levels=levels, state_before=state,
-        report=report, seconds=time.perf_counter() - start)
+        report=report, seconds=time.perf_counter() - start,
+        overwritten=overwrite and state != "absent")

@@ -100,20 +100,50 @@ class _Lazy:
         raise NotImplementedError
 
 
-class _MemmapReader(_Lazy):
-    """Raw C-order data at a byte offset (MRC data blocks)."""
+class _RawReader(_Lazy):
+    """C-order raw data at a byte offset (MRC data blocks, C-order ``.npy``).
+
+    Reads with ``readinto`` row range by row range rather than through a memory map,
+    so the pages read are not charged to the process (bounded RSS on huge files).
+    """
 
     def __init__(self, path: str, offset: int, shape: tuple[int, ...], dtype: np.dtype) -> None:
         self.path, self.offset, self.shape = path, offset, shape
         self.stored, self.dtype = dtype, dtype.newbyteorder("=")
 
     def read(self, key: tuple[slice, ...]) -> np.ndarray:
-        mm = np.memmap(self.path, dtype=self.stored, mode="r", offset=self.offset,
-                       shape=self.shape)
-        return np.array(mm[key], dtype=self.dtype)
+        if self.ndim < 2:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset + key[0].start * self.stored.itemsize)
+                return _read_exact(f, key[0].stop - key[0].start, self.stored, self.path)
+        *lead, ys, xs = key
+        rows = ys.stop - ys.start
+        width = self.shape[-1]
+        out = np.empty([s.stop - s.start for s in key], dtype=self.dtype)
+        item = self.stored.itemsize
+        with open(self.path, "rb") as f:
+            for index in np.ndindex(*(s.stop - s.start for s in lead)):
+                plane = np.ravel_multi_index(
+                    tuple(s.start + i for s, i in zip(lead, index, strict=True)),
+                    self.shape[:-2]) if lead else 0
+                f.seek(self.offset + ((plane * self.shape[-2] + ys.start) * width) * item)
+                data = _read_exact(f, rows * width, self.stored, self.path)
+                out[index] = data.reshape(rows, width)[:, xs]
+        return out
+
+
+def _read_exact(f: Any, count: int, dtype: np.dtype, path: str) -> np.ndarray:
+    buffer = np.empty(count, dtype=dtype)
+    got = f.readinto(buffer.data.cast("B"))
+    if got != buffer.nbytes:
+        raise InputError(f"{path} is truncated (read {got} of {buffer.nbytes} bytes); check "
+                         f"that it was copied completely")
+    return buffer
 
 
 class _NpyReader(_Lazy):
+    """A Fortran-order ``.npy`` file, read through a memory map."""
+
     def __init__(self, path: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
         self.path, self.shape, self.dtype = path, shape, dtype
 
@@ -307,7 +337,7 @@ def _open_mrc(path: Path, chunks: ChunksArg) -> Opened:
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(f"{path} is not a readable MRC file ({_first_line(exc)}); check that "
                          f"it was copied completely, or re-export it") from None
-    proxy = _MemmapReader(str(path), offset, shape, dtype)
+    proxy = _RawReader(str(path), offset, shape, dtype)
     default = slab_chunks(shape, dtype.itemsize)
     arr = _from_proxy(proxy, f"mrc-{_token(path)}", _chunks_for(chunks, len(shape), default))
     return arr, voxel, {"format": "mrc"}
@@ -444,8 +474,11 @@ def _open_npy(path: Path, chunks: ChunksArg) -> Opened:
         raise InputError(f"{path} is not a readable .npy file ({_first_line(exc)}); check that "
                          f"it is complete, or re-save it with numpy.save") from None
     shape, dtype = tuple(mm.shape), mm.dtype
+    fortran = bool(mm.flags.f_contiguous and not mm.flags.c_contiguous)
+    offset = int(mm.offset)
     del mm
-    proxy = _NpyReader(str(path), shape, dtype)
+    proxy: _Lazy = (_NpyReader(str(path), shape, dtype) if fortran
+                    else _RawReader(str(path), offset, shape, dtype))
     default = slab_chunks(shape, dtype.itemsize)
     arr = _from_proxy(proxy, f"npy-{_token(path)}", _chunks_for(chunks, len(shape), default))
     return arr, None, {"format": "npy"}
