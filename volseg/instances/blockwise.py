@@ -36,6 +36,7 @@ from volseg.instances.kernel import (
     class_mask,
     label_block,
     plane_pairs,
+    unique_pairs,
 )
 
 __all__ = ["InstanceResult", "ObjectTable", "instance_dtype", "label_instances"]
@@ -143,7 +144,7 @@ def _encode_block(
     labels, _ = label_block(block, classes=classes, connectivity=connectivity)
     index = int(np.ravel_multi_index(block_id, grid))
     out = labels.astype(np.uint64)
-    out[labels != 0] |= np.uint64(index << _LOCAL_BITS)
+    np.bitwise_or(out, np.uint64(index << _LOCAL_BITS), out=out, where=labels != 0)
     return out
 
 
@@ -174,9 +175,7 @@ def _summarise(
             last = ext_ids.shape[a] - 2
             pairs.append(plane_pairs(ext_ids, cls, axis=a, low=last, connectivity=connectivity))
     found = np.concatenate(pairs) if pairs else np.zeros((0, 2), dtype=np.uint64)
-    if found.size:
-        found = np.unique(found, axis=0)
-    return stats, found
+    return stats, unique_pairs(found)
 
 
 def _relabel(

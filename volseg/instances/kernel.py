@@ -19,6 +19,7 @@ __all__ = [
     "label_block",
     "neighbour_offsets",
     "plane_pairs",
+    "unique_pairs",
 ]
 
 CONNECTIVITIES = (6, 18, 26)
@@ -49,7 +50,16 @@ def class_mask(
     """
     if not np.issubdtype(block.dtype, np.integer):
         raise InputError(f"semantic labels must be integers, got {block.dtype}")
-    keep = np.isin(block, np.asarray(list(classes)))
+    wanted = np.asarray(sorted({int(c) for c in classes}), dtype=np.int64)
+    if block.dtype.itemsize <= 2:
+        # a lookup table over every possible value: one gather, no sorting
+        info = np.iinfo(block.dtype)
+        table = np.zeros(int(info.max) - int(info.min) + 1, dtype=np.uint16)
+        inside = wanted[(wanted >= info.min) & (wanted <= info.max)]
+        table[inside - int(info.min)] = (inside + 1).astype(np.uint16)
+        index = block.astype(np.int64) - int(info.min) if info.min else block
+        return table[index]
+    keep = np.isin(block, wanted)
     out = np.zeros(block.shape, dtype=np.uint16)
     out[keep] = block[keep].astype(np.uint16) + 1
     return out
@@ -124,9 +134,11 @@ def block_stats(
     # below 2**51, so rounding centroid * count recovers the exact integer sum.
     centroids = np.asarray(stats["centroids"], dtype=np.float64)[1 : n + 1]
     sums = np.rint(centroids * counts[:, None]).astype(np.int64) + counts[:, None] * org
-    classes = np.zeros(n + 1, dtype=np.int64)
-    classes[labels.ravel()] = block.ravel()
-    return BlockStats(n, classes[1:], counts, bmin, bmax, sums)
+    # components are class-pure, so the mean class over a component is its class
+    # (a sum of k equal integers divided by k is exact in float64)
+    class_sums = np.bincount(labels.ravel(), weights=block.ravel(), minlength=n + 1)[1 : n + 1]
+    classes = np.rint(class_sums / counts).astype(np.int64)
+    return BlockStats(n, classes, counts, bmin, bmax, sums)
 
 
 def plane_pairs(
@@ -170,4 +182,14 @@ def plane_pairs(
             found.append(np.stack([np.minimum(u, v), np.maximum(u, v)], axis=1))
     if not found:
         return np.zeros((0, 2), dtype=np.uint64)
-    return np.unique(np.concatenate(found), axis=0)
+    return unique_pairs(np.concatenate(found))
+
+
+def unique_pairs(pairs: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """Unique rows of a ``(K, 2)`` id array (1-D sorts on compact codes, not row sorts)."""
+    if len(pairs) == 0:
+        return pairs.reshape(0, 2)
+    ids, inverse = np.unique(pairs.ravel(), return_inverse=True)
+    inverse = inverse.reshape(pairs.shape).astype(np.int64)
+    codes = np.unique(inverse[:, 0] * len(ids) + inverse[:, 1])
+    return np.stack([ids[codes // len(ids)], ids[codes % len(ids)]], axis=1)
