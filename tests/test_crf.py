@@ -87,6 +87,16 @@ def test_matrix_compatibility_discourages_a_pair():
     assert (harsh == 2).sum() == 0
 
 
+def test_one_channel_is_a_foreground_probability():
+    _, q, image = phantom((8, 16, 16), 2, seed=6)
+    kw = dict(voxel_size=VOXEL, bilateral_weight=1.0, iterations=3)
+    two = dense_crf(np.stack([255 - q[1], q[1]]), image, **kw)
+    np.testing.assert_array_equal(dense_crf(q[1:], image, **kw), two)
+    lazy = crf_labels(da.from_array(q[1:]), da.from_array(image), voxel_size=VOXEL,
+                      config=CRFConfig(bilateral_weight=1.0, iterations=3))
+    np.testing.assert_array_equal(lazy.compute(), two)
+
+
 def test_bad_inputs():
     _, q, image = phantom((4, 6, 6), 3)
     with pytest.raises(InputError):

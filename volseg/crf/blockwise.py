@@ -84,7 +84,7 @@ class CRFConfig(BaseModel):
         }
 
 
-def _max_cost(compatibility: float | list[list[float]], n_classes: int | None) -> float:
+def _max_cost(compatibility: float | list[list[float]]) -> float:
     if isinstance(compatibility, list):
         return float(np.max(np.abs(compatibility_matrix(compatibility, len(compatibility)))))
     return abs(float(compatibility))
@@ -139,8 +139,9 @@ def crf_halo(config: CRFConfig, *, voxel_size: Sequence[float]) -> tuple[int, in
       *removes* neighbours), usually several times θγ, so it sets the halo when
       active — that is the "more with a bilateral term".
 
-    With the defaults (θγ = 10 nm, θα = 25 nm, Potts 1, w = 3 + 5, T = 5) at
-    5 nm isotropic: ``g = 8``, ``r = 8.24``, halo ``42`` voxels per axis.
+    With the defaults (θγ = 10 nm, θα = 20 nm, Potts 1, w = 3 + 2, T = 5) at
+    5 nm isotropic: ``g = 5``, ``r = 6.56``, halo ``27`` voxels per axis (14 in z
+    for a 10 nm z step); with the Gaussian term alone ``g = 3``, ``r = 6``, halo 12.
     """
     if config.halo is not None:
         return config.halo
@@ -153,7 +154,7 @@ def crf_halo(config: CRFConfig, *, voxel_size: Sequence[float]) -> tuple[int, in
         widths.append(config.bilateral_sigma_nm)
     if not widths:
         return (0, 0, 0)
-    gain = _max_cost(config.compatibility, None) * (
+    gain = _max_cost(config.compatibility) * (
         config.gaussian_weight + config.bilateral_weight
     )
     r = 6.0 + 0.25 * max(0.0, gain - 4.0) * math.sqrt(config.iterations)
@@ -300,7 +301,8 @@ def crf_labels(
     Parameters
     ----------
     probabilities
-        ``(C, Z, Y, X)`` class probabilities (uint8 quantised ``q/255`` or float).
+        ``(C, Z, Y, X)`` class probabilities (uint8 quantised ``q/255`` or float);
+        one channel is read as a foreground probability (classes 0 and 1).
     image
         ``(Z, Y, X)`` image for the bilateral term (may be ``None`` when the
         bilateral weight is 0).
@@ -332,7 +334,8 @@ def crf_labels(
         raise InputError(
             f"probabilities must be (C, Z, Y, X), got {probabilities.ndim} dimensions"
         )
-    n_classes = int(probabilities.shape[0])
+    # one channel = a sigmoid model's foreground probability: labels 0 / 1
+    n_classes = max(2, int(probabilities.shape[0]))
     shape = tuple(int(s) for s in probabilities.shape[1:])
     if isinstance(config.compatibility, list) and len(config.compatibility) != n_classes:
         raise ConfigError(
@@ -363,7 +366,7 @@ def crf_labels(
     if any(c < 1 for c in core):
         raise ConfigError(f"block size must be positive, got {tuple(block_size)}")
     chunks = tuple(_normalise(s, c, h) for s, c, h in zip(shape, core, halo, strict=True))
-    probs = probabilities.rechunk(((n_classes,), *chunks))
+    probs = probabilities.rechunk(((int(probabilities.shape[0]),), *chunks))
     if image is not None:
         img = image.rechunk(chunks)
     else:

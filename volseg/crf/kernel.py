@@ -129,7 +129,7 @@ def dense_crf(
     origin: Sequence[int] = (0, 0, 0),
     gaussian_sigma_nm: float = 10.0,
     gaussian_weight: float = 3.0,
-    bilateral_sigma_nm: float = 25.0,
+    bilateral_sigma_nm: float = 20.0,
     bilateral_intensity: float = 10.0,
     bilateral_weight: float = 0.0,
     compatibility: Compatibility = 1.0,
@@ -143,6 +143,8 @@ def dense_crf(
     probabilities
         ``(C, Z, Y, X)`` class probabilities, ``uint8`` quantised (``q / 255``) or
         float; clipped to ≥ 1e-6 and renormalised (see :func:`to_probabilities`).
+        A single channel is a foreground probability ``p`` (a sigmoid model): the
+        classes are then background ``1 - p`` (0) and foreground ``p`` (1).
     image
         ``(Z, Y, X)`` intensities for the bilateral term (needed when
         ``bilateral_weight > 0``).
@@ -207,6 +209,10 @@ def dense_crf(
         raise InputError(
             f"probabilities must be (C, Z, Y, X), got an array of shape {probabilities.shape}"
         )
+    if probabilities.shape[0] == 1:
+        fg = probabilities[0]
+        bg = 255 - fg if fg.dtype == np.uint8 else 1.0 - fg
+        probabilities = np.stack([bg, fg])
     n_classes = int(probabilities.shape[0])
     sz, sy, sx = (int(s) for s in probabilities.shape[1:])
     shape = (sz, sy, sx)
