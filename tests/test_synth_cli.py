@@ -150,3 +150,23 @@ def test_stage_config_is_strict():
         stage.make_phantom("fibsem", (4, 8, 8), params={"no_such": 1})
     ph = stage.make_phantom("cryoet", (4, 8, 8), blur=1.5)
     assert ph.extra["params"]["blur"] == (1.5, 1.5, 1.5)
+
+
+@pytest.mark.slow
+def test_stage_on_a_process_cluster_writes_the_same_bytes(tmp_path: Path):
+    from distributed import Client, LocalCluster
+
+    chunks = (7, 23, 31)  # odd chunks: every worker computes blocks on its own
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        ctx = RunContext(workdir=tmp_path, client=client)
+        for kind, output in (("fibsem", "f.ome.zarr"), ("cryoet", "c.mrc")):
+            config = stage.Config(kind=kind, shape=SHAPE, chunks=chunks, seed=6, output=output)
+            stage.run(config, ctx)
+    ref = fibsem(SHAPE, seed=6, chunks=SHAPE)
+    image, _ = open_volume(tmp_path / "f.ome.zarr")
+    truth, _ = open_volume(tmp_path / "f.ome.zarr" / "labels" / "truth")
+    assert np.array_equal(image.compute(), ref.image.compute())
+    assert np.array_equal(truth.compute(), ref.truth.compute())
+    with mrcfile.open(tmp_path / "c.mrc") as mrc:
+        assert np.array_equal(mrc.data, cryoet(SHAPE, seed=6, chunks=SHAPE).image.compute())

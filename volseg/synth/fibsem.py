@@ -271,18 +271,24 @@ def _cells_synapses(p: FibsemParams, cells: Sequence[tuple[int, int, int]]) -> l
     Results are memoised per (parameters, cube); the missing cubes are computed in one
     vectorised call.
     """
-    missing = [c for c in dict.fromkeys(cells) if (p, c) not in _SYN_CACHE]
+    found: dict[tuple[int, int, int], _Synapses] = {}
+    for c in dict.fromkeys(cells):
+        hit = _SYN_CACHE.get((p, c))
+        if hit is not None:
+            found[c] = hit
+    missing = [c for c in dict.fromkeys(cells) if c not in found]
     if missing:
         if len(_SYN_CACHE) + len(missing) > _SYN_CACHE_MAX:
-            _SYN_CACHE.clear()
+            _SYN_CACHE.clear()  # other threads merely lose cached entries
         arr = np.array(missing, dtype=np.int64)
         a = np.repeat(arr, len(_FORWARD), axis=0)
         b = a + np.tile(_FORWARD, (len(arr), 1))
         s = _synapses(p, a, b)
         owner = np.repeat(np.arange(len(arr)), len(_FORWARD))
         for i, c in enumerate(missing):
-            _SYN_CACHE[(p, c)] = s.subset(np.flatnonzero(s.present & (owner == i)))
-    return [_SYN_CACHE[(p, c)] for c in cells]
+            found[c] = s.subset(np.flatnonzero(s.present & (owner == i)))
+            _SYN_CACHE[(p, c)] = found[c]
+    return [found[c] for c in cells]
 
 
 # ------------------------------------------------------------------------- objects
