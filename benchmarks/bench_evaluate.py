@@ -39,19 +39,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
-SCRATCH = HERE / "scratch" / "evaluate"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import SCRATCH as SCRATCH_ROOT
+from _common import machine, run_measured, write_result
+
+SCRATCH = SCRATCH_ROOT / "evaluate"
 FULL_SHAPE = (1065, 1536, 2048)
 CELL = (24, 48, 48)
 N_CLASSES = 7
@@ -163,6 +162,22 @@ def generated(shape: tuple[int, int, int], chunks: tuple[int, int, int], seed: i
     return truth, pred
 
 
+def _verify(folder: Path) -> None:
+    """Check that both arrays are complete (nothing removed the scratch files meanwhile)."""
+    import zarr
+
+    for name in ("truth", "prediction"):
+        try:
+            arr = zarr.open_array(str(folder / f"{name}.zarr"), mode="r")
+        except Exception as exc:
+            raise SystemExit(f"{folder / name}.zarr is unreadable ({exc}); rerun") from None
+        if arr.nchunks_initialized != arr.nchunks:
+            raise SystemExit(
+                f"{folder / name}.zarr has {arr.nchunks_initialized} of {arr.nchunks} chunks "
+                "(scratch files were removed while writing?); rerun"
+            )
+
+
 def write_volumes(
     shape: tuple[int, int, int], chunks: tuple[int, int, int], seed: int, threads: int
 ) -> dict[str, Any]:
@@ -175,6 +190,7 @@ def write_volumes(
     folder = SCRATCH / "x".join(map(str, shape))
     stamp = folder / "params.json"
     if stamp.exists() and json.loads(stamp.read_text()) == params:
+        _verify(folder)
         return {"reused": True, "folder": str(folder)}
     if folder.exists():
         shutil.rmtree(folder)
@@ -189,6 +205,7 @@ def write_volumes(
     with dask.config.set(scheduler="threads", num_workers=threads):
         dask.compute(*targets)
     seconds = time.perf_counter() - t0
+    _verify(folder)
     stamp.write_text(json.dumps(params))
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     return {"reused": False, "folder": str(folder), "seconds": seconds, "bytes_on_disk": size}
@@ -302,32 +319,29 @@ def main(argv: list[str] | None = None) -> int:
     cmd = [sys.executable, __file__, "--_evaluate", gen["folder"], "--threads", str(args.threads)]
     if args.check:
         cmd.append("--check")
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        print(proc.stderr, file=sys.stderr)
-        return proc.returncode
-    ev = json.loads(proc.stdout.strip().splitlines()[-1])
+    measured = run_measured(cmd)
+    if measured.returncode != 0:
+        print(measured.stderr, file=sys.stderr)
+        return measured.returncode
+    ev = json.loads(measured.stdout.strip().splitlines()[-1])
+    ev["process_wall_s"] = measured.seconds  # including interpreter start and graph building
+    ev["peak_rss_tree_mib"] = measured.peak_rss_bytes / 2**20  # sampled by _common
     record = {
         "benchmark": "evaluate",
         "shape_zyx": list(shape),
         "voxels_per_volume": voxels,
         "threads": args.threads,
-        "source": "zarr on disk (zstd), read out-of-core; generated blockwise beforehand",
+        "source": "zarr on disk (zstd), read out-of-core through volseg.io.open_volume; "
+        "generated blockwise beforehand",
         "generation": gen,
         "evaluation": ev,
         "voxels_per_s": 2 * voxels / ev["wall_s"],
         "target_peak_rss_mib": 2048,
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        "machine": machine(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = "" if shape == FULL_SHAPE else "_" + "x".join(map(str, shape))
-    target = RESULTS / f"bench_evaluate{suffix}.json"
-    target.write_text(json.dumps(record, indent=2) + "\n")
+    target = write_result(f"bench_evaluate{suffix}", record)
     inst = ev["metrics"]["instances"]
     sem = ev["metrics"]["semantic"]
     rows = [
@@ -335,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         ("blocks × chunk", f"{ev['blocks']} × {ev['chunks']}"),
         ("wall time", f"{ev['wall_s']:.1f} s  ({record['voxels_per_s'] / 1e6:.1f} M voxels/s)"),
         ("CPU time", f"{ev['cpu_s']:.1f} s on {args.threads} threads"),
-        ("peak RSS (evaluation)", f"{ev['peak_rss_mib']:.0f} MiB  (target < 2048 MiB)"),
+        ("peak RSS (evaluation)", f"{max(ev['peak_rss_mib'], ev['peak_rss_tree_mib']):.0f} MiB"
+         "  (target < 2048 MiB)"),
         ("objects truth / pred", f"{inst['n_true_objects']} / {inst['n_pred_objects']}"),
         ("VOI split / merge", f"{inst['voi_split']:.4f} / {inst['voi_merge']:.4f}"),
         ("ARAND error / prec / rec", " / ".join(
