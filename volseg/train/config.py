@@ -290,6 +290,9 @@ class TrainConfig(StageConfig):
         larger ones are read patch by patch from the (chunked) store.
     validation_batch
         Windows per forward pass during validation.
+    validation_sections
+        2.5-D models: validate on at most this many evenly spaced sections of each
+        validation region (default: all), to keep validation cheap on large regions.
     model_path, training_dir
         Products, relative to the output directory.
     """
@@ -325,6 +328,7 @@ class TrainConfig(StageConfig):
     threads: int | None = Field(None, ge=1)
     in_memory_mb: float = Field(1024.0, ge=0)
     validation_batch: int = Field(4, ge=1)
+    validation_sections: int | None = Field(None, ge=1)
     model_path: str = "model.safetensors"
     training_dir: str = "training"
 

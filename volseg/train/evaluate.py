@@ -50,6 +50,7 @@ def predict_array(
     overlap: float = 0.25,
     amp: bool = False,
     normalize: bool = True,
+    sections: Any = None,
 ) -> np.ndarray:
     """Logits ``(C, z, y, x)`` of a whole in-memory image ``(z, y, x)``.
 
@@ -71,6 +72,9 @@ def predict_array(
         float16 autocast (CUDA only).
     normalize
         Apply ``spec.normalization`` first (``False`` if ``image`` is normalised).
+    sections
+        2.5-D only: predict just these z indices (context still comes from their
+        neighbours); the result then has ``len(sections)`` sections.
 
     Returns
     -------
@@ -100,18 +104,20 @@ def predict_array(
             k = spec.context or 1
             x, crop = _pad_to(x, (1, *spec.patch_size[1:]))
             nz = x.shape[0]
-            out_all = np.empty((spec.out_channels, *x.shape), np.float32)
+            wanted = np.arange(nz) if sections is None else np.asarray(sections, dtype=np.int64)
+            out_all = np.empty((spec.out_channels, len(wanted), *x.shape[1:]), np.float32)
             per_pass = max(1, batch_size)
-            for z0 in range(0, nz, per_pass):
-                zs = np.arange(z0, min(nz, z0 + per_pass))
+            for i0 in range(0, len(wanted), per_pass):
+                pos = np.arange(i0, min(len(wanted), i0 + per_pass))
+                zs = wanted[pos]
                 idx = _reflect_index(zs[:, None] + np.arange(k)[None, :] - k // 2, nz)
                 stack = torch.from_numpy(x[idx]).to(device)  # (n, k, y, x)
                 res: Any = sliding_window_inference(
                     stack, spec.patch_size[1:], batch_size, run, overlap=overlap,
                     mode="gaussian",
                 )
-                out_all[:, zs] = res.cpu().numpy().transpose(1, 0, 2, 3)
-            return np.ascontiguousarray(out_all[(slice(None), *crop)])
+                out_all[:, pos] = res.cpu().numpy().transpose(1, 0, 2, 3)
+            return np.ascontiguousarray(out_all[(slice(None), slice(None), *crop[1:])])
         # centre voxel: mirror-pad by the halo, then dense blocks
         pads = [(b, a) for b, a in spec.halo]
         xp = np.pad(x, pads, mode="reflect") if min(x.shape) > 1 else np.pad(x, pads, "edge")

@@ -426,8 +426,16 @@ def train(
         n = len(config.classes)
         cm = np.zeros((n, n), np.int64)
         vloss, vcount = 0.0, 0
-        for image_v, labels_v in val_data:
-            logits = predict_array(m, spec, image_v, device=device,
+        for image_v, labels_v_all in val_data:
+            sections = None
+            labels_v = labels_v_all
+            depth_v = image_v.shape[0]
+            if spec.kind == "2.5d" and config.validation_sections and \
+                    depth_v > config.validation_sections:
+                sections = np.unique(np.linspace(0, depth_v - 1, config.validation_sections)
+                                     .round().astype(np.int64))
+                labels_v = labels_v_all[sections]
+            logits = predict_array(m, spec, image_v, device=device, sections=sections,
                                    batch_size=config.validation_batch, amp=config.amp)
             cm += confusion_matrix(logits.argmax(0), labels_v, n_classes=n,
                                    ignore_id=config.ignore_id)
