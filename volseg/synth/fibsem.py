@@ -160,7 +160,11 @@ class FibsemParams:
         check_nonneg("blur", self.blur)
         if self.membrane_width <= 0 or self.mito_rim <= 0:
             raise PhantomParameterError("membrane_width and mito_rim must be positive")
-        reach = 0.25 * self.cell_size + self.mito_long_axis[1]
+        if not 0.0 < self.seed_jitter <= 1.0:
+            raise PhantomParameterError(f"seed_jitter must be in (0, 1], got {self.seed_jitter}")
+        # mitochondria are painted from the cubes next to a block: they must not reach
+        # beyond the neighbouring cube (centre <= (jitter/2 - 0.2) cubes outside its own)
+        reach = (0.5 * self.seed_jitter - 0.2) * self.cell_size + self.mito_long_axis[1]
         if reach > self.cell_size:
             raise PhantomParameterError("mito_long_axis is too large for cell_size")
         return self
@@ -473,13 +477,16 @@ def _tile(
     shape = tuple(int(v) for v in hi - lo)
     cells = tc + _OFFSETS2
     pts = _seeds(p, cells)
-    # Prune seeds that cannot be among the two nearest of any voxel of the tile.
     far = np.maximum(np.abs(pts - lo), np.abs(pts - (hi - 1)))
     near = np.maximum(0.0, np.maximum(lo - pts, pts - (hi - 1)))
     dmax = np.sum(far**2, axis=1)
     dmin = np.sum(near**2, axis=1)
-    bound = np.partition(dmax, 2)[2]  # three nearest are needed
-    keep = np.flatnonzero(dmin <= bound)
+    # Prune seeds that cannot be among the three nearest of any voxel of the tile.  The
+    # margin (squared voxels, far above float32 rounding) guarantees that a pruned seed
+    # is strictly farther than the third nearest, so which seeds a tile keeps (it
+    # depends on the chunking) can never change a result, not even through a tie.
+    bound = np.partition(dmax, 2)[2]
+    keep = np.flatnonzero(dmin <= bound + 1.0)
     cells, pts = cells[keep], pts[keep]
     n = len(keep)
     und, tone = _cell_attrs(p, cells)
@@ -707,7 +714,8 @@ def fibsem_box(
             _paint_mito(m, lo, hi, labels, clean, p.mito_rim)
 
     # Vesicle clusters of the synapses that can reach the box.
-    reach = 1.3 * p.synapse_radius[1] + 30.0 + 2 * p.vesicle_radius[1] + 10.0
+    reach = (1.3 * p.synapse_radius[1] + 30.0 + 2 * p.vesicle_radius[1]
+             + p.synapse_thickness[0] + 4.0)  # farthest vesicle voxel from its synapse
     syn = _relevant_synapses(p, lo, hi, reach)
     if syn is not None:
         for j in range(len(syn.key)):
