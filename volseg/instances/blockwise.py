@@ -1,8 +1,8 @@
 """Blockwise connected components with one global, consecutive id space.
 
-Pass 1 (one task per block, in parallel): label the block with cc3d, encode its
-ids as ``block_index << 32 | local_id``, and — on the block extended by a
-one-voxel overlap with all 26 neighbouring blocks — collect (a) exact
+Pass 1 (one task per block, in parallel): label the block with cc3d and — on the
+block's local ids extended by a one-voxel overlap with all 26 neighbouring blocks,
+encoded on the face slabs as ``block_index << 32 | local_id`` — collect (a) exact
 per-component sums (class, voxel count, bounding box, coordinate sums) of the
 block's own components and (b) the id pairs that touch across the block's faces,
 edges and corners under the chosen connectivity.
@@ -132,24 +132,14 @@ class InstanceResult:
     n_merged: int
 
 
-def _encode_block(
-    block: npt.NDArray[Any],
-    *,
-    classes: tuple[int, ...],
-    connectivity: int,
-    grid: tuple[int, ...],
-    block_id: tuple[int, ...] | None = None,
-) -> npt.NDArray[np.uint64]:
-    assert block_id is not None
-    labels, _ = label_block(block, classes=classes, connectivity=connectivity)
-    index = int(np.ravel_multi_index(block_id, grid))
-    out = labels.astype(np.uint64)
-    np.bitwise_or(out, np.uint64(index << _LOCAL_BITS), out=out, where=labels != 0)
-    return out
+def _local_labels(
+    block: npt.NDArray[Any], *, classes: tuple[int, ...], connectivity: int
+) -> npt.NDArray[np.uint32]:
+    return label_block(block, classes=classes, connectivity=connectivity)[0]
 
 
 def _summarise(
-    ext_ids: npt.NDArray[np.uint64],
+    ext_local: npt.NDArray[np.uint32],
     ext_labels: npt.NDArray[Any],
     *,
     index: tuple[int, ...],
@@ -158,22 +148,41 @@ def _summarise(
     classes: tuple[int, ...],
     connectivity: int,
 ) -> tuple[BlockStats, npt.NDArray[np.uint64]]:
-    """Statistics of the block's own components and its cross-block id pairs."""
+    """Statistics of the block's own components and its cross-block id pairs.
+
+    ``ext_local`` holds the *local* ids of this block and, in a one-voxel shell, of
+    its neighbours; a voxel's block follows from its position (shell or core per
+    axis), so ids are encoded as ``block_index << 32 | local`` on the face slabs only.
+    """
     lo = [1 if index[a] > 0 else 0 for a in range(3)]
     hi = [1 if index[a] < grid[a] - 1 else 0 for a in range(3)]
-    core = tuple(slice(lo[a], ext_ids.shape[a] - hi[a]) for a in range(3))
-    core_ids = ext_ids[core]
-    local = (core_ids & _LOCAL_MASK).astype(np.uint32)
+    core = tuple(slice(lo[a], ext_local.shape[a] - hi[a]) for a in range(3))
+    local = ext_local[core]
     n = int(local.max()) if local.size else 0
     stats = block_stats(local, n, ext_labels[core], origin=origin)
-    cls = class_mask(ext_labels, classes)
+    # block coordinate of every position along each axis of the extended block
+    coords = []
+    for a in range(3):
+        c = np.full(ext_local.shape[a], index[a], dtype=np.int64)
+        if lo[a]:
+            c[0] -= 1
+        if hi[a]:
+            c[-1] += 1
+        coords.append(c)
     pairs = []
     for a in range(3):
-        if lo[a]:
-            pairs.append(plane_pairs(ext_ids, cls, axis=a, low=0, connectivity=connectivity))
-        if hi[a]:
-            last = ext_ids.shape[a] - 2
-            pairs.append(plane_pairs(ext_ids, cls, axis=a, low=last, connectivity=connectivity))
+        starts = ([0] if lo[a] else []) + ([ext_local.shape[a] - 2] if hi[a] else [])
+        for start in starts:
+            slab = [slice(None)] * 3
+            slab[a] = slice(start, start + 2)
+            sl = tuple(slab)
+            cz, cy, cx = (coords[b][sl[b]] for b in range(3))
+            linear = (cz[:, None, None] * grid[1] + cy[None, :, None]) * grid[2] + cx[None, None, :]
+            loc = ext_local[sl]
+            ids = np.where(loc != 0, (linear.astype(np.uint64) << np.uint64(_LOCAL_BITS))
+                           | loc.astype(np.uint64), np.uint64(0))
+            cls = class_mask(ext_labels[sl], classes)
+            pairs.append(plane_pairs(ids, cls, axis=a, low=0, connectivity=connectivity))
     found = np.concatenate(pairs) if pairs else np.zeros((0, 2), dtype=np.uint64)
     return stats, unique_pairs(found)
 
@@ -300,12 +309,12 @@ def label_instances(
         raise ConfigError("too many blocks; use larger blocks")
     starts = [np.concatenate([[0], np.cumsum(c)[:-1]]).astype(np.int64) for c in labels.chunks]
 
-    # ---- pass 1: per-block labels (encoded), stats and cross-block pairs -------------
-    encoded = da.map_blocks(
-        _encode_block, labels, classes=cls, connectivity=connectivity, grid=grid,
-        dtype=np.uint64, meta=np.empty((0, 0, 0), dtype=np.uint64),
+    # ---- pass 1: per-block labels, stats and cross-block pairs ----------------------
+    local = da.map_blocks(
+        _local_labels, labels, classes=cls, connectivity=connectivity,
+        dtype=np.uint32, meta=np.empty((0, 0, 0), dtype=np.uint32),
     )
-    ext_ids = da.overlap.overlap(encoded, depth={0: 1, 1: 1, 2: 1}, boundary="none")
+    ext_ids = da.overlap.overlap(local, depth={0: 1, 1: 1, 2: 1}, boundary="none")
     ext_lab = da.overlap.overlap(labels, depth={0: 1, 1: 1, 2: 1}, boundary="none")
     ids_blocks = ext_ids.to_delayed()
     lab_blocks = ext_lab.to_delayed()
