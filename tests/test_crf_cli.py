@@ -35,7 +35,7 @@ def inputs(tmp_path_factory):
 def _args(root, out, *extra):
     return ["crf", "--probabilities", str(root / "prediction.ome.zarr"),
             "--image", str(root / "image.ome.zarr"), "--output", str(out),
-            "--block", *map(str, BLOCK), *extra]
+            "--block", *map(str, BLOCK), "--processes", "1", *extra]
 
 
 def test_cli_writes_semantic_labels(inputs, tmp_path, capsys):
@@ -88,18 +88,24 @@ def test_resume_recomputes_only_missing_blocks(inputs, tmp_path):
     root, _, _, _ = inputs
     out = tmp_path / "r.ome.zarr"
     cfg = CRFConfig(bilateral_weight=0)
-    first = run_crf(root / "prediction.ome.zarr", None, out, config=cfg, block_size=BLOCK)
+    # two local worker processes (the default without a cluster is one per core)
+    first = run_crf(root / "prediction.ome.zarr", None, out, config=cfg, block_size=BLOCK,
+                    processes=2)
     assert first.report.computed_blocks == first.report.total_blocks == 8
     level0 = out / "labels" / "semantic" / "0"
     arr = zarr.open_array(str(level0), mode="r+")
     done = arr[...].astype(np.int64) + 1  # class ids + 1: never 0
+    expected = crf_labels(open_volume(root / "prediction.ome.zarr")[0], None, voxel_size=VOXEL,
+                          config=cfg, block_size=BLOCK).compute(scheduler="sync")
+    np.testing.assert_array_equal(done - 1, expected)
     # simulate an interruption: the data is gone and one block's marker is missing
     arr[...] = 255
     markers = sorted(marker_dir(arr).iterdir())
     assert len(markers) >= 8
     markers[0].unlink()
     assert image_state(out / "labels" / "semantic") == "partial"
-    second = run_crf(root / "prediction.ome.zarr", None, out, config=cfg, block_size=BLOCK)
+    second = run_crf(root / "prediction.ome.zarr", None, out, config=cfg, block_size=BLOCK,
+                     processes=1)
     assert second.state_before == "partial"
     assert second.report.computed_blocks == 1 and second.report.skipped_blocks == 7
     again = zarr.open_array(str(level0), mode="r")[...].astype(np.int64) + 1
@@ -111,7 +117,8 @@ def test_resume_recomputes_only_missing_blocks(inputs, tmp_path):
 def test_stage_runs_then_skips(inputs, tmp_path):
     root, _, _, _ = inputs
     ctx = RunContext(workdir=tmp_path, base_dir=root, provenance={"workflow": "t"})
-    config = crf_stage.Config(block_size=BLOCK, iterations=3, bilateral_sigma_nm=10)
+    config = crf_stage.Config(block_size=BLOCK, iterations=3, bilateral_sigma_nm=10,
+                              processes=1)
     assert config.probabilities == "prediction.ome.zarr" and config.output == "crf.ome.zarr"
     summary = crf_stage.run(config, ctx)
     assert summary["blocks"] == 8 and summary["computed_blocks"] == 8

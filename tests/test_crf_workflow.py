@@ -23,6 +23,7 @@ synth:
 crf:
   iterations: 5
   block_size: [24, 48, 48]
+  processes: 1
 instances:
   labels: crf.ome.zarr/labels/semantic
   classes: [2]

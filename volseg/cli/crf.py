@@ -67,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--halo", nargs=3, type=int, metavar=("Z", "Y", "X"),
                         help="halo in voxels (default: derived from the kernel widths, "
                              "weights and iterations)")
+    parser.add_argument("--processes", type=_common.positive_int, metavar="N",
+                        help="local worker processes (default: all cores; pydensecrf2 holds "
+                             "the GIL, so the CRF runs in processes, not threads)")
     _common.add_voxel_size(parser)
     parser.add_argument("--no-pyramid", action="store_true",
                         help="write level 0 only (no downsampled levels)")
@@ -133,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         args.probabilities, args.image, args.output, config=config,
         voxel_size=args.voxel_size, block_size=args.block,
         memory_budget=args.memory_budget * 2**20, overwrite=args.overwrite, attrs=attrs,
-        pyramid=not args.no_pyramid,
+        processes=args.processes, pyramid=not args.no_pyramid,
     )
     info = result.to_dict()
     resumed = ""

@@ -6,12 +6,15 @@ of :mod:`volseg.crf` that touches files (through :mod:`volseg.io`).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dask
 import numpy as np
 
 from volseg.crf.blockwise import CRFConfig, block_bytes, crf_halo, crf_labels
@@ -19,7 +22,7 @@ from volseg.errors import InputError, OutputExistsError
 from volseg.io import StoreReport, open_volume, store_blocks
 from volseg.io.omezarr import create_labels, image_state, write_pyramid
 
-__all__ = ["LABEL_NAME", "CRFRunResult", "crf_output_state", "run_crf"]
+__all__ = ["LABEL_NAME", "CRFRunResult", "crf_output_state", "default_processes", "run_crf"]
 
 #: The label image the CRF writes: ``<output>/labels/semantic``.
 LABEL_NAME = "semantic"
@@ -75,6 +78,23 @@ def _voxel_size(
     )
 
 
+def default_processes() -> int:
+    """Worker processes for a CRF without a cluster: dask's ``num_workers`` or all cores."""
+    configured = dask.config.get("num_workers", None)
+    return int(configured) if configured else max(1, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def _scheduler(client: Any, processes: int | None) -> Iterator[None]:
+    """Run on local worker processes when there is no cluster (the kernel holds the GIL)."""
+    n = default_processes() if processes is None else int(processes)
+    if client is not None or n <= 1:
+        yield
+        return
+    with dask.config.set(scheduler="processes", num_workers=n):
+        yield
+
+
 def run_crf(
     probabilities: str | Path,
     image: str | Path | None,
@@ -87,6 +107,7 @@ def run_crf(
     overwrite: bool = False,
     attrs: Mapping[str, Any] | None = None,
     client: Any = None,
+    processes: int | None = None,
     pyramid: bool = True,
 ) -> CRFRunResult:
     """Run the blockwise dense CRF and write ``output/labels/semantic`` (uint8).
@@ -118,6 +139,12 @@ def run_crf(
         are added under ``volseg.crf``.
     client
         Optional ``distributed.Client``.
+    processes
+        Without a client: compute the blocks on this many local worker processes
+        (``None``: dask's ``num_workers`` setting, else all cores; 1: the threaded
+        scheduler). pydensecrf2 holds the GIL during inference, so threads would run
+        the CRF of one block at a time; each process holds one block at a time, so
+        peak memory is about ``processes ×`` the per-block estimate.
     pyramid
         Also write the downsampled levels.
 
@@ -183,8 +210,9 @@ def run_crf(
         output, LABEL_NAME, shape=shape, dtype=np.uint8, chunks=core, voxel_size=vs,
         overwrite=overwrite, attrs=all_attrs,
     )
-    report = store_blocks(lazy, target, description="dense CRF", client=client,
-                          overwrite=overwrite)
+    with _scheduler(client, processes):
+        report = store_blocks(lazy, target, description="dense CRF", client=client,
+                              overwrite=overwrite)
     if pyramid:
         write_pyramid(output / "labels" / LABEL_NAME, method="mode", client=client,
                       overwrite=overwrite)

@@ -16,6 +16,7 @@ Example::
       iterations: 5
       block_size: null                     # default: from memory_budget_mib
       memory_budget_mib: 2048
+      processes: null                      # without a cluster: worker processes (all cores)
 
 Widths are in nanometres (per-axis widths in voxels follow from the voxel size);
 the halo follows from the widths, weights and iterations
@@ -67,6 +68,10 @@ class Config(StageConfig):
     memory_budget_mib: int = Field(2048, ge=16, description="memory per block (MiB)")
     voxel_size: tuple[float, float, float] | None = Field(
         None, description="voxel size z y x in nm (default: the inputs')")
+    processes: int | None = Field(
+        None, ge=1, description="local worker processes when the workflow has no cluster "
+                                "(default: the threads setting or all cores); pydensecrf2 "
+                                "holds the GIL")
 
     @field_validator("compatibility")
     @classmethod
@@ -115,6 +120,6 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
         _resolve(ctx, config.probabilities), image, output, config=config.crf_config(),
         voxel_size=config.voxel_size, block_size=config.block_size,
         memory_budget=config.memory_budget_mib * 2**20, overwrite=ctx.overwrite,
-        attrs=attrs, client=ctx.client,
+        attrs=attrs, client=ctx.client, processes=config.processes,
     )
     return result.to_dict()
