@@ -33,7 +33,11 @@ def test_stages_run_in_order_and_record_completion(tmp_path: Path) -> None:
     out = tmp_path / "out"
     image, meta = open_volume(out / "image.ome.zarr")
     assert image.shape == (16, 48, 40)
-    assert meta.attrs["volseg"]["workflow_yaml"].startswith("name: tiny")
+    record = meta.attrs["volseg"]
+    assert record["workflow_yaml"].startswith("name: tiny")
+    assert record["stage"] == "synth" and record["finished"] >= record["started"]
+    assert record["versions"]["zarr"] and record["hardware"]["cpu_count"] >= 1
+    assert "git_revision" in record
     assert (out / "preview" / "xz.png").exists()
     marker = json.loads((out / MARKER_DIR / "synth.json").read_text())
     assert marker["hash"] and marker["finished"] >= marker["started"]

@@ -24,6 +24,7 @@ from typing import Any
 
 from volseg.cluster import dask_client
 from volseg.errors import ConfigError
+from volseg.io.stamp import stamp_finished
 from volseg.provenance import now, provenance
 from volseg.workflow.schema import Workflow
 from volseg.workflow.stage import RunContext
@@ -147,7 +148,9 @@ def run_workflow(
             t0 = time.perf_counter()
             summary = module.run(config, ctx) or {}
             seconds = time.perf_counter() - t0
-            marker = {"hash": hashes[module.NAME], "started": started, "finished": now(),
+            finished = now()
+            stamp_finished(workdir, stage=module.NAME, started=started, finished=finished)
+            marker = {"hash": hashes[module.NAME], "started": started, "finished": finished,
                       "seconds": round(seconds, 3), "summary": summary}
             (marker_dir / f"{module.NAME}.json").write_text(
                 json.dumps(marker, indent=2, default=str)
