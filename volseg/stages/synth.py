@@ -16,7 +16,7 @@ annotated, ``labels/annotation`` (ignore id 255).  The label groups carry
 ``volseg.class_names``, ``volseg.ignore_id`` and ``volseg.class_frequencies``; the
 image carries the provenance.  A cryo-ET phantom may instead be written as MRC
 (``output`` ending ``.mrc``): the tomogram plus ``<stem>_mask.mrc``, written slab by
-slab with the voxel size in Å in the header.
+slab with the voxel size in Å in the header (:class:`volseg.io.mrc.MrcSlabWriter`).
 
 This module also holds :func:`write_phantom`, shared with ``volseg synth``.  A rerun
 resumes a partially written OME-Zarr output (phantoms are deterministic) and skips a
@@ -245,8 +245,7 @@ def _write_mrc(
     phantom: Phantom, output: Path, *, provenance: dict[str, Any], overwrite: bool,
     if_complete: str, client: Any,
 ) -> WriteResult:
-    import mrcfile
-
+    from volseg.io.mrc import MrcSlabWriter
     from volseg.progress import compute
 
     if phantom.image.dtype != np.float32:
@@ -259,39 +258,23 @@ def _write_mrc(
         if if_complete == "skip" and len(existing) == 2:
             return WriteResult([str(output), str(mask)], {}, skipped=True)
         raise OutputExistsError(f"{existing[0]} exists; pass --overwrite to replace it")
-    output.parent.mkdir(parents=True, exist_ok=True)
     shape = phantom.image.shape
     step = int(phantom.image.chunks[0][0])
     counts = np.zeros(phantom.n_classes, np.int64)
-    lo, hi, total, total_sq = np.inf, -np.inf, 0.0, 0.0
-    angstrom = tuple(10.0 * v for v in phantom.voxel_size)  # nm -> Å
-    partial = output.with_name(output.name + ".partial")
-    partial_mask = mask.with_name(mask.name + ".partial")
-    with mrcfile.new_mmap(str(partial), shape, mrc_mode=2, overwrite=True) as img_mrc, \
-            mrcfile.new_mmap(str(partial_mask), shape, mrc_mode=0, overwrite=True) as mask_mrc:
+    label = (f"volseg synth {phantom.extra.get('kind')} seed "
+             f"{phantom.extra.get('params', {}).get('seed')}")
+    common: dict[str, Any] = {"voxel_size_nm": phantom.voxel_size, "overwrite": overwrite,
+                              "labels": [label]}
+    # both files are written as <name>.partial and renamed only when complete
+    with MrcSlabWriter(output, shape, mode=2, **common) as img_mrc, \
+            MrcSlabWriter(mask, shape, mode=0, **common) as mask_mrc:
         for z0 in range(0, shape[0], step):
             z1 = min(z0 + step, shape[0])
             img, lab = compute(phantom.image[z0:z1], phantom.truth[z0:z1],
                                description=f"slab {z0}-{z1} of {shape[0]}", client=client)
-            img_mrc.data[z0:z1] = img
-            mask_mrc.data[z0:z1] = lab.astype(np.int8)
+            img_mrc.write(z0, img)
+            mask_mrc.write(z0, lab.astype(np.int8))
             counts += np.bincount(lab.ravel(), minlength=phantom.n_classes)[: phantom.n_classes]
-            lo, hi = min(lo, float(img.min())), max(hi, float(img.max()))
-            total += float(img.sum(dtype=np.float64))
-            total_sq += float(np.square(img, dtype=np.float64).sum())
-        n = float(np.prod(shape))
-        mean = total / n
-        for mrc, (dmin, dmax, dmean, rms) in (
-            (img_mrc, (lo, hi, mean, np.sqrt(max(total_sq / n - mean * mean, 0.0)))),
-            (mask_mrc, (0.0, float(counts[1:].any()), counts[1:].sum() / n, 0.0)),
-        ):
-            mrc.voxel_size = (angstrom[2], angstrom[1], angstrom[0])  # x, y, z
-            mrc.header.dmin, mrc.header.dmax, mrc.header.dmean = dmin, dmax, dmean
-            mrc.header.rms = rms
-            mrc.add_label(f"volseg synth {phantom.extra.get('kind')} seed "
-                          f"{phantom.extra.get('params', {}).get('seed')}"[:80])
-    partial.replace(output)
-    partial_mask.replace(mask)
     freqs = _by_name(phantom, counts)
     return WriteResult([str(output), str(mask)], freqs, extra={"provenance": provenance})
 
