@@ -51,7 +51,7 @@ _DEFAULT_MODE: dict[np.dtype[Any], int] = {
 }
 
 SLAB_BYTES = 64 * 2**20
-"""Target size of one slab when the input is a numpy array (dask inputs use their z-chunks)."""
+"""Target size of one written slab (a dask z-chunk larger than this is still one slab)."""
 
 
 def partial_path(path: str | Path) -> Path:
@@ -257,17 +257,31 @@ class MrcSlabWriter:
                 self.partial.unlink(missing_ok=True)
 
 
-def _slabs(array: Any) -> list[tuple[int, int]]:
-    """Return the ``[z0, z1)`` slabs: the z-chunks of a dask array, else ~:data:`SLAB_BYTES`."""
+def z_slabs(array: Any, slab_bytes: int = SLAB_BYTES) -> list[tuple[int, int]]:
+    """Return ``[z0, z1)`` slabs covering a ``(z, y, x)`` array, each about ``slab_bytes``.
+
+    For a dask array the slabs follow its z-chunk boundaries (so no chunk is computed
+    twice): consecutive z-chunks are merged while the slab stays within ``slab_bytes``,
+    and a single z-chunk larger than that is one slab.  Numpy arrays are cut every
+    ``slab_bytes`` (at least one section).
+    """
+    plane = int(np.prod(array.shape[1:])) * np.dtype(array.dtype).itemsize
+    per_slab = max(1, slab_bytes // max(plane, 1))
     chunks = getattr(array, "chunks", None)
-    if chunks is not None and isinstance(chunks, tuple) and chunks and isinstance(
-            chunks[0], tuple):
-        bounds = np.cumsum((0, *chunks[0]))
+    if isinstance(chunks, tuple) and chunks and isinstance(chunks[0], tuple):
+        sizes = [int(c) for c in chunks[0]]
     else:
-        plane = int(np.prod(array.shape[1:])) * np.dtype(array.dtype).itemsize
-        step = max(1, SLAB_BYTES // max(plane, 1))
-        bounds = np.array([*range(0, array.shape[0], step), array.shape[0]])
-    return [(int(a), int(b)) for a, b in itertools.pairwise(bounds) if b > a]
+        sizes = [1] * int(array.shape[0])
+    bounds = [0]
+    depth = 0
+    for size in sizes:
+        if depth and depth + size > per_slab:
+            bounds.append(bounds[-1] + depth)
+            depth = 0
+        depth += size
+    if depth:
+        bounds.append(bounds[-1] + depth)
+    return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
 
 
 def write_mrc(
@@ -286,8 +300,8 @@ def write_mrc(
     ----------
     array
         A dask or numpy array, ``(z, y, x)`` (a 2-D ``(y, x)`` image is written as one
-        section).  Dask arrays are computed one z-chunk at a time; numpy arrays are
-        copied in slabs of about :data:`SLAB_BYTES`.
+        section).  It is computed (dask) or copied (numpy) in z-slabs of about
+        :data:`SLAB_BYTES` that follow the dask z-chunks (:func:`z_slabs`).
     path
         The MRC file to write.
     voxel_size_nm
@@ -336,7 +350,7 @@ def write_mrc(
     mrc_mode = default_mode(array.dtype) if mode is None else int(mode)
     with MrcSlabWriter(path, array.shape, mode=mrc_mode, voxel_size_nm=voxel_size_nm,
                        overwrite=overwrite, labels=labels) as writer:
-        for z0, z1 in _slabs(array):
+        for z0, z1 in z_slabs(array):
             slab = array[z0:z1]
             if isinstance(slab, da.Array):
                 (slab,) = compute(slab, description=f"{path.name}: sections {z0}-{z1} of "
