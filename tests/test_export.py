@@ -132,7 +132,7 @@ def test_export_labels_and_a_channel_to_tiff(workdir: Path) -> None:
                _ctx(workdir))
     with tifffile.TiffFile(workdir / "labels.tif") as tif:
         assert len(tif.pages) == 11 and np.array_equal(tif.asarray(), _labels())
-    array, meta = open_volume(workdir / "labels.tif")
+    _, meta = open_volume(workdir / "labels.tif")
     assert meta.voxel_size == pytest.approx(VOXEL_NM)
     export.run(export.Config(input="probs.ome.zarr", output="p2.tiff", channel=2),
                _ctx(workdir))
@@ -154,7 +154,7 @@ def test_export_skips_its_own_output_and_refuses_others(workdir: Path) -> None:
     assert export.run(config, _ctx(workdir))["status"] == "complete (skipped)"
     assert out.stat().st_mtime_ns == before
     other = export.Config(input="image.ome.zarr/labels/truth", output="mask.mrc", classes=[1])
-    with pytest.raises(OutputExistsError, match="other settings.*--overwrite"):
+    with pytest.raises(OutputExistsError, match=r"other settings.*--overwrite"):
         export.run(other, _ctx(workdir))
     export.run(other, _ctx(workdir, overwrite=True))
     with mrcfile.open(out) as mrc:
