@@ -28,8 +28,21 @@ CONNECTIVITIES = (6, 18, 26)
 def neighbour_offsets(connectivity: int) -> list[tuple[int, int, int]]:
     """Return the 3-D neighbour offsets of a connectivity (all of them, both signs).
 
-    6: the faces (one non-zero component), 18: faces and edges (≤ 2 non-zero),
-    26: faces, edges and corners.
+    Parameters
+    ----------
+    connectivity
+        6: the faces (one non-zero component), 18: faces and edges (≤ 2 non-zero
+        components), 26: faces, edges and corners.
+
+    Returns
+    -------
+    list of tuple
+        ``(dz, dy, dx)`` offsets, 6, 18 or 26 of them.
+
+    Raises
+    ------
+    ConfigError
+        For any other connectivity.
     """
     if connectivity not in CONNECTIVITIES:
         raise ConfigError(f"connectivity must be 6, 18 or 26, got {connectivity}")
@@ -44,9 +57,21 @@ def neighbour_offsets(connectivity: int) -> list[tuple[int, int, int]]:
 def class_mask(
     block: npt.NDArray[Any], classes: Sequence[int]
 ) -> npt.NDArray[np.uint16]:
-    """Return ``class + 1`` where the block holds one of ``classes``, else 0 (uint16).
+    """Return ``class + 1`` where the block holds one of ``classes``, else 0.
 
-    Shifting by one keeps class 0 selectable while 0 stays "background" for cc3d.
+    Parameters
+    ----------
+    block
+        Integer semantic labels.
+    classes
+        Class ids to keep (0..65534).
+
+    Returns
+    -------
+    numpy.ndarray
+        uint16 mask of the block's shape. Shifting by one keeps class 0 selectable
+        while 0 stays "background" for cc3d; different classes keep different
+        values, so cc3d never joins them.
     """
     if not np.issubdtype(block.dtype, np.integer):
         raise InputError(f"semantic labels must be integers, got {block.dtype}")
@@ -70,8 +95,22 @@ def label_block(
 ) -> tuple[npt.NDArray[np.uint32], int]:
     """Label the connected components of ``classes`` in one block.
 
-    Components never join voxels of different classes (cc3d on the multi-valued
-    class mask). Returns the local labels (``1..n``, uint32, 0 = background) and ``n``.
+    Parameters
+    ----------
+    block
+        Integer semantic labels ``(Z, Y, X)``.
+    classes
+        Class ids whose components are labelled.
+    connectivity
+        6, 18 or 26.
+
+    Returns
+    -------
+    labels : numpy.ndarray
+        Local ids ``1..n`` (uint32, 0 = background, numbered in scan order).
+    n : int
+        The number of components. Components never join voxels of different
+        classes (cc3d on the multi-valued class mask).
     """
     import cc3d
 
@@ -186,7 +225,11 @@ def plane_pairs(
 
 
 def unique_pairs(pairs: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
-    """Unique rows of a ``(K, 2)`` id array (1-D sorts on compact codes, not row sorts)."""
+    """Return the unique rows of a ``(K, 2)`` id-pair array, sorted.
+
+    Ids are first mapped to compact ranks, so each row becomes one int64 code and
+    a 1-D sort replaces a (much slower) row sort.
+    """
     if len(pairs) == 0:
         return pairs.reshape(0, 2)
     ids, inverse = np.unique(pairs.ravel(), return_inverse=True)
