@@ -6,7 +6,6 @@ import json
 import os
 import resource
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from typing import Any
 
 import psutil
 
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 SCRATCH = Path(__file__).resolve().parent / "scratch"
 
@@ -89,15 +89,19 @@ def machine() -> dict[str, Any]:
     info["load_average"] = os.getloadavg()
     info["versions"] = package_versions()
     info["git_revision"] = git_revision()
-    info["python_executable"] = sys.executable
     return info
 
 
 def write_result(name: str, data: dict[str, Any]) -> Path:
-    """Write ``data`` to ``benchmarks/results/<name>.json`` and return the path."""
+    """Write ``data`` to ``benchmarks/results/<name>.json`` and return the path.
+
+    Machine-absolute paths to the checkout are written relative to it.
+    """
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    text = json.dumps(data, indent=2, default=str)
+    text = text.replace(str(ROOT) + "/", "").replace(str(ROOT), ".")
+    path.write_text(text + "\n")
     return path
 
 

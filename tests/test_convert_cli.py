@@ -83,6 +83,9 @@ def test_labels_into_an_image_and_into_a_new_group(volume: np.ndarray, tmp_path:
     assert "labels/mito  37 × 61 × 83 uint8" in text
     assert f"0: {counts[0]} (" in text and f"1: {counts[1]} (" in text
     assert "command   volseg convert" in text and "voxel size  5 × 5 × 5 nm" in text
+    assert main(["info", str(tmp_path / "lab.ome.zarr")]) == 0
+    text = capsys.readouterr().out
+    assert "(ome-zarr, labels only)" in text and "labels/labels  37 × 61 × 83 uint8" in text
 
 
 def test_label_mistakes_are_one_line_errors(volume: np.ndarray, tmp_path: Path,

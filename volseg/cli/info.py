@@ -34,6 +34,11 @@ def run(args: argparse.Namespace) -> int:
 
 def format_info(info: Mapping[str, Any]) -> str:
     """Return the description as indented text."""
+    if "shape" not in info:  # a group holding label images only
+        lines = [f"{info['path']}  ({info.get('format')}, {info.get('kind')})"]
+        for label in info.get("labels") or ():
+            lines += _label_lines(label)
+        return "\n".join(lines + _provenance_lines(info.get("provenance")))
     lines = [
         f"{info['path']}  ({info.get('format')}, {info.get('kind')})",
         f"  axes        {', '.join(info['axes'])}",

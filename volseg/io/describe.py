@@ -25,6 +25,14 @@ def describe(path: str | Path, *, dataset: str | None = None) -> dict[str, Any]:
         If ``path`` cannot be read.
     """
     path = Path(path)
+    if dataset is None and _labels_only(path):
+        volseg = omezarr.group_attrs(path).get("volseg")
+        return {
+            "path": str(path), "format": "ome-zarr", "kind": "labels only",
+            "provenance": dict(volseg) if isinstance(volseg, Mapping) else None,
+            "labels": [_label_info(path / "labels" / name, name)
+                       for name in omezarr.label_names(path)],
+        }
     array, meta = open_volume(path, dataset=dataset)
     info: dict[str, Any] = {
         "path": str(path), "format": meta.attrs.get("format"), "kind": meta.kind,
@@ -38,6 +46,17 @@ def describe(path: str | Path, *, dataset: str | None = None) -> dict[str, Any]:
     info["labels"] = [_label_info(path / "labels" / name, name)
                       for name in omezarr.label_names(path)]
     return info
+
+
+def _labels_only(path: Path) -> bool:
+    """Whether ``path`` is a Zarr group with label images but no image of its own."""
+    if not (path / ".zgroup").exists() and not (path / "zarr.json").exists():
+        return False
+    try:
+        attrs = omezarr.group_attrs(path)
+    except (FileNotFoundError, ValueError, TypeError, zarr.errors.GroupNotFoundError):
+        return False
+    return "multiscales" not in attrs and bool(omezarr.label_names(path))
 
 
 def _multiscale_info(path: Path) -> dict[str, Any]:

@@ -1,4 +1,7 @@
-"""A small read-only reader for N5 datasets (zarr-python 3 has no N5 store).
+"""A small read-only reader for N5 datasets.
+
+zarr-python 3 has no N5 store (N5 was deprecated in zarr 2.18 and dropped in 3,
+zarr-developers/zarr-python#2085), so volseg reads N5 itself.
 
 An N5 dataset is a directory with ``attributes.json`` giving ``dimensions``,
 ``blockSize``, ``dataType`` and ``compression``; block ``(i0, i1, ...)`` (grid index

@@ -113,26 +113,31 @@ def _expand(ranges: Ranges) -> Iterator[tuple[int, ...]]:
     return itertools.product(*(range(a, b) for a, b in ranges))
 
 
-def completed_chunks(target: zarr.Array) -> set[tuple[int, ...]]:
-    """Return the grid indices of the chunks of ``target`` marked complete."""
+def done_grid(target: zarr.Array) -> np.ndarray:
+    """Return a boolean array over the chunk grid of ``target``: True where marked done.
+
+    One byte per chunk, so it stays small even for millions of chunks.
+    """
+    grid = np.zeros(_chunk_grid(target), dtype=bool)
     try:
         names = os.listdir(marker_dir(target))
     except FileNotFoundError:
-        return set()
-    done: set[tuple[int, ...]] = set()
+        return grid
     for name in names:
         ranges = parse_marker(name)
         if ranges is not None and len(ranges) == target.ndim:
-            done.update(_expand(ranges))
-    return done
+            grid[tuple(slice(a, b) for a, b in ranges)] = True
+    return grid
+
+
+def completed_chunks(target: zarr.Array) -> set[tuple[int, ...]]:
+    """Return the grid indices of the chunks of ``target`` marked complete."""
+    return {tuple(int(i) for i in ix) for ix in np.argwhere(done_grid(target))}
 
 
 def is_complete(target: zarr.Array) -> bool:
     """Return whether every chunk of ``target`` is marked complete."""
-    grid = _chunk_grid(target)
-    done = completed_chunks(target)
-    return sum(1 for ix in done if all(i < n for i, n in zip(ix, grid, strict=True))) == int(
-        np.prod(grid))
+    return bool(done_grid(target).all())
 
 
 def clear_markers(target: zarr.Array) -> None:
@@ -342,7 +347,7 @@ def store_blocks(
     adir = array_dir(target)
     if overwrite:
         clear_markers(target)
-    done = completed_chunks(target)
+    done = done_grid(target)
     layout = _v2_layout(target)
     blocks = array.to_delayed()
     writes = []
@@ -351,7 +356,7 @@ def store_blocks(
         total += 1
         region = _block_slices(array.chunks, index)
         ranges = _chunk_ranges(region, target.chunks)
-        if all(ix in done for ix in _expand(ranges)):
+        if done[tuple(slice(a, b) for a, b in ranges)].all():
             continue
         writes.append(dask.delayed(_write_block, pure=False)(
             blocks[index], str(adir), region, marker_name(ranges), layout))
