@@ -206,3 +206,25 @@ def test_stage_runs_with_workflow_paths(volumes: dict, tmp_path: Path) -> None:
     assert defaults.prediction == "crf.ome.zarr/labels/semantic"
     assert defaults.truth == "image.ome.zarr/labels/truth"
     assert defaults.report == "report" and defaults.probabilities is None
+
+
+def test_stage_in_a_workflow_run(volumes: dict, tmp_path: Path) -> None:
+    from volseg.workflow.runner import run_workflow
+    from volseg.workflow.schema import load_workflow
+
+    yaml_path = tmp_path / "wf.yaml"
+    yaml_path.write_text(
+        f"name: eval\noutput_dir: {volumes['root']}\n"
+        "evaluate:\n"
+        "  prediction: prediction.ome.zarr/labels/semantic\n"
+        "  truth: image.ome.zarr/labels/annotation\n"
+        "  report: wf-report\n"
+    )
+    workflow = load_workflow(yaml_path)
+    (outcome,) = run_workflow(workflow, base_dir=tmp_path)
+    assert outcome.status == "ran" and outcome.summary["accuracy"] > 0.5
+    data = json.loads((volumes["root"] / "wf-report" / "metrics.json").read_text())
+    assert data["meta"]["volseg"]["stage_config"]["report"] == "wf-report"
+    assert data["meta"]["ignore"]["semantic"]["ignore_label"] == 255
+    (again,) = run_workflow(workflow, base_dir=tmp_path)
+    assert again.status == "skipped"
