@@ -12,6 +12,7 @@ import zarr
 from safetensors.torch import load_file
 
 from volseg.cli import main
+from volseg.io import open_volume
 from volseg.models import load_model
 from volseg.train.evaluate import predict_array
 from volseg.workflow.stage import RunContext
@@ -86,6 +87,15 @@ def test_volseg_train_end_to_end(tmp_path: Path) -> None:
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # an existing model is not replaced without --overwrite
     assert main(["train", str(cfg), "-o", str(tmp_path / "a")]) == 2
+    # the trained model runs through `volseg predict` unchanged
+    out = tmp_path / "pred.ome.zarr"
+    assert main(["predict", "--model", str(model_path), "--input", str(image),
+                 "--output", str(out)]) == 0
+    semantic, _ = open_volume(out / "labels" / "semantic")
+    assert semantic.shape == SHAPE
+    expected = predict_array(module, spec, img).argmax(0)
+    agree = float((np.asarray(semantic) == expected).mean())
+    assert agree > 0.99  # same model, same blending up to float rounding at ties
 
 
 def test_volseg_train_config_errors_name_the_key(
@@ -132,3 +142,9 @@ def test_train_stage_centre_voxel_on_sparse_slices(tmp_path: Path) -> None:
     # dense blocks: one sample of patch (2, 8, 8) yields up to 128 labelled outputs
     out = module(torch.zeros(1, 1, 2 + 5, 8 + 5, 8 + 5))
     assert tuple(out.shape) == (1, 3, 2, 8, 8)
+    # and through `volseg predict`
+    pred = tmp_path / "pred.ome.zarr"
+    assert main(["predict", "--model", str(tmp_path / "wf" / "model.safetensors"),
+                 "--input", str(image), "--output", str(pred)]) == 0
+    semantic, _ = open_volume(pred / "labels" / "semantic")
+    assert semantic.shape == SHAPE
