@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -22,12 +23,12 @@ from volseg.metrics import (
     match_objects,
     object_overlaps,
 )
-from volseg.metrics.contingency import combine_contingency, contingency_block
+from volseg.metrics.contingency import ContingencyTable, combine_contingency, contingency_block
 
 TOL = 1e-9
 
 
-def _table(truth: np.ndarray, pred: np.ndarray):  # type: ignore[no-untyped-def]
+def _table(truth: np.ndarray, pred: np.ndarray) -> ContingencyTable:
     return contingency_block(truth, pred)
 
 
@@ -306,8 +307,8 @@ class _CountingVolume:
         self.data, self.shape, self.dtype, self.ndim = data, data.shape, data.dtype, data.ndim
         self.reads = 0
 
-    def __getitem__(self, key: object) -> np.ndarray:
-        out = self.data[key]  # type: ignore[index]
+    def __getitem__(self, key: Any) -> np.ndarray:
+        out = self.data[key]
         if out.size:  # dask reads an empty slice once for its metadata
             self.reads += 1
         return out
