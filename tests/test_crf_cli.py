@@ -27,7 +27,7 @@ def inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("crf_inputs")
     truth, q, image = phantom(SHAPE, 3, seed=11)
     write_image(q, root / "prediction.ome.zarr", voxel_size=VOXEL, axes=("c", "z", "y", "x"),
-                chunks=(3, 16, 16, 16))
+                chunks=(3, 16, 16, 16), attrs={"volseg": {"class_names": ["a", "b", "c"]}})
     write_image(image, root / "image.ome.zarr", voxel_size=VOXEL, chunks=(16, 16, 16))
     return root, truth, q, image
 
@@ -57,6 +57,7 @@ def test_cli_writes_semantic_labels(inputs, tmp_path, capsys):
     record = group_attrs(out / "labels" / "semantic")["volseg"]
     assert record["crf"]["halo"] == list(crf_halo(cfg, voxel_size=VOXEL))
     assert record["crf"]["block_size"] == list(BLOCK)
+    assert record["class_names"] == ["a", "b", "c"]  # carried over from the probabilities
     assert "volseg crf" in record["command"]
     assert image_state(out / "labels" / "semantic") == "complete"
     # finished output: refused without --overwrite (exit 2), replaced with it

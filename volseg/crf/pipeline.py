@@ -204,6 +204,12 @@ def run_crf(
         "config": config.model_dump(mode="json"), "voxel_size_nm": list(vs),
         "halo": list(halo), "block_size": list(core), "block_peak_bytes_estimate": peak,
     }
+    # keep class names (and the ignore id) of the probabilities for later stages
+    source = pmeta.attrs.get("volseg") if isinstance(pmeta.attrs, dict) else None
+    if isinstance(source, dict):
+        for key in ("class_names", "ignore_id"):
+            if key in source and key not in record:
+                record[key] = source[key]
     all_attrs["volseg"] = record
     shape = (int(lazy.shape[0]), int(lazy.shape[1]), int(lazy.shape[2]))
     target = create_labels(
