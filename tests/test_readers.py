@@ -220,3 +220,16 @@ def test_slab_chunks_bounded() -> None:
     assert slab_chunks((1000, 2000, 2000), 1, budget=64 * 2**20) == (16, 2000, 2000)
     assert slab_chunks((10, 50_000, 50_000), 2, budget=2**20) == (1, 10, 50_000)
     assert slab_chunks((3, 4, 5), 8) == (3, 4, 5)
+
+
+def test_imagej_tiff_voxel_size(tmp_path: Path) -> None:
+    import tifffile
+
+    stack = fmt.sample_volume((4, 8, 8))
+    tifffile.imwrite(tmp_path / "ij.tif", stack, imagej=True, resolution=(250.0, 250.0),
+                     metadata={"spacing": 0.05, "unit": "um", "axes": "ZYX"})
+    array, meta = open_volume(tmp_path / "ij.tif")
+    assert meta.voxel_size == pytest.approx((50.0, 4.0, 4.0))
+    np.testing.assert_array_equal(array.compute(), stack)
+    tifffile.imwrite(tmp_path / "plain.tif", stack, photometric="minisblack")
+    assert open_volume(tmp_path / "plain.tif")[1].voxel_size is None

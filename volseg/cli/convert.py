@@ -27,8 +27,21 @@ HELP = "convert MRC/TIFF/PNG slices/HDF5/NPY/Zarr/N5 volumes to OME-Zarr"
 ORDER = 20
 
 
+EXAMPLES = """examples:
+  volseg convert stack.tif image.ome.zarr --voxel-size 5 5 5
+  volseg convert tomo.mrc tomo.ome.zarr --chunks 32 128 128
+  volseg convert data.h5 image.ome.zarr --dataset volumes/raw
+  volseg convert truth.tif --labels-of image.ome.zarr --name truth
+  volseg convert truth.tif truth.ome.zarr --labels          # -> truth.ome.zarr/labels/labels
+
+An existing finished output is refused unless --overwrite; an interrupted
+conversion is resumed by rerunning the same command."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``convert``'s arguments."""
+    parser.epilog = EXAMPLES
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("input", help="volume file or folder (MRC, TIFF, PNG slices, HDF5, "
                                       "NPY, Zarr, N5, OME-Zarr)")
     parser.add_argument("output", nargs="?",

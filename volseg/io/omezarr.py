@@ -3,9 +3,11 @@
 Layout and choices
 ------------------
 * **NGFF 0.4 on Zarr format 2** (``.zattrs``/``.zarray``, ``/`` chunk separator).
-  ``ome-zarr`` and ``ome-zarr-models`` read and validate both 0.4 and 0.5, but 0.4
-  is what more viewers and tools read today, so the project writes 0.4
-  (docs/architecture.md).  :func:`read_multiscales` reads 0.5 / Zarr 3 as well.
+  Checked against the installed libraries: ``ome-zarr`` 0.18 writes 0.5 by default
+  but reads 0.4 images and labels (``ome_zarr.reader.Reader``), and
+  ``ome-zarr-models`` 1.7 validates both (``open_ome_zarr(group, version="0.4")``),
+  so neither favours 0.5 clearly; 0.4 is what more viewers and tools read today and
+  what docs/architecture.md fixes.  :func:`read_multiscales` reads 0.5 / Zarr 3 too.
 * A multiscale image is a group with arrays ``0, 1, ...`` (level 0 is full
   resolution).  Axes are ``z, y, x`` (type ``space``, unit ``nanometer``) with an
   optional leading ``c`` (type ``channel``).  Each level carries a ``scale``
@@ -612,7 +614,9 @@ def write_labels(
         stored under ``volseg.class_frequencies``.
     """
     array = _with_z(array)
-    if not np.issubdtype(array.dtype, np.integer) and array.dtype != np.bool_:
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8)
+    if not np.issubdtype(array.dtype, np.integer):
         raise InputError(f"label image {name!r} must have an integer dtype, got {array.dtype}; "
                          f"pass integer class or instance ids")
     target = create_labels(image_path, name, shape=array.shape, dtype=array.dtype,
