@@ -229,6 +229,21 @@ def test_table_round_trip(tmp_path):
         write_table(result.table, tmp_path / "objects.txt")
 
 
+def test_parquet_table_or_a_clear_error(tmp_path):
+    from volseg.instances.table import has_parquet
+
+    sem = semantic_phantom(seed=2, shape=(10, 12, 14))
+    table = label_instances(da.from_array(sem, chunks=(5, 6, 7)), classes=CLASSES).table
+    if has_parquet():  # pyarrow is optional
+        cols = read_table(write_table(table, tmp_path / "objects.parquet"))
+        for name, values in table.columns().items():
+            np.testing.assert_array_equal(cols[name], values)
+    else:
+        with pytest.raises(InputError, match="pyarrow"):
+            write_table(table, tmp_path / "objects.parquet")
+        assert not (tmp_path / "objects.parquet").exists()
+
+
 def test_bad_arguments():
     sem = da.zeros((4, 4, 4), dtype=np.uint8)
     with pytest.raises(ConfigError):
