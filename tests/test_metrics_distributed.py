@@ -49,7 +49,7 @@ def test_local_cluster_with_processes(tmp_path: Path) -> None:
     }
     with (
         LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as cluster,
         Client(cluster) as client,
     ):
