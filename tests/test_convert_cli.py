@@ -129,6 +129,8 @@ def _error_cases(tmp: Path, volume: np.ndarray) -> dict[str, tuple[list[str], st
                                  tmp / "five.npy"),
         "existing output": (["convert", str(good), str(existing)],
                             "done.ome.zarr exists; pass --overwrite to replace it", existing),
+        "output is the input": (["convert", str(existing), str(existing), "--overwrite"],
+                                "overlaps the input", existing),
     }
 
 
