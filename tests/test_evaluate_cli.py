@@ -228,3 +228,22 @@ def test_stage_in_a_workflow_run(volumes: dict, tmp_path: Path) -> None:
     assert data["meta"]["ignore"]["semantic"]["ignore_label"] == 255
     (again,) = run_workflow(workflow, base_dir=tmp_path)
     assert again.status == "skipped"
+
+
+def test_class_names_from_the_predict_record_of_the_image_group(
+    volumes: dict, tmp_path: Path
+) -> None:
+    # what the predict stage writes: names under volseg.predict.classes of the image group
+    record = {"volseg": {"predict": {"classes": ["x", "y", "z"]}}}
+    group = tmp_path / "p.ome.zarr"
+    write_image(volumes["prob"], group, voxel_size=(8, 8, 8), chunks=(3, 6, 20, 20), attrs=record)
+    write_labels(volumes["pred"], group, "semantic", chunks=(6, 20, 20))
+    truth = tmp_path / "truth.npy"
+    np.save(truth, volumes["truth"])
+    report = tmp_path / "r"
+    argv = ["evaluate", "--prediction", str(group / "labels" / "semantic"), "--truth",
+            str(truth), "--probabilities", str(group), "--report", str(report)]  # fmt: skip
+    assert main(argv) == 0
+    data = json.loads((report / "metrics.json").read_text())
+    assert list(data["semantic"]["per_class"]) == ["x", "y", "z"]
+    assert set(data["semantic"]["average_precision"]) == {"x", "y", "z"}

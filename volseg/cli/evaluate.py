@@ -17,10 +17,11 @@ from __future__ import annotations
 import argparse
 import math
 import shlex
+from pathlib import Path
 from typing import Any
 
 from volseg.errors import InputError
-from volseg.io import open_volume
+from volseg.io import omezarr, open_volume
 from volseg.metrics.connectomics import DEFAULT_IGNORE
 from volseg.metrics.evaluate import evaluate
 from volseg.metrics.report import check_report_dir, print_summary, report_meta, write_report
@@ -115,13 +116,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def class_names_from_attrs(*attrs: dict[str, Any]) -> list[str] | None:
-    """Return class names recorded as ``volseg.class_names`` in label attributes, if any."""
-    for a in attrs:
-        for source in (a.get("volseg"), a):
-            if isinstance(source, dict) and isinstance(source.get("class_names"), list):
-                return [str(n) for n in source["class_names"]]
+def _names_in(attrs: Any) -> list[str] | None:
+    """Class names in one attribute mapping, under the keys volseg's stages write."""
+    if not isinstance(attrs, dict):
+        return None
+    record = attrs.get("volseg")
+    record = record if isinstance(record, dict) else {}
+    predict = record.get("predict")
+    predict = predict if isinstance(predict, dict) else {}
+    for candidate in (record.get("class_names"), attrs.get("class_names"), predict.get("classes")):
+        if isinstance(candidate, list) and candidate:
+            return [str(n) for n in candidate]
     return None
+
+
+def class_names_from_attrs(*attrs: Any) -> list[str] | None:
+    """Return the class names recorded in label attributes, if any.
+
+    Looks, in order, at ``volseg.class_names``, ``class_names`` and
+    ``volseg.predict.classes`` (what the predict stage records) of each mapping.
+    """
+    for a in attrs:
+        names = _names_in(a)
+        if names:
+            return names
+    return None
+
+
+def _parent_attrs(path: str) -> dict[str, Any]:
+    """Attributes of the OME-Zarr image group holding a label group (``x.ome.zarr/labels/y``)."""
+    parts = Path(path).parts
+    if len(parts) >= 3 and parts[-2] == "labels":
+        try:
+            return omezarr.group_attrs(Path(*parts[:-2]))
+        except Exception:  # not an OME-Zarr image group: no names from there
+            return {}
+    return {}
 
 
 def _open_labels(path: str, what: str) -> tuple[Any, dict[str, Any]]:
@@ -165,7 +195,9 @@ def run_evaluation(
         inputs = {"instances": inputs}
         inst = {"prediction": pred, "truth": true}
     else:
-        names = classes or class_names_from_attrs(true_attrs, pred_attrs)
+        names = classes or class_names_from_attrs(
+            true_attrs, pred_attrs, _parent_attrs(truth), _parent_attrs(prediction)
+        )
         semantic = {
             "prediction": pred, "truth": true, "ignore_label": ignore_label,
             "n_classes": len(names) if names else None, "probabilities": None,
