@@ -35,6 +35,7 @@ SMALL = {
     "unet25d": ({"widths": [4, 8], "context": 3}, (1, 16, 16)),
     "unet25d-attention": ({"variant": "attention", "widths": [4, 8], "context": 1},
                           (1, 16, 16)),
+    "unet25d-downsampled": ({"widths": [4, 8], "context": 3, "downsample": 2}, (1, 16, 16)),
     "centre_voxel": ({"receptive_field": 6, "width": 4, "head_width": 8}, (3, 3, 3)),
     "centre_voxel-dilated": ({"receptive_field": 9, "variant": "dilated", "width": 4,
                               "head_width": 8}, (2, 2, 2)),
