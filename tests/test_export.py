@@ -173,3 +173,27 @@ def test_export_config_is_strict() -> None:
         export.Config(output="mask.png")
     with pytest.raises(ValueError, match="extra"):
         export.Config(output="mask.mrc", clases=[1])  # type: ignore[call-arg]
+
+
+def test_volseg_run_refuses_a_foreign_output_with_status_2(
+    workdir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from volseg.cli import main
+
+    out = workdir.parent / "out"
+    out.mkdir()
+    (out / "membranes.mrc").write_bytes(b"someone else's tomogram")
+    wf = workdir.parent / "wf.yaml"
+    wf.write_text(
+        f"name: exp\noutput_dir: {out}\n"
+        f"export: {{input: {workdir / 'image.ome.zarr/labels/truth'}, output: membranes.mrc, "
+        f"classes: [1]}}\n"
+    )
+    assert main(["run", str(wf)]) == 2
+    err = capsys.readouterr().err
+    assert "membranes.mrc exists and was not written by volseg export" in err
+    assert (out / "membranes.mrc").read_bytes() == b"someone else's tomogram"
+    assert main(["run", str(wf), "--overwrite"]) == 0
+    with mrcfile.open(out / "membranes.mrc") as mrc:
+        assert np.array_equal(mrc.data, (_labels() == 1).astype(np.int8))
+        assert mrc.voxel_size.tolist() == pytest.approx((12.5, 15.0, 20.0))
