@@ -26,7 +26,6 @@ finished one; with the workflow's ``--overwrite`` it is recomputed.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field, field_validator
@@ -100,13 +99,6 @@ class Config(StageConfig):
         )
 
 
-def _resolve(ctx: RunContext, path: str) -> Path:
-    """A workflow product if it exists there, else an external path, else the product path."""
-    product = ctx.path(path)
-    if product.exists():
-        return product
-    external = ctx.external(path)
-    return external if external.exists() else product
 
 
 def run(config: Config, ctx: RunContext) -> dict[str, Any]:
@@ -115,9 +107,9 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
     if not ctx.overwrite and crf_output_state(output) == "complete":
         return {"output": str(output / "labels" / "semantic"), "status": "complete (skipped)"}
     attrs = {"volseg": {**ctx.provenance, "stage": NAME, "config": config.to_dict()}}
-    image = _resolve(ctx, config.image) if config.bilateral_weight > 0 else None
+    image = ctx.resolve(config.image) if config.bilateral_weight > 0 else None
     result = run_crf(
-        _resolve(ctx, config.probabilities), image, output, config=config.crf_config(),
+        ctx.resolve(config.probabilities), image, output, config=config.crf_config(),
         voxel_size=config.voxel_size, block_size=config.block_size,
         memory_budget=config.memory_budget_mib * 2**20, overwrite=ctx.overwrite,
         attrs=attrs, client=ctx.client, processes=config.processes,

@@ -20,7 +20,6 @@ report layout is documented in ``docs/metrics.md``.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
@@ -69,13 +68,6 @@ class Config(StageConfig):
     report: str = Field("report", description="report directory in the workflow dir")
 
 
-def _resolve(ctx: RunContext, path: str) -> Path:
-    """A workflow product if it exists there, else an external path, else the product path."""
-    product = ctx.path(path)
-    if product.exists():
-        return product
-    external = ctx.external(path)
-    return external if external.exists() else product
 
 
 def run(config: Config, ctx: RunContext) -> dict[str, Any]:
@@ -86,8 +78,8 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
     instances = None
     if config.instances is not None:
         instances = (
-            str(_resolve(ctx, config.instances.prediction)),
-            str(_resolve(ctx, config.instances.truth)),
+            str(ctx.resolve(config.instances.prediction)),
+            str(ctx.resolve(config.instances.truth)),
         )
     common: dict[str, Any] = {
         "report": str(report),
@@ -107,10 +99,10 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
         )
     else:
         metrics = run_evaluation(
-            prediction=str(_resolve(ctx, config.prediction)),
-            truth=str(_resolve(ctx, config.truth)),
+            prediction=str(ctx.resolve(config.prediction)),
+            truth=str(ctx.resolve(config.truth)),
             probabilities=(
-                None if config.probabilities is None else str(_resolve(ctx, config.probabilities))
+                None if config.probabilities is None else str(ctx.resolve(config.probabilities))
             ),
             ignore_label=config.ignore_label,
             classes=config.classes,

@@ -17,7 +17,6 @@ A rerun resumes an interrupted stage and skips a finished one; with the workflow
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -57,13 +56,6 @@ class Config(StageConfig):
         return value
 
 
-def _resolve(ctx: RunContext, path: str) -> Path:
-    """A workflow product if it exists there, else an external path, else the product path."""
-    product = ctx.path(path)
-    if product.exists():
-        return product
-    external = ctx.external(path)
-    return external if external.exists() else product
 
 
 def run(config: Config, ctx: RunContext) -> dict[str, Any]:
@@ -75,7 +67,7 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
         return {"output": str(output / "labels" / "instances"), "status": "complete (skipped)"}
     attrs = {"volseg": {**ctx.provenance, "stage": NAME, "config": config.to_dict()}}
     result = run_instances(
-        _resolve(ctx, config.labels), output, classes=config.classes,
+        ctx.resolve(config.labels), output, classes=config.classes,
         connectivity=config.connectivity, min_size=config.min_size, table=table,
         block_size=config.block_size, voxel_size=config.voxel_size,
         overwrite=ctx.overwrite, attrs=attrs, client=ctx.client,

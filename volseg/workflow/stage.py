@@ -69,6 +69,19 @@ class RunContext:
         p = Path(p).expanduser()
         return p if p.is_absolute() else self.workdir / p
 
+    def resolve(self, p: str | Path) -> Path:
+        """Resolve an input that may be a product or an external file.
+
+        A product of the workflow (in :attr:`workdir`) wins if it exists, then an
+        existing external path (from :attr:`base_dir`); otherwise the product path,
+        so that a later error names where the product was expected.
+        """
+        product = self.path(p)
+        if product.exists():
+            return product
+        external = self.external(p)
+        return external if external.exists() else product
+
     def external(self, p: str | Path) -> Path:
         """Resolve an external input path: relative paths are taken from :attr:`base_dir`."""
         p = Path(p).expanduser()
