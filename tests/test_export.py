@@ -60,6 +60,15 @@ def test_write_mrc_numpy_dtypes_and_modes(tmp_path: Path) -> None:
         write_mrc(labels.astype(np.int32), tmp_path / "i32.mrc", voxel_size_nm=None)
 
 
+def test_write_mrc_keeps_at_most_nine_header_labels(tmp_path: Path) -> None:
+    texts = [f"label {i} " + "x" * 90 for i in range(12)]
+    write_mrc(_labels(), tmp_path / "l.mrc", voxel_size_nm=None, labels=texts)
+    with mrcfile.open(tmp_path / "l.mrc", header_only=True) as mrc:
+        assert int(mrc.header.nlabl) == 10
+        stored = [bytes(t).decode().strip() for t in mrc.header.label[1:10]]
+    assert stored == [t[:80] for t in texts[:9]]
+
+
 def test_write_mrc_refuses_values_that_do_not_fit_and_leaves_nothing(tmp_path: Path) -> None:
     labels = _labels()
     labels[-1, 0, 0] = 255  # last slab: int8 cannot hold it

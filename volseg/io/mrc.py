@@ -130,7 +130,8 @@ class MrcSlabWriter:
     overwrite
         Replace an existing ``path``; otherwise it is refused.
     labels
-        Text labels for the header (at most 10, each cut to 80 characters).
+        Text labels for the header (at most 9 are kept, each cut to 80 characters;
+        mrcfile adds a tenth, "Created by mrcfile.py").
 
     Raises
     ------
@@ -161,7 +162,7 @@ class MrcSlabWriter:
                 raise InputError(f"{self.path}: voxel size must be three positive numbers "
                                  f"(z y x, nm), got {tuple(voxel_size_nm)}")
         self.voxel_size_nm = None if voxel_size_nm is None else vs
-        self.labels = [str(t)[:80] for t in labels][:10]
+        self.labels = [str(t)[:80] for t in labels][:9]  # mrcfile adds its own label
         if self.path.exists() and not overwrite:
             raise OutputExistsError(f"{self.path} exists; pass --overwrite to replace it")
         self.partial = partial_path(self.path)
@@ -314,7 +315,7 @@ def write_mrc(
         :func:`default_mode` of the array's dtype.  Values that do not fit the mode
         are refused rather than wrapped.
     labels
-        Header text labels (at most 10 of 80 characters).
+        Header text labels (at most 9 of 80 characters are kept).
     client
         Optional ``distributed.Client`` that computes the slabs.
 
