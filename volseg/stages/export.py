@@ -117,15 +117,6 @@ def read_stamp(path: str | Path) -> str | None:
         return None
 
 
-def _resolve(ctx: RunContext, path: str) -> Path:
-    """A workflow product if it exists there, else an external path, else the product path."""
-    product = ctx.path(path)
-    if product.exists():
-        return product
-    external = ctx.external(path)
-    return external if external.exists() else product
-
-
 def _select(array: Any, config: Config, source: Path) -> Any:
     """Pick the channel (4-D inputs) and build the binary mask (``classes``)."""
     import dask.array as da
@@ -274,7 +265,7 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
         why = ("was exported with other settings" if found is not None
                else "exists and was not written by volseg export")
         raise OutputExistsError(f"{output} {why}; pass --overwrite to replace it")
-    source = _resolve(ctx, config.input)
+    source = ctx.resolve(config.input)
     if not source.exists():
         raise InputError(f"export.input: {config.input} not found in {ctx.workdir} or "
                          f"{ctx.base_dir}; run the stage that makes it first")
