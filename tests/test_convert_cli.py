@@ -246,3 +246,19 @@ def test_lucchi_convert_and_info(shared_data: Path, tmp_path: Path,
 
     first = tifffile.imread(str(source), key=range(0, 3))
     np.testing.assert_array_equal(zarr.open_array(str(out / "0"), mode="r")[:3], first)
+
+
+def test_label_values_are_mapped_to_class_ids(tmp_path: Path) -> None:
+    import tifffile
+
+    image = np.arange(5 * 7 * 9, dtype=np.uint8).reshape(5, 7, 9)
+    mask = np.where(image % 3 == 0, 255, 0).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    tifffile.imwrite(tmp_path / "mask.tif", mask)
+    assert main(["convert", str(tmp_path / "img.tif"), str(tmp_path / "x.ome.zarr")]) == 0
+    assert main(["convert", str(tmp_path / "mask.tif"), "--labels-of",
+                 str(tmp_path / "x.ome.zarr"), "--name", "mito", "--map", "255=1"]) == 0
+    labels, _ = open_volume(tmp_path / "x.ome.zarr" / "labels" / "mito")
+    assert np.array_equal(np.asarray(labels), (mask == 255).astype(np.uint8))
+    assert main(["convert", str(tmp_path / "img.tif"), str(tmp_path / "y.ome.zarr"),
+                 "--map", "255=1"]) == 2

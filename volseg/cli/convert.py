@@ -56,9 +56,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="add the labels to this existing OME-Zarr image (implies --labels)")
     parser.add_argument("--name", default="labels",
                         help="name of the label image (default: labels)")
+    parser.add_argument("--map", dest="values", action="append", default=[],
+                        metavar="OLD=NEW", type=_value_pair,
+                        help="labels: map a raw value to a class id, e.g. --map 255=1 "
+                             "(repeatable; values not listed are kept)")
     parser.add_argument("--no-pyramid", action="store_true",
                         help="write level 0 only (no downsampled levels)")
     _common.add_overwrite(parser)
+
+
+def _value_pair(text: str) -> tuple[int, int]:
+    """Parse ``OLD=NEW`` (two integers) for ``--map``."""
+    try:
+        old, new = (int(part) for part in text.split("="))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected OLD=NEW integers, e.g. 255=1, got {text!r}") from None
+    return old, new
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
     from volseg.io.convert import convert_image, convert_labels  # heavy: import when used
 
     labels = bool(args.labels or args.labels_of)
+    if args.values and not labels:
+        raise InputError("--map applies to label volumes; add --labels or --labels-of IMAGE")
     if args.labels_of and args.output:
         raise InputError("give either OUTPUT or --labels-of IMAGE, not both")
     if not args.labels_of and not args.output:
@@ -80,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
         if args.labels_of and not image.exists():
             raise InputError(f"{image} does not exist; convert the image first or drop "
                              f"--labels-of")
-        result = convert_labels(args.input, image, args.name, attrs=attrs, **common)
+        result = convert_labels(args.input, image, args.name, attrs=attrs,
+                                values=dict(args.values) or None, **common)
     else:
         result = convert_image(args.input, args.output, attrs=attrs, **common)
     print(summary(result))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import dask.array as da
 import numpy as np
 import zarr
 
@@ -185,17 +186,42 @@ def convert_image(
     return _result(output, target, vs, state, report, start, overwrite)
 
 
+def _remap_block(block: np.ndarray, old: np.ndarray, new: np.ndarray,
+                 dtype: np.dtype) -> np.ndarray:
+    out = block.astype(dtype, copy=True)
+    for o, n in zip(old, new, strict=True):
+        out[block == o] = n
+    return out
+
+
+def remap_labels(array: da.Array, values: Mapping[int, int]) -> da.Array:
+    """Map raw label values to class ids blockwise (values not listed are kept).
+
+    The result is ``uint8`` when the input is and every new value fits, else the
+    input's dtype.
+    """
+    old = np.array(list(values), dtype=np.int64)
+    new = np.array(list(values.values()), dtype=np.int64)
+    dtype = np.dtype(array.dtype)
+    if new.min(initial=0) < 0 or (dtype == np.uint8 and new.max(initial=0) > 255):
+        raise InputError(f"label values {dict(values)} do not fit {dtype}; "
+                         "map to ids in 0..255 for uint8 labels")
+    return da.map_blocks(_remap_block, array, old, new, dtype, dtype=dtype)
+
+
 def convert_labels(
     source: str | Path, image: str | Path, name: str, *, dataset: str | None = None,
     chunks: Sequence[int] | None = None, voxel_size: Sequence[float] | None = None,
     overwrite: bool = False, attrs: Mapping[str, Any] | None = None, pyramid: bool = True,
-    client: Any = None,
+    client: Any = None, values: Mapping[int, int] | None = None,
 ) -> ConvertResult:
     """Convert ``source`` into the NGFF label image ``image/labels/<name>``.
 
     The image group is created (without an image) when it does not exist; when it
     holds an image, the labels must have its shape and take its voxel size unless
-    ``voxel_size`` is given.  Other parameters as for :func:`convert_image`.
+    ``voxel_size`` is given.  ``values`` maps raw label values to class ids (e.g.
+    ``{255: 1}`` for a 0/255 mask); values not listed are kept.  Other parameters as
+    for :func:`convert_image`.
     """
     start = time.perf_counter()
     source, image = Path(source), Path(image)
@@ -212,6 +238,8 @@ def convert_labels(
     vs = _voxel(voxel_size, meta) if voxel_size is not None else (image_vs or meta.voxel_size)
     if array.dtype == np.bool_:
         array = array.astype(np.uint8)
+    if values:
+        array = remap_labels(array, values)
     target = omezarr.create_labels(
         image, name, shape=array.shape, dtype=array.dtype, chunks=target_chunks,
         voxel_size=vs, overwrite=overwrite, attrs=attrs)

@@ -33,6 +33,8 @@ class LabelSource(StageConfig):
 
     path: str = Field(description="external label volume (file or folder)")
     dataset: str | None = Field(None, description="dataset inside HDF5 / Zarr / N5")
+    values: dict[int, int] | None = Field(
+        None, description="raw value -> class id, e.g. {255: 1} for a 0/255 mask")
 
 
 class Config(StageConfig):
@@ -75,7 +77,7 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
             continue
         result = convert_labels(
             ctx.external(src.path), output, name, dataset=src.dataset, chunks=config.chunks,
-            overwrite=ctx.overwrite, attrs=attrs, client=ctx.client)
+            overwrite=ctx.overwrite, attrs=attrs, client=ctx.client, values=src.values)
         summary["labels"][name] = _brief(result)
     return summary
 
