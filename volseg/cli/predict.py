@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 
 from volseg.cli import _common
-from volseg.inference.pipeline import PROBABILITY_DTYPES, run_predict
+from volseg.inference.pipeline import PROBABILITY_DTYPES, return_freed_memory, run_predict
 from volseg.inference.predictor import PRECISIONS
 from volseg.inference.weights import BLENDS
 
@@ -58,7 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tta", action="store_true",
                         help="average the logits over flips (8 in 3-D, 4 in-plane in 2.5-D)")
     parser.add_argument("--block", nargs=3, type=_common.positive_int, metavar=("Z", "Y", "X"),
-                        help="block (= output chunk) size (default max(patch, 64) per axis)")
+                        help="block (= output chunk) size (default: two patch strides per axis; "
+                             "multiples of the stride need the least memory)")
     parser.add_argument("--no-pyramid", action="store_true",
                         help="write level 0 only (no downsampled levels)")
     _common.add_overwrite(parser)
@@ -67,6 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Predict, write the outputs and print a short summary; return the exit status."""
     attrs = _common.output_attrs(NAME, [], args)
+    return_freed_memory()
     result = run_predict(
         args.model, args.input, args.output, patch_size=args.patch, overlap=args.overlap,
         blend=args.blend, batch_size=args.batch_size, device=args.device,

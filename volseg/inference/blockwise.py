@@ -10,19 +10,25 @@ owns the patches of the global grid whose output start lies in it
    after it, plus the network's context), assembled from the input blocks that
    intersect it and padded only where it leaves the *volume*;
 2. evaluate its patches in batches;
-3. return :math:`\\sum_p w_p f_p` (``C`` channels) and :math:`\\sum_p w_p` (one
-   channel) over the union of its patches' outputs, in float64.
+3. return, over the union of its patches' outputs, the block's weighted mean
+   :math:`m = \\sum_p w_p f_p / \\sum_p w_p` (``C`` channels) and weight
+   :math:`W = \\sum_p w_p` (one channel), accumulated in float64 and stored as
+   float32.
 
 The emission is cut into *pieces*, one per output block it overlaps (itself and
 the following neighbours its overhang reaches), so that it can be freed at once;
-the *merge* of an output block adds its pieces and normalises,
-:math:`y = \\sum w f / \\sum w`, to float32.  Every patch is evaluated exactly once;
-the graph has one emission and one merge per block plus one piece per
-(emitting block, receiving block) pair: ``O(blocks)`` tasks.
+the *merge* of an output block combines its pieces,
+:math:`y = \\sum_k W_k m_k / \\sum_k W_k` (float64, rounded to float32).  Every
+patch is evaluated exactly once; the graph has one emission and one merge per
+block plus one piece per (emitting block, receiving block) pair: ``O(blocks)``
+tasks.
 
 Accumulating in float64 makes a per-voxel network (``f = 2 x``) come back
-bit-exactly: each product of two float32 numbers is exact in float64, and the
-rounding of a handful of float64 sums is far below float32 resolution.
+bit-exactly: each product of two float32 numbers is exact in float64, the rounding
+of a handful of float64 sums is far below float32 resolution, so each local mean
+rounds back to exactly ``f`` and so does the merged mean.  Storing the pieces as
+float32 means and weights (rather than float64 sums) halves the memory of the
+overhangs waiting for their neighbours.
 
 Dense halo mapping (centre-voxel networks)
 ------------------------------------------
@@ -186,17 +192,18 @@ def emit_block(
     task: EmitTask,
     call: ModelCall,
 ) -> np.ndarray:
-    """Evaluate a block's patches; return ``(C + 1, *write.shape)`` float64 weighted sums.
+    """Evaluate a block's patches; return their ``(C + 1, *write.shape)`` float32 blend.
 
-    Channels ``0 .. C-1`` hold :math:`\\sum_p w_p f_p`, channel ``C`` holds
-    :math:`\\sum_p w_p`, over ``task.write``.
+    Over ``task.write``, channels ``0 .. C-1`` hold the block's own weighted mean
+    :math:`m = \\sum_p w_p f_p / \\sum_p w_p` and channel ``C`` its weight
+    :math:`W = \\sum_p w_p` (sums accumulated in float64, then rounded).
     """
     region = read_region(parts, part_boxes, task.read, task.shape, task.pad_modes,
                          call.normalization)
     predictor = call.predictor(model)
     weight = importance_map(task.out_patch, task.blend, sigma_scale=task.sigma_scale)
     nc = task.out_channels
-    acc = np.zeros((nc + 1, *task.write.shape), dtype=np.float64)
+    acc: np.ndarray | None = None  # allocated after the first forward pass (memory)
     in_patch = tuple(
         p + b + a for p, b, a in zip(task.out_patch, task.context_before, task.context_after,
                                      strict=True)
@@ -213,20 +220,34 @@ def emit_block(
         if out.shape != expected:
             raise ValueError(f"the network returned shape {out.shape} for input "
                              f"{batch.shape}; expected {expected}")
+        if acc is None:
+            acc = np.zeros((nc + 1, *task.write.shape), dtype=np.float64)
         for logits, start in zip(out, starts, strict=True):
             pbox = Box.from_shape(task.out_patch, start)
             clip = pbox.intersect(task.write)
             src = clip.relative_to(pbox.start).slices()
             dst = clip.relative_to(task.write.start).slices()
             w = weight[src].astype(np.float64)
-            acc[(slice(0, nc), *dst)] += logits[(slice(None), *src)] * w
-            acc[(slice(nc, nc + 1), *dst)] += w
-    return acc
+            for c in range(nc):  # one channel at a time: small temporaries
+                acc[c][dst] += logits[c][src] * w
+            acc[nc][dst] += w
+    # local weighted mean and weight, float32 (see merge_pieces: still exact)
+    assert acc is not None
+    den = acc[nc:]
+    if not np.all(den > 0):  # the owned patches tile their write box without gaps
+        raise RuntimeError(f"the patches of block {task.write} leave a gap (planning error)")
+    np.divide(acc[:nc], den, out=acc[:nc])
+    return acc.astype(np.float32)
 
 
-def take_piece(emission: np.ndarray, box: Box) -> np.ndarray:
-    """Return a copy of the part ``box`` (relative to the emission) of an emission."""
-    return np.array(emission[(slice(None), *box.slices())], copy=True)
+def take_piece(emission: np.ndarray, box: Box, copy: bool = True) -> np.ndarray:
+    """Return the part ``box`` (relative to the emission) of an emission.
+
+    A copy, so that the emission can be freed while the piece waits for its block;
+    a block's own piece is a view (the emission lives until that merge anyway).
+    """
+    view = emission[(slice(None), *box.slices())]
+    return np.array(view, copy=True) if copy else view
 
 
 def merge_pieces(
@@ -245,17 +266,26 @@ def merge_pieces(
 
     Notes
     -----
-    :math:`y = (\\sum_k \\mathrm{num}_k) / (\\sum_k \\mathrm{den}_k)` in float64, then
-    rounded to float32.
+    With the pieces' local means :math:`m_k` and weights :math:`W_k`,
+    :math:`y = \\sum_k W_k m_k / \\sum_k W_k`, computed in float64 and rounded to
+    float32.  This equals :math:`\\sum_p w_p f_p / \\sum_p w_p` over all patches up to
+    float32 rounding, and is exact for a per-voxel network: every :math:`m_k` is
+    then exactly :math:`f` (a float64 quotient within a few ulp of a float32 number
+    rounds back to it), and so is :math:`y`.
     """
     nc1 = pieces[0].shape[0]
-    acc = np.zeros((nc1, *shape), dtype=np.float64)
+    num = np.zeros((nc1 - 1, *shape), dtype=np.float64)
+    den = np.zeros(shape, dtype=np.float64)
     for piece, box in zip(pieces, boxes, strict=True):
-        acc[(slice(None), *box.slices())] += piece
-    den = acc[-1]
+        where = box.slices()
+        w = piece[-1].astype(np.float64)
+        for c in range(nc1 - 1):  # one channel at a time: small temporaries
+            num[c][where] += piece[c] * w
+        den[where] += w
     if not np.all(den > 0):
         raise RuntimeError("a voxel of the block is covered by no patch (planning error)")
-    return (acc[:-1] / den).astype(np.float32)
+    np.divide(num, den, out=num)
+    return num.astype(np.float32)
 
 
 def _input_keys(
@@ -351,7 +381,8 @@ def overlap_add(
             if inter.empty:
                 continue
             pkey = (pname, *src, *idx)
-            dsk[pkey] = (take_piece, (ename, *src), inter.relative_to(wbox.start))
+            dsk[pkey] = (take_piece, (ename, *src), inter.relative_to(wbox.start),
+                         src != idx)
             pieces.append(pkey)
             rel.append(inter.relative_to(block.start))
         dsk[(mname, 0, *idx)] = (merge_pieces, pieces, rel, block.shape)

@@ -35,6 +35,7 @@ from volseg.inference.api import (
     logits_to_probabilities,
     predict_logits,
 )
+from volseg.inference.stream import compute_in_rows
 
 LABEL_NAME = "semantic"
 ProbabilityDtype = Literal["none", "uint8", "float16", "float32"]
@@ -107,46 +108,62 @@ def _to_uint8(p: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(p, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+def return_freed_memory() -> bool:
+    """Make glibc give large freed buffers back to the OS at once (Linux; else a no-op).
+
+    glibc raises its ``mmap`` threshold after large buffers are freed, after which
+    blocks of tens of MiB come from the heap and stay in the process when freed:
+    a streaming run's resident set then grows with its largest *past* working set
+    rather than its current one.  Fixing the threshold at 1 MiB
+    (``mallopt(M_MMAP_THRESHOLD, 1 MiB)``, as ``MALLOC_MMAP_THRESHOLD_=1048576``
+    would) keeps every large array in its own mapping, released on ``free``.
+    Process-wide; called by ``volseg predict`` and the ``predict`` stage.
+
+    Returns
+    -------
+    bool
+        Whether the setting was applied.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_mmap_threshold = -3
+        return bool(libc.mallopt(m_mmap_threshold, 1 << 20))
+    except (OSError, AttributeError):
+        return False
+
+
 # ----------------------------------------------------------------- joint block store
 def _write_blocks(
     blocks: Sequence[np.ndarray], directories: Sequence[str],
-    regions: Sequence[tuple[slice, ...]], markers: Sequence[Sequence[str]],
+    regions: Sequence[tuple[slice, ...]], markers: Sequence[str], layouts: Sequence[Any],
 ) -> int:
-    """Write one block of each output, then create their chunks' completion markers."""
-    from volseg.io.store import MARKER_DIR
+    """Write one block of each output, each followed by its completion marker.
 
-    for block, directory, region in zip(blocks, directories, regions, strict=True):
-        target = zarr.open_array(store=directory, mode="r+")
-        target[region] = np.asarray(block)
-    for directory, names in zip(directories, markers, strict=True):
-        mdir = Path(directory) / MARKER_DIR
-        mdir.mkdir(exist_ok=True)
-        for name in names:
-            (mdir / name).touch()
+    Uses the block writer of :mod:`volseg.io.store` (data first, marker second), so a
+    block interrupted between two outputs is unmarked in one of them and recomputed.
+    """
+    from volseg.io.store import _write_block
+
+    for block, directory, region, marker, layout in zip(
+            blocks, directories, regions, markers, layouts, strict=True):
+        _write_block(block, directory, region, marker, layout)
     return 1
 
 
-def _covered(region: Sequence[slice], chunks: Sequence[int]) -> list[str]:
-    import itertools
-
-    from volseg.io.store import marker_name
-
-    ranges = [range(r.start // c, -(-r.stop // c)) for r, c in zip(region, chunks, strict=True)]
-    return [marker_name(ix) for ix in itertools.product(*ranges)]
-
-
 class _VoxelProgress(Callback):
-    """Local-scheduler progress bar counting written voxels, with voxels/s."""
+    """Local-scheduler progress bar counting written voxels, with voxels/s.
+
+    Used as a context manager around several computes (one per row of blocks):
+    the bar spans them all.
+    """
 
     def __init__(self, description: str, keys: Mapping[Any, int], total: int) -> None:
         super().__init__()
-        self._description = description
         self._keys = keys
-        self._total = total
-        self._progress: Any = None
-        self._task: Any = None
-
-    def _start(self, dsk: Any) -> None:
         from rich.progress import (
             BarColumn,
             Progress,
@@ -161,21 +178,24 @@ class _VoxelProgress(Callback):
             TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
             disable=not sys.stderr.isatty(),
         )
+        self._task = self._progress.add_task(description, total=max(total, 1), rate="")
+
+    def __enter__(self) -> _VoxelProgress:
         self._progress.start()
-        self._task = self._progress.add_task(self._description, total=max(self._total, 1),
-                                             rate="")
+        super().__enter__()
+        return self
+
+    def __exit__(self, *args: Any) -> None:
+        super().__exit__(*args)
+        self._progress.stop()
 
     def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, wid: Any) -> None:
         voxels = self._keys.get(key)
-        if voxels and self._progress is not None:
+        if voxels:
             self._progress.advance(self._task, voxels)
             task = self._progress.tasks[0]
             speed = task.completed / max(task.elapsed or 1e-9, 1e-9)
             self._progress.update(self._task, rate=f"{speed:,.0f} voxels/s")
-
-    def _finish(self, dsk: Any, state: Any, errored: bool) -> None:
-        if self._progress is not None:
-            self._progress.stop()
 
 
 def store_together(
@@ -188,20 +208,16 @@ def store_together(
     one chunk); block ``(i, j, k)`` of all of them is written by one task, so what
     they share upstream (the logits) is computed once per block.  Markers follow
     :mod:`volseg.io.store`; blocks whose chunks are all marked in every target are
-    skipped and their upstream graph culled.
+    skipped and their upstream graph culled.  Locally the blocks are computed row
+    by row (:func:`volseg.inference.stream.compute_in_rows`) to bound memory; on a
+    ``distributed`` cluster the write tasks are submitted together.
 
     Returns
     -------
     total, computed
         Number of blocks, and of blocks computed now.
     """
-    from volseg.io.store import (
-        array_dir,
-        check_alignment,
-        clear_markers,
-        completed_chunks,
-        marker_dir,
-    )
+    from volseg.io import store
 
     spatial = pairs[0][0].chunks[-3:]
     for array, target in pairs:
@@ -209,15 +225,19 @@ def store_together(
             raise ValueError(f"array shape {array.shape} != target shape {target.shape}")
         if array.chunks[-3:] != spatial or any(len(c) != 1 for c in array.chunks[:-3]):
             raise ValueError("arrays must share the spatial block grid, one chunk elsewhere")
-        check_alignment(array.chunks, target.shape, target.chunks)
+        store.check_alignment(array.chunks, target.shape, target.chunks)
         if overwrite:
-            clear_markers(target)
-        marker_dir(target).mkdir(exist_ok=True)
-    done = [completed_chunks(t) for _, t in pairs]
-    dirs = [str(array_dir(t)) for _, t in pairs]
-    delayed = [a.to_delayed() for a, _ in pairs]
+            store.clear_markers(target)
+        store.marker_dir(target).mkdir(exist_ok=True)
+    done = [store.completed_chunks(t) for _, t in pairs]
+    dirs = [str(store.array_dir(t)) for _, t in pairs]
+    layouts = [store._v2_layout(t) for _, t in pairs]
+    # unoptimised: per-array fusion would duplicate the shared logits tasks
+    delayed = [a.to_delayed(optimize_graph=False) for a, _ in pairs]
     starts = [np.concatenate([[0], np.cumsum(c)]) for c in spatial]
-    writes, voxels = [], {}
+    writes: list[Any] = []
+    indices: list[tuple[int, ...]] = []
+    voxels: dict[Any, int] = {}
     total = 0
     for idx in np.ndindex(*(len(c) for c in spatial)):
         total += 1
@@ -225,16 +245,17 @@ def store_together(
         regions, markers, todo = [], [], False
         for (array, target), finished in zip(pairs, done, strict=True):
             region = tuple(slice(0, n) for n in array.shape[:-3]) + box
-            names = _covered(region, target.chunks)
-            todo = todo or not all(m in finished for m in names)
+            ranges = store._chunk_ranges(region, target.chunks)
+            todo = todo or not all(ix in finished for ix in store._expand(ranges))
             regions.append(region)
-            markers.append(names)
+            markers.append(store.marker_name(ranges))
         if not todo:
             continue
         lead = [(0,) * (a.ndim - 3) for a, _ in pairs]
         blocks = [d[(*ld, *idx)] for d, ld in zip(delayed, lead, strict=True)]
-        task = dask.delayed(_write_blocks, pure=False)(blocks, dirs, regions, markers)
+        task = dask.delayed(_write_blocks, pure=False)(blocks, dirs, regions, markers, layouts)
         writes.append(task)
+        indices.append(tuple(int(i) for i in idx))
         voxels[task.key] = int(np.prod([b.stop - b.start for b in box]))
     if not writes:
         return total, 0
@@ -247,7 +268,7 @@ def store_together(
         client.gather(futures)
     else:
         with _VoxelProgress(description, voxels, sum(voxels.values())):
-            dask.compute(*writes)
+            compute_in_rows(writes, indices)
     return total, len(writes)
 
 
@@ -332,7 +353,8 @@ def run_predict(
                          f"got an array of shape {tuple(arr.shape)}")
     shape = tuple(int(n) for n in arr.shape[-3:])
     patch = tuple(int(p) for p in (patch_size or spec.patch_size))
-    block = tuple(int(b) for b in (block_size or default_block_size(shape, patch, spec.kind)))
+    block = tuple(int(b) for b in (
+        block_size or default_block_size(shape, patch, spec.kind, overlap)))
     block = tuple(max(1, min(b, n)) for b, n in zip(block, shape, strict=True))
     logits = predict_logits(
         arr, model, patch_size=patch, overlap=overlap, blend=blend, sigma_scale=sigma_scale,

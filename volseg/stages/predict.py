@@ -14,7 +14,7 @@ Example::
       precision: fp32                   # fp32 | bf16 | fp16 (CUDA autocast)
       probabilities: uint8              # none | uint8 | float16 | float32
       tta: false
-      block_size: null                  # default: max(patch, 64) per axis
+      block_size: null                  # default: two patch strides per axis
 
 A rerun resumes an interrupted prediction and skips a finished one; with the
 workflow's ``--overwrite`` it is recomputed.
@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from volseg.inference.pipeline import output_state, run_predict
+from volseg.inference.pipeline import output_state, return_freed_memory, run_predict
 from volseg.workflow.stage import RunContext, StageConfig
 
 NAME = "predict"
@@ -54,7 +54,7 @@ class Config(StageConfig):
         "uint8", description="how class probabilities are stored (none: not written)")
     tta: bool = Field(False, description="average over flips (test-time augmentation)")
     block_size: tuple[int, int, int] | None = Field(
-        None, description="block (= output chunk) z y x (default: max(patch, 64))")
+        None, description="block (= output chunk) z y x (default: two patch strides)")
 
     @field_validator("patch_size", "block_size")
     @classmethod
@@ -79,6 +79,7 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
     if not ctx.overwrite and output_state(output, config.probabilities) == "complete":
         return {"output": str(output), "status": "complete (skipped)"}
     attrs = {"volseg": {**ctx.provenance, "stage": NAME, "config": config.to_dict()}}
+    return_freed_memory()
     result = run_predict(
         _resolve(ctx, config.model), _resolve(ctx, config.input), output,
         patch_size=config.patch_size, overlap=config.overlap, blend=config.blend,
