@@ -8,6 +8,7 @@ import dask.array as da
 import numpy as np
 import pytest
 import torch
+import zarr
 from monai.data.utils import compute_importance_map, dense_patch_slices
 from monai.inferers import sliding_window_inference
 from monai.inferers.utils import _get_scan_interval
@@ -289,6 +290,17 @@ def test_monai_parity_on_local_cluster(client, tmp_path, volume: np.ndarray) -> 
     y = client.compute(out).result()
     ref = monai_reference(spec.normalization.apply(raw), fnet, PATCH, 0.25)
     assert np.abs(y - ref).max() < 1e-4
+    # both outputs written from one graph on the cluster, equal to the local result
+    from volseg.inference.pipeline import store_together
+
+    root = zarr.open_group(str(tmp_path / "o.zarr"), mode="w", zarr_format=2)
+    lab = root.create_array("l", shape=SHAPE, chunks=(3, 5, 5), dtype=np.uint8)
+    prob = root.create_array("p", shape=(3, *SHAPE), chunks=(3, 3, 5, 5), dtype=np.float32)
+    assert store_together([(logits_to_labels(out), lab),
+                           (logits_to_probabilities(out), prob)], description="t",
+                          client=client) == (out.npartitions, out.npartitions)
+    assert np.array_equal(lab[...], logits_to_labels(y))
+    np.testing.assert_allclose(prob[...], logits_to_probabilities(y), atol=1e-6)
     stats = client.run(cache_stats)
     assert len(stats) == 2
     assert all(s["loads"] <= 1 for s in stats.values())
@@ -296,4 +308,4 @@ def test_monai_parity_on_local_cluster(client, tmp_path, volume: np.ndarray) -> 
     emissions = sum(1 for k in dict(out.__dask_graph__())
                     if isinstance(k, tuple) and str(k[0]).startswith("volseg-emit"))
     assert emissions > 2
-    assert sum(s["hits"] + s["loads"] for s in stats.values()) == emissions
+    assert sum(s["hits"] + s["loads"] for s in stats.values()) == 2 * emissions

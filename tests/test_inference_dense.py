@@ -77,6 +77,21 @@ def test_dense_equals_patchwise(r: int, block: tuple[int, ...], tile: tuple[int,
     assert np.abs(got - ref).max() < 1e-4
 
 
+def test_volseg_centre_voxel_net_with_batch_norm() -> None:
+    from volseg.models import CentreVoxelNet
+
+    torch.manual_seed(2)
+    net = CentreVoxelNet(1, 2, receptive_field=6, width=4, head_width=8, norm="batch").eval()
+    assert receptive_field(net) == 6
+    rng = np.random.default_rng(6)
+    volume = rng.normal(size=SHAPE).astype(np.float32)
+    dense = predict_logits(volume, net, kind="centre_voxel", patch_size=(5, 6, 7),
+                           block_size=(6, 7, 5), device="cpu").compute()
+    pos = positions(rng, 20)
+    ref = patchwise(net, volume, 6, pos)
+    assert np.abs(dense[:, pos[:, 0], pos[:, 1], pos[:, 2]].T - ref).max() < 1e-4
+
+
 def test_densify_pooled_and_strided_network() -> None:
     net = pooled_cnn()
     assert needs_densify(net) and receptive_field(net) == 12

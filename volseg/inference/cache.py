@@ -114,7 +114,7 @@ def module_token(module: nn.Module) -> str:
     h.update(repr(module).encode())
     for name, tensor in module.state_dict().items():
         h.update(name.encode())
-        t = tensor.detach().to("cpu").contiguous()
+        t = tensor.detach().to("cpu").contiguous().reshape(-1)
         h.update(str((tuple(t.shape), str(t.dtype))).encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
