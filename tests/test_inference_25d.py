@@ -17,9 +17,9 @@ SHAPE = (6, 20, 13)  # x shorter than the patch: padded as MONAI pads
 
 def reference(volume: np.ndarray, net: nn.Module, k: int, patch: tuple[int, int],
               overlap: float) -> np.ndarray:
-    """MONAI's 2-D sliding window on every section, fed the k-section stack (edge-replicated)."""
+    """MONAI's 2-D sliding window on every section, fed the k-section stack (mirrored)."""
     h = k // 2
-    padded = np.pad(volume, [(h, h), (0, 0), (0, 0)], mode="edge")
+    padded = np.pad(volume, [(h, h), (0, 0), (0, 0)], mode="reflect")
     out = []
     with torch.no_grad():
         for z in range(volume.shape[0]):
@@ -74,8 +74,11 @@ def test_25d_per_voxel_model_exact_and_context_order(tta: bool) -> None:
 
     prev = predict_logits(volume, Previous(), kind="2.5d", context=3, patch_size=(8, 8),
                           block_size=(3, 20, 13), device="cpu").compute()
-    expected = np.concatenate([volume[:1], volume[:-1]])  # edge-replicated first section
+    expected = np.concatenate([volume[1:2], volume[:-1]])  # section -1 mirrors section 1
     assert np.array_equal(prev[0], expected)
+    one = predict_logits(volume[:1], Previous(), kind="2.5d", context=3, patch_size=(8, 8),
+                         device="cpu").compute()
+    assert np.array_equal(one[0], volume[:1])  # a single section is its own context
 
 
 def test_25d_needs_odd_context() -> None:

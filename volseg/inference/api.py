@@ -158,8 +158,9 @@ def predict_logits(
 
     Border policies: axes shorter than the patch are zero-padded (MONAI's
     ``padding_mode="constant"``); the z-context of 2.5-D networks beyond the first
-    and last section repeats the edge section (``"edge"``); centre-voxel networks
-    see the volume padded with ``border``.
+    and last section is mirrored (``numpy.pad`` ``"reflect"``: section ``-1`` is
+    section ``1``; a single section is repeated), as :mod:`volseg.train` mirrors
+    it in training; centre-voxel networks see the volume padded with ``border``.
 
     Centre-voxel networks are evaluated densely
     (:func:`volseg.inference.blockwise.dense_map`): pooling/strided networks are
@@ -237,7 +238,7 @@ def predict_logits(
         if k < 1 or k % 2 == 0:
             raise ConfigError(f"a 2.5-D network needs an odd context >= 1, got {context}")
         ctx = ((k // 2, k // 2), (0, 0), (0, 0))
-        modes = ("edge", "constant", "constant")
+        modes = ("reflect", "constant", "constant")
     else:
         ctx = ((0, 0),) * 3
         modes = ("constant",) * 3
