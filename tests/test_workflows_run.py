@@ -138,13 +138,13 @@ def test_fibsem_shrunk_run_on_the_threaded_scheduler(tmp_path: Path) -> None:
 def test_lucchi_paths_are_overridable() -> None:
     wf = load_workflow(WORKFLOWS / "lucchi.yaml", [
         "convert.input=/data/lucchi/training.tif",
-        "convert.labels.truth=/data/lucchi/training_groundtruth.tif"])
+        "convert.labels.truth.path=/data/lucchi/training_groundtruth.tif"])
     convert = wf.config.convert  # type: ignore[attr-defined]
     assert convert.input == "/data/lucchi/training.tif"
-    assert convert.labels["truth"] == "/data/lucchi/training_groundtruth.tif"
+    assert convert.labels["truth"].path == "/data/lucchi/training_groundtruth.tif"
+    assert convert.labels["truth"].values == {255: 1}  # kept: only the path was overridden
     shipped = load_workflow(WORKFLOWS / "lucchi.yaml").config
     assert shipped.convert.input == "../shared/data/lucchi/training.tif"  # type: ignore[attr-defined]
-    assert shipped.train.label_map == {0: 0, 255: 1}  # type: ignore[attr-defined]
     assert shipped.train.split.train == [(0, 120)]  # type: ignore[attr-defined]
     assert shipped.train.split.validation == [(130, 165)]  # type: ignore[attr-defined]
 
@@ -156,14 +156,20 @@ def test_lucchi_real_data_tiny_run(tmp_path: Path, shared_data: Path) -> None:
     lucchi = shared_data / "lucchi"
     wf = _load(
         "lucchi", out, f"convert.input={lucchi / 'training.tif'}",
-        f"convert.labels.truth={lucchi / 'training_groundtruth.tif'}",
+        f"convert.labels.truth.path={lucchi / 'training_groundtruth.tif'}",
         *TINY_TRAINING, "train.model.patch_size=[1, 64, 64]", "train.validation_sections=2",
         "train.model.params={context: 5, widths: [8, 16], num_res_units: 0}",
         "predict.batch_size=16", "predict.block_size=[55, 384, 512]",  # 12 blocks
     )
-    assert _run(wf, tmp_path) == ["convert", "train", "predict", "preview"]
+    assert _run(wf, tmp_path) == ["convert", "train", "predict", "evaluate", "preview"]
     image, meta = open_volume(out / "image.ome.zarr")
     assert image.shape == (165, 768, 1024) and meta.voxel_size == pytest.approx((5.0, 5.0, 5.0))
+    truth, _ = open_volume(out / "image.ome.zarr" / "labels" / "truth")
+    raw, _ = open_volume(lucchi / "training_groundtruth.tif")
+    assert np.array_equal(truth[150].compute(), (raw[150].compute() == 255).astype(np.uint8))
     pred, _ = open_volume(out / "prediction.ome.zarr" / "labels" / "semantic")
     assert pred.shape == image.shape and int(pred.max().compute()) <= 1
+    semantic = _metrics(out)["semantic"]
+    assert semantic["ignored_voxels"] == 0  # 255 became class 1, nothing is ignored
+    assert semantic["per_class"]["mitochondrion"]["support"] == int((raw == 255).sum().compute())
     _previews(out)
