@@ -15,7 +15,7 @@ import mrcfile
 import numpy as np
 import pytest
 
-from volseg.cluster import SlurmCluster
+from volseg.cluster import LocalProcessCluster, SlurmCluster
 from volseg.io import open_volume
 from volseg.workflow.runner import run_workflow
 from volseg.workflow.schema import Workflow, load_workflow
@@ -111,6 +111,10 @@ def test_fibsem_workflow_is_the_full_size_cluster_use_case() -> None:
     assert mu[membrane, mito] == mu[mito, membrane] > np.median(off)
     assert sorted(config.instances.classes) == sorted(  # type: ignore[attr-defined]
         [names.index("mitochondrion"), names.index("vesicle")])
+    # the workstation override documented in the file's header
+    local = load_workflow(WORKFLOWS / "fibsem.yaml", [
+        "cluster={type: local, n_workers: 4, memory_limit: 8GiB}"]).config.cluster  # type: ignore[attr-defined]
+    assert isinstance(local, LocalProcessCluster) and local.n_workers == 4
 
 
 def test_fibsem_shrunk_run_on_the_threaded_scheduler(tmp_path: Path) -> None:
