@@ -247,3 +247,19 @@ def test_class_names_from_the_predict_record_of_the_image_group(
     data = json.loads((report / "metrics.json").read_text())
     assert list(data["semantic"]["per_class"]) == ["x", "y", "z"]
     assert set(data["semantic"]["average_precision"]) == {"x", "y", "z"}
+
+
+def test_z_range_evaluates_only_those_sections(volumes: dict, tmp_path: Path) -> None:
+    paths = _paths(volumes["root"])
+    report = tmp_path / "held_out"
+    assert main(["evaluate", "--prediction", paths["pred"], "--truth", paths["truth"],
+                 "--probabilities", paths["prob"], "--z-range", "5", "11",
+                 "--report", str(report)]) == 0
+    metrics = json.loads((report / "metrics.json").read_text())
+    truth, pred = volumes["truth"][5:11].ravel(), volumes["pred"][5:11].ravel()
+    expected = f1_score(truth, pred, average=None, labels=[0, 1, 2])
+    for name, value in zip(CLASSES, expected, strict=True):
+        assert metrics["semantic"]["per_class"][name]["f1"] == pytest.approx(value, abs=1e-12)
+    assert metrics["semantic"]["per_class"]["mito"]["support"] == int((truth == 2).sum())
+    assert main(["evaluate", "--prediction", paths["pred"], "--truth", paths["truth"],
+                 "--z-range", "5", "99", "--report", str(tmp_path / "bad")]) == 2

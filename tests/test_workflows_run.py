@@ -74,8 +74,7 @@ def test_cryoet_shrunk_run_writes_membranes_mrc_with_the_input_voxel_size(
     out = tmp_path / "run"
     wf = _load(
         "cryoet_membranes", out, "synth.shape=[24, 64, 64]", "synth.chunks=[8, 64, 64]",
-        f"convert.input={out / 'tomogram.mrc'}",
-        f"convert.labels.truth={out / 'tomogram_mask.mrc'}", "convert.chunks=[8, 64, 64]",
+        "convert.chunks=[8, 64, 64]",  # convert.input: the synth product, found in `out`
         *TINY_TRAINING, "train.model.patch_size=[1, 32, 32]", "train.split.gap=2",
         "train.model.params={context: 5, widths: [8, 16], num_res_units: 0}",
     )

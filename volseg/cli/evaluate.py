@@ -106,6 +106,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "zero (default 0, as scikit-learn)",
     )
     parser.add_argument(
+        "--z-range", type=int, nargs=2, metavar=("START", "STOP"),
+        help="evaluate only sections START <= z < STOP (e.g. the held-out part of a volume)",
+    )
+    parser.add_argument(
         "--report",
         required=True,
         metavar="DIR",
@@ -161,6 +165,18 @@ def _open_labels(path: str, what: str) -> tuple[Any, dict[str, Any]]:
     return arr, meta.attrs
 
 
+def _crop_z(array: Any, z_range: tuple[int, int] | None, path: str) -> Any:
+    """Keep sections ``[start, stop)`` of the z axis (the second axis of (c, z, y, x))."""
+    if z_range is None:
+        return array
+    start, stop = z_range
+    depth = array.shape[-3]
+    if not 0 <= start < stop <= depth:
+        raise InputError(f"{path}: z range [{start}, {stop}) is outside its {depth} sections; "
+                         f"give 0 <= START < STOP <= {depth}")
+    return array[..., start:stop, :, :]
+
+
 def run_evaluation(
     *,
     prediction: str,
@@ -176,8 +192,12 @@ def run_evaluation(
     record: dict[str, Any] | None = None,
     client: Any = None,
     quiet: bool = False,
+    z_range: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Open the inputs, evaluate in one pass, write the report; return the metrics.
+
+    ``z_range`` restricts every volume to sections ``[start, stop)`` (e.g. the held-out
+    sections of a training volume).
 
     Shared by the CLI and the ``evaluate`` workflow stage.  With ``instances_only``
     the ``prediction``/``truth`` volumes are instance labels; otherwise they are
@@ -188,7 +208,10 @@ def run_evaluation(
     check_report_dir(report, overwrite=overwrite)  # fail before the long computation
     pred, pred_attrs = _open_labels(prediction, "the prediction")
     true, true_attrs = _open_labels(truth, "the truth")
+    pred, true = _crop_z(pred, z_range, prediction), _crop_z(true, z_range, truth)
     inputs: dict[str, Any] = {"prediction": prediction, "truth": truth}
+    if z_range is not None:
+        inputs["z_range"] = list(z_range)
     semantic = None
     inst = None
     if instances_only:
@@ -210,12 +233,13 @@ def run_evaluation(
                     f"{probabilities}: probabilities must have a class axis (c, z, y, x), "
                     f"got shape {prob.shape}"
                 )
-            semantic["probabilities"] = prob
+            semantic["probabilities"] = _crop_z(prob, z_range, probabilities)
             inputs["probabilities"] = probabilities
         if instances is not None:
             ip, _ = _open_labels(instances[0], "the instance prediction")
             it, _ = _open_labels(instances[1], "the instance truth")
-            inst = {"prediction": ip, "truth": it}
+            inst = {"prediction": _crop_z(ip, z_range, instances[0]),
+                    "truth": _crop_z(it, z_range, instances[1])}
             inputs["instances"] = {"prediction": instances[0], "truth": instances[1]}
     metrics = evaluate(
         semantic=semantic, instances=inst, class_names=classes,
@@ -279,6 +303,7 @@ def run(args: argparse.Namespace) -> int:
         zero_division=zero_division,
         overwrite=args.overwrite,
         record=provenance(command=_command_line(config), config=config),
+        z_range=tuple(args.z_range) if args.z_range else None,
     )
     print(f"report written to {args.report}")
     return 0

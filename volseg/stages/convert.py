@@ -66,7 +66,7 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
         summary["image"] = "complete (skipped)"
     else:
         result = convert_image(
-            ctx.external(config.input), output, dataset=config.dataset, chunks=config.chunks,
+            ctx.resolve(config.input), output, dataset=config.dataset, chunks=config.chunks,
             voxel_size=config.voxel_size, overwrite=ctx.overwrite, attrs=attrs,
             client=ctx.client)
         summary["image"] = _brief(result)
@@ -76,7 +76,7 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
             summary["labels"][name] = "complete (skipped)"
             continue
         result = convert_labels(
-            ctx.external(src.path), output, name, dataset=src.dataset, chunks=config.chunks,
+            ctx.resolve(src.path), output, name, dataset=src.dataset, chunks=config.chunks,
             overwrite=ctx.overwrite, attrs=attrs, client=ctx.client, values=src.values)
         summary["labels"][name] = _brief(result)
     return summary

@@ -65,9 +65,10 @@ class Config(StageConfig):
     zero_division: Literal[0, 1] = Field(
         0, description="score of a class whose denominator is zero (as scikit-learn)"
     )
+    z_range: tuple[int, int] | None = Field(
+        None, description="evaluate only sections [start, stop), e.g. the held-out ones"
+    )
     report: str = Field("report", description="report directory in the workflow dir")
-
-
 
 
 def run(config: Config, ctx: RunContext) -> dict[str, Any]:
@@ -91,6 +92,7 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
         },
         "client": ctx.client,
         "zero_division": float(config.zero_division),
+        "z_range": config.z_range,
     }
     if config.prediction is None:
         assert instances is not None
