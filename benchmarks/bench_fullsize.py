@@ -77,7 +77,7 @@ def tiny_model(path: Path) -> dict[str, object]:
 
     spec = ModelSpec(
         architecture="centre_voxel",
-        params={"receptive_field": 9, "width": 8, "head_width": 16, "norm": "none"},
+        params={"receptive_field": 5, "width": 4, "head_width": 8, "norm": "none"},
         classes=("cytoplasm", "cell membrane", "mitochondrion", "mitochondrial membrane",
                  "synapse", "vesicle", "undefined"),
         patch_size=(32, 64, 64), voxel_size=(5.0, 5.0, 5.0),
