@@ -19,8 +19,8 @@ convolution, evaluated densely after filter rarefaction
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_centre_voxel.py [--shape 64 256 256] [--r 16]
-        [--width 32] [--sample 512]
+    .venv/bin/python benchmarks/bench_centre_voxel.py [--shape 48 192 192] [--r 32]
+        [--width 32] [--sample 256] [--block 96 96 96]
 
 Writes ``benchmarks/results/bench_centre_voxel.json``.
 """
@@ -60,7 +60,7 @@ def _patchwise(net: Any, volume: np.ndarray, r: int, positions: np.ndarray,
 
 
 def _case(name: str, net: Any, volume: np.ndarray, r: int, sample: int, batch: int,
-          block: tuple[int, int, int] | None, seed: int) -> dict[str, Any]:
+          block: tuple[int, int, int], seed: int) -> dict[str, Any]:
     import torch
 
     from volseg.inference import predict_logits
@@ -68,7 +68,7 @@ def _case(name: str, net: Any, volume: np.ndarray, r: int, sample: int, batch: i
     torch.set_grad_enabled(False)
     t0 = time.perf_counter()
     dense = predict_logits(volume, net, kind="centre_voxel", receptive_field=r,
-                           block_size=block, device="cpu").compute()
+                           patch_size=block, block_size=block, device="cpu").compute()
     dense_s = time.perf_counter() - t0
     rng = np.random.default_rng(seed)
     pos = np.stack([rng.integers(0, n, sample) for n in volume.shape], axis=1)
@@ -112,13 +112,14 @@ def pooled_net(width: int, classes: int) -> Any:
 def main() -> int:
     """Run both cases, print the figures and write the JSON."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--shape", nargs=3, type=int, default=[64, 256, 256])
-    p.add_argument("--r", type=int, default=16, help="receptive field of the plain net")
+    p.add_argument("--shape", nargs=3, type=int, default=[48, 192, 192])
+    p.add_argument("--r", type=int, default=32, help="receptive field of the plain net")
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--classes", type=int, default=7)
-    p.add_argument("--sample", type=int, default=512, help="voxels classified one by one")
+    p.add_argument("--sample", type=int, default=256, help="voxels classified one by one")
     p.add_argument("--batch", type=int, default=64, help="cubes per patch-wise forward")
-    p.add_argument("--block", nargs=3, type=int)
+    p.add_argument("--block", nargs=3, type=int, default=[96, 96, 96],
+                   help="blocks = dense tiles (one forward pass each)")
     args = p.parse_args()
 
     import torch
@@ -137,7 +138,7 @@ def main() -> int:
                      patch_size=(32, 32, 32))
     torch.manual_seed(0)
     net = build_model(spec).eval()
-    block = tuple(args.block) if args.block else None
+    block = (int(args.block[0]), int(args.block[1]), int(args.block[2]))
     cases = [_case("plain", net, volume, args.r, args.sample, args.batch, block, 1)]
     pooled = pooled_net(args.width, args.classes)
     cases.append(_case("pooled+strided (densified)", pooled, volume,
@@ -145,7 +146,8 @@ def main() -> int:
     SCRATCH.mkdir(parents=True, exist_ok=True)
     path = write_result("bench_centre_voxel", {
         "config": {"shape": shape, "width": args.width, "classes": args.classes,
-                   "sample": args.sample, "batch": args.batch, "block": args.block},
+                   "sample": args.sample, "batch": args.batch, "block": args.block,
+                   "receptive_field": args.r},
         "cases": cases, "machine": machine()})
     print(f"wrote {path}")
     return 0
