@@ -265,7 +265,7 @@ def test_model_file_uses_spec_and_normalisation(tmp_path, volume: np.ndarray) ->
 def client():  # type: ignore[no-untyped-def]
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                                  dashboard_address=None, memory_limit="2GiB") as cluster, \
+                                  dashboard_address=":0", memory_limit="2GiB") as cluster, \
             distributed.Client(cluster) as c:
         yield c
 

@@ -201,7 +201,8 @@ def emit_block(
     region = read_region(parts, part_boxes, task.read, task.shape, task.pad_modes,
                          call.normalization)
     predictor = call.predictor(model)
-    weight = importance_map(task.out_patch, task.blend, sigma_scale=task.sigma_scale)
+    weight = importance_map(task.out_patch, task.blend,
+                            sigma_scale=task.sigma_scale).astype(np.float64)
     nc = task.out_channels
     acc: np.ndarray | None = None  # allocated after the first forward pass (memory)
     in_patch = tuple(
@@ -227,7 +228,7 @@ def emit_block(
             clip = pbox.intersect(task.write)
             src = clip.relative_to(pbox.start).slices()
             dst = clip.relative_to(task.write.start).slices()
-            w = weight[src].astype(np.float64)
+            w = weight[src]
             for c in range(nc):  # one channel at a time: small temporaries
                 acc[c][dst] += logits[c][src] * w
             acc[nc][dst] += w
