@@ -131,6 +131,20 @@ def child_monai(model: str, image: str, overlap: float, batch: int) -> dict[str,
             "labels_checksum": int(labels.sum()), "probs_checksum": int(probs_u8.sum())}
 
 
+def output_checksums(output: Path) -> dict[str, int]:
+    """Sums of the labels and uint8 probabilities volseg wrote (compared with MONAI's)."""
+    import numpy as np
+    import zarr
+
+    labels = zarr.open_array(str(output / "labels" / "semantic" / "0"), mode="r")
+    probs = zarr.open_array(str(output / "0"), mode="r")
+    return {
+        "labels_checksum": int(labels[...].sum(dtype=np.int64)),
+        "probs_checksum": sum(int(probs[c].sum(dtype=np.int64))
+                              for c in range(probs.shape[0])),
+    }
+
+
 # ------------------------------------------------------------------------ driver
 def _child(argv: list[str]) -> dict[str, Any]:
     res = run_measured([sys.executable, __file__, *argv])
@@ -194,6 +208,7 @@ def main() -> int:
         raise RuntimeError(f"volseg predict failed:\n{run_b.stderr[-3000:]}")
     b = {"wall_s": run_b.seconds, "peak_rss_bytes": run_b.peak_rss_bytes,
          "voxels_per_s": voxels / run_b.seconds, "stdout": run_b.stdout.strip()}
+    b.update(output_checksums(out))
     print(f"(b) volseg end to end: {run_b.seconds:.1f} s, {b['voxels_per_s'] / 1e6:.3f} "
           f"Mvoxels/s, peak RSS {run_b.peak_rss_bytes / MIB:.0f} MiB")
 
@@ -214,10 +229,17 @@ def main() -> int:
     if c is not None:
         figures["b_over_c_throughput"] = b["voxels_per_s"] / c["voxels_per_s"]
         figures["b_over_c_peak_rss"] = b["peak_rss_bytes"] / c["peak_rss_bytes"]
+        figures["b_over_c_whole_run"] = c["wall_s"] / b["wall_s"]
+        figures["labels_checksum_difference"] = b["labels_checksum"] - c["labels_checksum"]
+        figures["probs_checksum_difference"] = b["probs_checksum"] - c["probs_checksum"]
         print(f"(d) peak RSS: volseg {b['peak_rss_bytes'] / MIB:.0f} MiB vs MONAI "
               f"{c['peak_rss_bytes'] / MIB:.0f} MiB -> ratio "
               f"{figures['b_over_c_peak_rss']:.2f} (target <= 0.25)")
-        print(f"throughput (b)/(c) = {figures['b_over_c_throughput']:.2f} (target >= 0.9)")
+        print(f"throughput (b)/(c) = {figures['b_over_c_throughput']:.2f} (target >= 0.9); "
+              f"whole runs (c)/(b) wall = {figures['b_over_c_whole_run']:.2f}")
+        print(f"label / probability checksums volseg - MONAI: "
+              f"{figures['labels_checksum_difference']} / "
+              f"{figures['probs_checksum_difference']}")
     print(f"(b) / ((a) / redundancy) = {figures['b_over_a_times_redundancy']:.2f}")
     path = write_result("bench_predict", {
         "config": {"shape": shape, "patch": patch, "overlap": args.overlap,
