@@ -146,11 +146,11 @@ def _write_blocks(
     Uses the block writer of :mod:`volseg.io.store` (data first, marker second), so a
     block interrupted between two outputs is unmarked in one of them and recomputed.
     """
-    from volseg.io.store import _write_block
+    from volseg.io.store import write_block
 
     for block, directory, region, marker, layout in zip(
             blocks, directories, regions, markers, layouts, strict=True):
-        _write_block(block, directory, region, marker, layout)
+        write_block(block, directory, region, marker, layout)
     return 1
 
 
@@ -231,7 +231,7 @@ def store_together(
         store.marker_dir(target).mkdir(exist_ok=True)
     done = [store.completed_chunks(t) for _, t in pairs]
     dirs = [str(store.array_dir(t)) for _, t in pairs]
-    layouts = [store._v2_layout(t) for _, t in pairs]
+    layouts = [store.v2_layout(t) for _, t in pairs]
     # unoptimised: per-array fusion would duplicate the shared logits tasks
     delayed = [a.to_delayed(optimize_graph=False) for a, _ in pairs]
     starts = [np.concatenate([[0], np.cumsum(c)]) for c in spatial]
@@ -245,8 +245,8 @@ def store_together(
         regions, markers, todo = [], [], False
         for (array, target), finished in zip(pairs, done, strict=True):
             region = tuple(slice(0, n) for n in array.shape[:-3]) + box
-            ranges = store._chunk_ranges(region, target.chunks)
-            todo = todo or not all(ix in finished for ix in store._expand(ranges))
+            ranges = store.chunk_ranges(region, target.chunks)
+            todo = todo or not all(ix in finished for ix in store.expand_ranges(ranges))
             regions.append(region)
             markers.append(store.marker_name(ranges))
         if not todo:

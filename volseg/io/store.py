@@ -109,7 +109,8 @@ def parse_marker(name: str) -> Ranges | None:
     return ranges if all(0 <= a < b for a, b in ranges) else None
 
 
-def _expand(ranges: Ranges) -> Iterator[tuple[int, ...]]:
+def expand_ranges(ranges: Ranges) -> Iterator[tuple[int, ...]]:
+    """Yield every chunk index inside half-open per-axis chunk ranges."""
     return itertools.product(*(range(a, b) for a, b in ranges))
 
 
@@ -200,7 +201,8 @@ def _block_slices(chunks: Chunks, index: Sequence[int]) -> tuple[slice, ...]:
     )
 
 
-def _chunk_ranges(region: Sequence[slice], target_chunks: Sequence[int]) -> Ranges:
+def chunk_ranges(region: Sequence[slice], target_chunks: Sequence[int]) -> Ranges:
+    """Return the half-open chunk-index ranges a region of the array covers, per axis."""
     return tuple(
         (r.start // c, -(-r.stop // c)) for r, c in zip(region, target_chunks, strict=True))
 
@@ -209,7 +211,7 @@ def _chunk_ranges(region: Sequence[slice], target_chunks: Sequence[int]) -> Rang
 
 
 @dataclass(frozen=True)
-class _V2Layout:
+class V2Layout:
     """What a worker needs to write Zarr v2 chunk files directly (picklable)."""
 
     shape: tuple[int, ...]
@@ -220,7 +222,7 @@ class _V2Layout:
     compressor: dict[str, Any] | None
 
 
-def _v2_layout(target: zarr.Array) -> _V2Layout | None:
+def v2_layout(target: zarr.Array) -> V2Layout | None:
     """Return the direct-write layout of ``target``, or ``None`` to go through zarr."""
     meta = target.metadata
     if getattr(meta, "zarr_format", None) != 2 or getattr(meta, "filters", None):
@@ -237,7 +239,7 @@ def _v2_layout(target: zarr.Array) -> _V2Layout | None:
     dtype = getattr(meta, "dtype", None)
     dtype_str = np.dtype(getattr(dtype, "to_native_dtype", lambda: target.dtype)()).str
     fill = meta.fill_value
-    return _V2Layout(tuple(target.shape), tuple(target.chunks), dtype_str,
+    return V2Layout(tuple(target.shape), tuple(target.chunks), dtype_str,
                      0 if fill is None else fill.item() if hasattr(fill, "item") else fill,
                      str(separator), config)
 
@@ -258,14 +260,14 @@ def _all_fill(part: np.ndarray, fill: np.ndarray) -> bool:
     return not bool((part != fill).any())
 
 
-def _write_chunks_v2(directory: Path, layout: _V2Layout, block: np.ndarray,
+def _write_chunks_v2(directory: Path, layout: V2Layout, block: np.ndarray,
                      region: tuple[slice, ...]) -> None:
     """Encode and write every chunk of ``block`` (placed at ``region``) as v2 chunk files."""
     codec = (_codec(tuple(sorted(layout.compressor.items())))
              if layout.compressor is not None else None)
     dtype = np.dtype(layout.dtype)
     fill = np.asarray(layout.fill_value, dtype=dtype)
-    for index in _expand(_chunk_ranges(region, layout.chunks)):
+    for index in expand_ranges(chunk_ranges(region, layout.chunks)):
         lo = [i * c for i, c in zip(index, layout.chunks, strict=True)]
         src = tuple(slice(a - r.start, min(a + c, n) - r.start) for a, c, n, r in
                     zip(lo, layout.chunks, layout.shape, region, strict=True))
@@ -286,9 +288,9 @@ def _write_chunks_v2(directory: Path, layout: _V2Layout, block: np.ndarray,
             f.write(encoded)
 
 
-def _write_block(
+def write_block(
     block: np.ndarray, directory: str, region: tuple[slice, ...], marker: str,
-    layout: _V2Layout | None,
+    layout: V2Layout | None,
 ) -> int:
     """Write ``block`` into ``region`` of the zarr array in ``directory``, then mark it.
 
@@ -348,17 +350,17 @@ def store_blocks(
     if overwrite:
         clear_markers(target)
     done = done_grid(target)
-    layout = _v2_layout(target)
+    layout = v2_layout(target)
     blocks = array.to_delayed()
     writes = []
     total = 0
     for index in np.ndindex(*array.numblocks):
         total += 1
         region = _block_slices(array.chunks, index)
-        ranges = _chunk_ranges(region, target.chunks)
+        ranges = chunk_ranges(region, target.chunks)
         if done[tuple(slice(a, b) for a, b in ranges)].all():
             continue
-        writes.append(dask.delayed(_write_block, pure=False)(
+        writes.append(dask.delayed(write_block, pure=False)(
             blocks[index], str(adir), region, marker_name(ranges), layout))
     if writes:
         marker_dir(target).mkdir(exist_ok=True)
