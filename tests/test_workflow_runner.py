@@ -60,7 +60,7 @@ def test_rerun_of_a_finished_workflow_does_no_work_and_says_so(
 def test_a_changed_stage_is_refused_without_overwrite(tmp_path: Path) -> None:
     run_workflow(_workflow(tmp_path), base_dir=tmp_path)  # type: ignore[arg-type]
     changed = _workflow(tmp_path, overrides=("synth.seed=4",))
-    with pytest.raises(ConfigError, match="'synth'.*changed.*--overwrite"):
+    with pytest.raises(ConfigError, match=r"'synth'.*changed.*--overwrite"):
         run_workflow(changed, base_dir=tmp_path)  # type: ignore[arg-type]
     # upstream changes invalidate downstream stages too
     with pytest.raises(ConfigError, match="changed"):
