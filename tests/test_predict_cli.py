@@ -202,3 +202,20 @@ def test_predict_stage(inputs: tuple[Path, Path], tmp_path: Path) -> None:
     assert stage.run(cfg, ctx)["status"] == "complete (skipped)"
     with pytest.raises(Exception, match="extra"):
         stage.Config.from_dict({"modle": "x"})
+
+
+def test_nan_in_the_input_is_a_one_line_error(inputs: tuple[Path, Path], tmp_path: Path,
+                                               capsys: pytest.CaptureFixture) -> None:
+    from volseg.io.omezarr import image_state, write_image
+
+    img = np.full(SHAPE, 100.0, dtype=np.float32)
+    img[7, 11, 13] = np.nan
+    image = tmp_path / "nan.ome.zarr"
+    write_image(img, image, voxel_size=(8, 4, 4))
+    out = tmp_path / "out.ome.zarr"
+    _, model = inputs
+    assert main(["predict", "--model", str(model), "--input", str(image),
+                 "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "NaN" in err and "(7, 11, 13)" in err and "\n" not in err
+    assert image_state(out / "labels" / "semantic") != "complete"
