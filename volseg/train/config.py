@@ -24,9 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from volseg.errors import ConfigError
 from volseg.workflow.stage import StageConfig
 
 
@@ -371,35 +370,7 @@ def load_train_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainC
     ConfigError
         One line naming the file, the line and the key, and the fix.
     """
-    import yaml
+    from volseg.yamlconfig import load_yaml_config
 
-    from volseg.workflow.schema import _apply_override, _describe, _locate, parse_override
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: training config not found; check the path")
-    text = path.read_text()
-    try:
-        data = yaml.safe_load(text)
-        tree = yaml.compose(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{where}: invalid YAML ({problem}); fix the syntax") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a training config must be a mapping of keys to values")
-    for text_override in overrides:
-        keys, value = parse_override(text_override)
-        _apply_override(data, keys, value, text_override)
-    try:
-        return TrainConfig.model_validate(data)
-    except ValidationError as exc:
-        loc, message = _describe(exc.errors()[0])
-        key, line = _locate(loc, data, tree)
-        message = message.removeprefix("Value error, ")
-        if line is None or any(key == o.split("=", 1)[0].strip() for o in overrides):
-            where = f"{path} (--set {key})" if overrides else str(path)
-        else:
-            where = f"{path}:{line}"
-        raise ConfigError(f"{where}: {key or 'config'}: {message}") from None
+    config, _ = load_yaml_config(path, TrainConfig, overrides, what="training config")
+    return config
