@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 
 from volseg.cli import _common
-from volseg.inference.pipeline import PROBABILITY_DTYPES, return_freed_memory, run_predict
+from volseg.inference.pipeline import PROBABILITY_DTYPES, run_predict
 from volseg.inference.predictor import PRECISIONS
 from volseg.inference.weights import BLENDS
 
@@ -68,7 +68,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Predict, write the outputs and print a short summary; return the exit status."""
     attrs = _common.output_attrs(NAME, [], args)
-    return_freed_memory()
     result = run_predict(
         args.model, args.input, args.output, patch_size=args.patch, overlap=args.overlap,
         blend=args.blend, batch_size=args.batch_size, device=args.device,

@@ -108,34 +108,6 @@ def _to_uint8(p: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(p, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def return_freed_memory() -> bool:
-    """Make glibc give large freed buffers back to the OS at once (Linux; else a no-op).
-
-    glibc raises its ``mmap`` threshold after large buffers are freed, after which
-    blocks of tens of MiB come from the heap and stay in the process when freed:
-    a streaming run's resident set then grows with its largest *past* working set
-    rather than its current one.  Fixing the threshold at 1 MiB
-    (``mallopt(M_MMAP_THRESHOLD, 1 MiB)``, as ``MALLOC_MMAP_THRESHOLD_=1048576``
-    would) keeps every large array in its own mapping, released on ``free``.
-    Process-wide; called by ``volseg predict`` and the ``predict`` stage.
-
-    Returns
-    -------
-    bool
-        Whether the setting was applied.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        m_mmap_threshold = -3
-        return bool(libc.mallopt(m_mmap_threshold, 1 << 20))
-    except (OSError, AttributeError):
-        return False
-
-
 # ----------------------------------------------------------------- joint block store
 def _write_blocks(
     blocks: Sequence[np.ndarray], directories: Sequence[str],

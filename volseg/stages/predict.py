@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from volseg.inference.pipeline import output_state, return_freed_memory, run_predict
+from volseg.inference.pipeline import output_state, run_predict
 from volseg.workflow.stage import RunContext, StageConfig
 
 NAME = "predict"
@@ -79,7 +79,6 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
     if not ctx.overwrite and output_state(output, config.probabilities) == "complete":
         return {"output": str(output), "status": "complete (skipped)"}
     attrs = {"volseg": {**ctx.provenance, "stage": NAME, "config": config.to_dict()}}
-    return_freed_memory()
     result = run_predict(
         _resolve(ctx, config.model), _resolve(ctx, config.input), output,
         patch_size=config.patch_size, overlap=config.overlap, blend=config.blend,
