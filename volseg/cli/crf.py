@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gaussian-sigma", type=_common.positive_float, metavar="NM",
                         default=d.gaussian_sigma_nm,
                         help=f"smoothness kernel width in nm (default {d.gaussian_sigma_nm:g})")
-    parser.add_argument("--gaussian-weight", type=_non_negative, metavar="W",
+    parser.add_argument("--gaussian-weight", type=_common.non_negative_float, metavar="W",
                         default=d.gaussian_weight,
                         help=f"smoothness kernel weight, 0 = off (default {d.gaussian_weight:g})")
     parser.add_argument("--bilateral-sigma", type=_common.positive_float, metavar="NM",
@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=d.bilateral_intensity,
                         help="bilateral intensity width in image units "
                              f"(default {d.bilateral_intensity:g})")
-    parser.add_argument("--bilateral-weight", type=_non_negative, metavar="W",
+    parser.add_argument("--bilateral-weight", type=_common.non_negative_float, metavar="W",
                         default=d.bilateral_weight,
                         help=f"bilateral weight, 0 = off (default {d.bilateral_weight:g})")
     parser.add_argument("--compat", metavar="WEIGHT|FILE.yaml", default="1",
@@ -76,14 +76,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _common.add_overwrite(parser)
 
 
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a number >= 0")
-    return value
 
 
 def parse_compatibility(text: str) -> float | list[list[float]]:

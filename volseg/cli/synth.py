@@ -32,38 +32,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                        ".mrc file for cryoet")
     parser.add_argument("--shape", nargs=3, type=_common.positive_int, required=True,
                         metavar=("Z", "Y", "X"), help="size in voxels")
-    parser.add_argument("--seed", type=_nonneg_int, default=0,
+    parser.add_argument("--seed", type=_common.non_negative_int, default=0,
                         help="random seed (default 0); same seed, same bytes")
     parser.add_argument("--chunks", nargs=3, type=_common.positive_int, metavar=("Z", "Y", "X"),
                         help="chunk shape (default 64 128 128; em2d 1 512 512)")
-    parser.add_argument("--annotated-slices", type=_nonneg_int, metavar="K",
+    parser.add_argument("--annotated-slices", type=_common.non_negative_int, metavar="K",
                         help="label K evenly spaced z-slices in labels/annotation "
                              "(default: fibsem 3, others 0)")
-    parser.add_argument("--noise", type=_nonneg_float,
+    parser.add_argument("--noise", type=_common.non_negative_float,
                         help="noise level (default: the kind's; see volseg.synth)")
-    parser.add_argument("--blur", type=_nonneg_float,
+    parser.add_argument("--blur", type=_common.non_negative_float,
                         help="blur sigma in voxels (default: the kind's)")
     _common.add_overwrite(parser)
 
 
-def _nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 0")
-    return value
 
 
-def _nonneg_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a non-negative number")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

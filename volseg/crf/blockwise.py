@@ -33,6 +33,15 @@ BYTES_PER_VOXEL_PER_CLASS = 36
 BYTES_PER_VOXEL_BILATERAL = 112
 
 
+def check_compatibility(value: float | list[list[float]]) -> float | list[list[float]]:
+    """Accept a Potts weight or a square C x C cost matrix (one row per class)."""
+    if isinstance(value, list):
+        n = len(value)
+        if n == 0 or any(len(row) != n for row in value):
+            raise ValueError("compatibility matrix must be square (one row per class)")
+    return value
+
+
 class CRFConfig(BaseModel):
     """Parameters of the dense CRF (widths in nanometres), frozen and validated.
 
@@ -65,11 +74,7 @@ class CRFConfig(BaseModel):
     @field_validator("compatibility")
     @classmethod
     def _square(cls, value: float | list[list[float]]) -> float | list[list[float]]:
-        if isinstance(value, list):
-            n = len(value)
-            if n == 0 or any(len(row) != n for row in value):
-                raise ValueError("compatibility matrix must be square (one row per class)")
-        return value
+        return check_compatibility(value)
 
     def kernel_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :func:`~volseg.crf.kernel.dense_crf`."""

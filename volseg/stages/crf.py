@@ -30,7 +30,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from volseg.crf.blockwise import CRFConfig
+from volseg.crf.blockwise import CRFConfig, check_compatibility
 from volseg.crf.pipeline import crf_output_state, run_crf
 from volseg.workflow.stage import RunContext, StageConfig
 
@@ -75,11 +75,7 @@ class Config(StageConfig):
     @field_validator("compatibility")
     @classmethod
     def _square(cls, value: float | list[list[float]]) -> float | list[list[float]]:
-        if isinstance(value, list):
-            n = len(value)
-            if n == 0 or any(len(row) != n for row in value):
-                raise ValueError("compatibility matrix must be square (one row per class)")
-        return value
+        return check_compatibility(value)
 
     @field_validator("block_size")
     @classmethod

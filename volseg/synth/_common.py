@@ -9,8 +9,9 @@ chunking.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import dask.array as da
@@ -234,3 +235,45 @@ def class_frequencies(truth: da.Array, n_classes: int) -> da.Array:
         meta=np.empty((0,) * (nd + 1), np.int64),
     )
     return parts.sum(axis=tuple(range(nd)))
+
+
+def assemble_phantom(
+    kind: str,
+    params: Any,
+    shape: tuple[int, int, int],
+    chunks: tuple[tuple[int, ...], ...],
+    *,
+    annotated_slices: int,
+    image_block: Callable[..., np.ndarray],
+    truth_block: Callable[..., np.ndarray],
+    annotation_block: Callable[..., np.ndarray],
+    image_dtype: npt.DTypeLike,
+    voxel_size: float,
+    class_names: tuple[str, ...],
+    ignore_id: int,
+) -> Phantom:
+    """Build a :class:`Phantom` from a kind's block functions (shared by every kind).
+
+    ``image_block``, ``truth_block`` take ``(params, start, shape)``;
+    ``annotation_block`` takes ``(params, slices, start, shape)``. The annotation is
+    present only when ``annotated_slices`` > 0. The dask names and tokens depend on
+    the kind, the parameters and the shape only, so equal phantoms share graph keys.
+    """
+    slices = evenly_spaced_slices(shape[0], int(annotated_slices))
+    token = (kind, asdict(params), shape)
+    image = lazy_array(functools.partial(image_block, params), chunks=chunks,
+                       dtype=image_dtype, name=f"synth-{kind}-image", token=token)
+    truth = lazy_array(functools.partial(truth_block, params), chunks=chunks, dtype=np.uint8,
+                       name=f"synth-{kind}-truth", token=token)
+    annotation = None
+    if slices:
+        annotation = lazy_array(functools.partial(annotation_block, params, slices),
+                                chunks=chunks, dtype=np.uint8,
+                                name=f"synth-{kind}-annotation", token=(token, slices))
+    vs = float(voxel_size)
+    return Phantom(
+        image=image, truth=truth, annotation=annotation, voxel_size=(vs, vs, vs),
+        class_names=class_names, ignore_id=ignore_id,
+        extra={"kind": kind, "params": asdict(params), "annotated_slices": list(slices)},
+    )
+

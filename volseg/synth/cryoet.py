@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -33,12 +33,11 @@ from volseg.synth._common import (
     Phantom,
     PhantomParameterError,
     annotation_box,
+    assemble_phantom,
     blurred_box,
     check_chunks,
     check_nonneg,
     check_shape,
-    evenly_spaced_slices,
-    lazy_array,
 )
 from volseg.synth._shapes import grid_cells, local_grid, sqnorm
 
@@ -336,20 +335,8 @@ def cryoet(
     p.validate()
     check_nonneg("voxel_size", voxel_size)
     ch = check_chunks(chunks, shp, (64, 128, 128))
-    slices = evenly_spaced_slices(shp[0], int(annotated_slices))
-    token = ("cryoet", asdict(p), shp)
-    image = lazy_array(partial(_image_block, p), chunks=ch, dtype=np.float32,
-                       name="synth-cryoet-image", token=token)
-    truth = lazy_array(partial(_truth_block, p), chunks=ch, dtype=np.uint8,
-                       name="synth-cryoet-truth", token=token)
-    annotation = None
-    if slices:
-        annotation = lazy_array(partial(_annotation_block, p, slices), chunks=ch,
-                                dtype=np.uint8, name="synth-cryoet-annotation",
-                                token=(token, slices))
-    vs = float(voxel_size)
-    return Phantom(
-        image=image, truth=truth, annotation=annotation, voxel_size=(vs, vs, vs),
-        class_names=CLASS_NAMES, ignore_id=IGNORE_ID,
-        extra={"kind": "cryoet", "params": asdict(p), "annotated_slices": list(slices)},
+    return assemble_phantom(
+        "cryoet", p, shp, ch, annotated_slices=annotated_slices, image_block=_image_block,
+        truth_block=_truth_block, annotation_block=_annotation_block, image_dtype=np.float32,
+        voxel_size=voxel_size, class_names=CLASS_NAMES, ignore_id=IGNORE_ID,
     )

@@ -11,7 +11,7 @@ tile is computed on its own and the bytes do not depend on the chunking.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -24,12 +24,11 @@ from volseg.synth._common import (
     Phantom,
     PhantomParameterError,
     annotation_box,
+    assemble_phantom,
     blurred_box,
     check_chunks,
     check_nonneg,
     check_shape,
-    evenly_spaced_slices,
-    lazy_array,
     to_uint8,
 )
 from volseg.synth._shapes import grid_cells, local_grid, sqnorm
@@ -256,20 +255,8 @@ def em2d(
     p.validate()
     check_nonneg("pixel_size", pixel_size)
     ch = check_chunks(chunks, shp, (1, 512, 512))
-    slices = evenly_spaced_slices(shp[0], int(annotated_slices))
-    token = ("em2d", asdict(p), shp)
-    image = lazy_array(partial(_image_block, p), chunks=ch, dtype=np.uint8,
-                       name="synth-em2d-image", token=token)
-    truth = lazy_array(partial(_truth_block, p), chunks=ch, dtype=np.uint8,
-                       name="synth-em2d-truth", token=token)
-    annotation = None
-    if slices:
-        annotation = lazy_array(partial(_annotation_block, p, slices), chunks=ch,
-                                dtype=np.uint8, name="synth-em2d-annotation",
-                                token=(token, slices))
-    ps = float(pixel_size)
-    return Phantom(
-        image=image, truth=truth, annotation=annotation, voxel_size=(ps, ps, ps),
-        class_names=CLASS_NAMES, ignore_id=IGNORE_ID,
-        extra={"kind": "em2d", "params": asdict(p), "annotated_slices": list(slices)},
+    return assemble_phantom(
+        "em2d", p, shp, ch, annotated_slices=annotated_slices, image_block=_image_block,
+        truth_block=_truth_block, annotation_block=_annotation_block, image_dtype=np.uint8,
+        voxel_size=pixel_size, class_names=CLASS_NAMES, ignore_id=IGNORE_ID,
     )

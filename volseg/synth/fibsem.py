@@ -32,7 +32,7 @@ import functools
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -45,12 +45,11 @@ from volseg.synth._common import (
     Phantom,
     PhantomParameterError,
     annotation_box,
+    assemble_phantom,
     blurred_box,
     check_chunks,
     check_nonneg,
     check_shape,
-    evenly_spaced_slices,
-    lazy_array,
     to_uint8,
 )
 
@@ -813,24 +812,8 @@ def fibsem(
     p.validate()
     check_nonneg("voxel_size", voxel_size)
     ch = check_chunks(chunks, shp, (64, 128, 128))
-    slices = evenly_spaced_slices(shp[0], int(annotated_slices))
-    token = ("fibsem", asdict(p), shp)
-    image = lazy_array(partial(_image_block, p), chunks=ch, dtype=np.uint8,
-                       name="synth-fibsem-image", token=token)
-    truth = lazy_array(partial(_truth_block, p), chunks=ch, dtype=np.uint8,
-                       name="synth-fibsem-truth", token=token)
-    annotation = None
-    if slices:
-        annotation = lazy_array(partial(_annotation_block, p, slices), chunks=ch,
-                                dtype=np.uint8, name="synth-fibsem-annotation",
-                                token=(token, slices))
-    vs = float(voxel_size)
-    return Phantom(
-        image=image,
-        truth=truth,
-        annotation=annotation,
-        voxel_size=(vs, vs, vs),
-        class_names=CLASS_NAMES,
-        ignore_id=IGNORE_ID,
-        extra={"kind": "fibsem", "params": asdict(p), "annotated_slices": list(slices)},
+    return assemble_phantom(
+        "fibsem", p, shp, ch, annotated_slices=annotated_slices, image_block=_image_block,
+        truth_block=_truth_block, annotation_block=_annotation_block, image_dtype=np.uint8,
+        voxel_size=voxel_size, class_names=CLASS_NAMES, ignore_id=IGNORE_ID,
     )

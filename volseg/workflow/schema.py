@@ -34,8 +34,6 @@ from volseg.yamlconfig import load_yaml_config, parse_override
 
 __all__ = ["Workflow", "load_workflow", "parse_override", "stage_modules", "workflow_model"]
 
-RESERVED_KEYS = ("name", "description", "output_dir", "cluster")
-
 
 @cache
 def stage_modules() -> tuple[ModuleType, ...]:
