@@ -9,7 +9,10 @@ and defines::
     def add_arguments(parser: argparse.ArgumentParser) -> None: ...
     def run(args: argparse.Namespace) -> int: ...   # the exit status
 
-Sub-commands are discovered, so adding a command means adding a module. A
+Sub-commands are discovered, so adding a command means adding a module named after
+the command.  ``volseg COMMAND ...`` imports only that command's module (start-up
+stays short: the heavy libraries are imported by the commands that use them);
+``volseg --help`` imports them all for their one-line help.  A
 :class:`volseg.errors.VolsegError` is printed as one line (``volseg: error: ...``) and
 exits with status 2; ``--debug`` shows the traceback instead.
 """
@@ -27,12 +30,24 @@ from volseg import __version__
 from volseg.errors import EXIT_USAGE, VolsegError
 
 
-def _command_modules() -> list[ModuleType]:
+def _command_names() -> list[str]:
+    return [info.name for info in pkgutil.iter_modules(__path__)
+            if not info.name.startswith("_")]
+
+
+def _requested_command(argv: Sequence[str]) -> str | None:
+    """Return the sub-command named by ``argv`` (its first non-option word), if any."""
+    names = set(_command_names())
+    for word in argv:
+        if not word.startswith("-"):
+            return word if word in names else None
+    return None
+
+
+def _command_modules(only: str | None = None) -> list[ModuleType]:
     modules = []
-    for info in pkgutil.iter_modules(__path__):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
+    for name in [only] if only else _command_names():
+        module = importlib.import_module(f"{__name__}.{name}")
         if hasattr(module, "NAME") and hasattr(module, "run"):
             modules.append(module)
     return sorted(modules, key=lambda m: (getattr(m, "ORDER", 100), m.NAME))
@@ -45,8 +60,14 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"volseg: error: {message} (see `{self.prog} --help`)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Return the top-level parser with one sub-parser per command module."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Return the top-level parser with one sub-parser per command module.
+
+    Parameters
+    ----------
+    only
+        Import and add only this command (its module name); ``None``: all of them.
+    """
     parser = _Parser(
         prog="volseg",
         description="Blockwise segmentation of very large 3D electron-microscopy volumes.",
@@ -56,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="show full tracebacks instead of one-line errors"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for module in _command_modules():
+    for module in _command_modules(only):
         cmd = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         cmd.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                          help="show full tracebacks instead of one-line errors")
@@ -67,8 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``volseg`` console script; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    if argv is None:  # a command-line process of its own: block-friendly allocator
+        from volseg.allocator import tune_for_blocks
+
+        tune_for_blocks()
+    parser = build_parser(_requested_command(words))
+    args = parser.parse_args(words)
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_USAGE

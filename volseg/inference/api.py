@@ -69,7 +69,7 @@ def _as_dask(image: Any, block: Sequence[int]) -> da.Array:
 def _probe_channels(ref: ModelRef, call: ModelCall, in_channels: int,
                     in_patch: Sequence[int]) -> int:
     predictor = Predictor(get_model(ref, resolve_device(call.device)), kind=call.kind,
-                          precision="fp32", tta=False)
+                          precision="fp32", tta=False, cpu_threads=None)
     out = predictor(np.zeros((1, in_channels, *in_patch), dtype=np.float32))
     return int(out.shape[1])
 
@@ -92,6 +92,7 @@ def predict_logits(
     tta: bool = False,
     border: str = "reflect",
     out_channels: int | None = None,
+    cpu_threads: int | None = 1,
 ) -> da.Array:
     """Return the blended network outputs of a volume as a lazy ``(C, Z, Y, X)`` float32 array.
 
@@ -137,6 +138,10 @@ def predict_logits(
         border (``"reflect"``: mirrored without repeating the edge voxel).
     out_channels
         ``C`` if known (skips probing a module with one patch of zeros).
+    cpu_threads
+        Torch intra-op threads per forward pass on the CPU, set process-wide when a
+        block runs (``None``: leave torch's setting).  Dask runs one block per core,
+        so the default of one thread keeps the cores busy with concurrent passes.
 
     Returns
     -------
@@ -210,7 +215,8 @@ def predict_logits(
            else ModelRef.from_path(model, dense=dense))
     call = ModelCall(kind=kind, precision=precision, tta=tta, device=str(device),
                      batch_size=int(batch_size),
-                     normalization=spec.normalization if spec is not None else None)
+                     normalization=spec.normalization if spec is not None else None,
+                     cpu_threads=cpu_threads)
 
     block = tuple(block_size) if block_size is not None else None
     shape3 = tuple(image.shape[-3:])
@@ -252,18 +258,39 @@ def predict_logits(
 
 # ---------------------------------------------------------------------- read-outs
 def _softmax(block: np.ndarray) -> np.ndarray:
+    """Softmax over axis 0 (sigmoid for one channel), float32, with one temporary."""
     b = np.asarray(block, dtype=np.float32)
     if b.shape[0] == 1:
-        return (1.0 / (1.0 + np.exp(-b))).astype(np.float32)
-    e = np.exp(b - b.max(axis=0, keepdims=True))
-    return (e / e.sum(axis=0, keepdims=True)).astype(np.float32)
+        out = np.negative(b)
+        np.exp(out, out=out)
+        out += 1.0
+        return np.reciprocal(out, out=out)
+    out = b - b.max(axis=0)
+    np.exp(out, out=out)
+    out /= out.sum(axis=0)
+    return out
 
 
 def _labels(block: np.ndarray) -> np.ndarray:
+    """Argmax over axis 0 (ties: the lowest id), uint8; logit >= 0 for one channel.
+
+    A running maximum over the channels, branch-free: ``numpy.argmax`` along a
+    leading axis is about ten times slower.  At most 256 channels.
+    """
     b = np.asarray(block)
     if b.shape[0] == 1:
         return (b[0] >= 0).astype(np.uint8)
-    return np.argmax(b, axis=0).astype(np.uint8)
+    best = b[0].copy()
+    out = np.zeros(b.shape[1:], dtype=np.uint8)
+    greater = np.empty(b.shape[1:], dtype=bool)
+    step = np.empty(b.shape[1:], dtype=np.uint8)
+    for c in range(1, b.shape[0]):
+        np.greater(b[c], best, out=greater)
+        # out < c so far: max(out, c * greater) sets c exactly where channel c wins
+        np.multiply(greater.view(np.uint8), np.uint8(c), out=step)
+        np.maximum(out, step, out=out)
+        np.maximum(best, b[c], out=best)
+    return out
 
 
 def logits_to_probabilities(logits: Any) -> Any:

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +61,26 @@ from volseg.inference.predictor import Predictor, resolve_device
 from volseg.inference.weights import importance_map
 
 PAD_MODES: tuple[str, ...] = ("constant", "edge", "reflect", "symmetric")
+_scratch = threading.local()
+
+
+def zeroed_scratch(shape: Sequence[int]) -> np.ndarray:
+    """Return a zeroed float64 array of ``shape`` backed by this thread's scratch buffer.
+
+    The float64 accumulators of emissions and merges are tens of MB per block;
+    allocating them afresh makes the kernel fault in (and zero) every page again,
+    which cost more system time than the arithmetic.  The buffer grows to the
+    largest request and is reused by the next task of the same thread, so the
+    result is valid only until this thread asks again: copy what you keep.
+    """
+    size = int(np.prod(shape))
+    buffer = getattr(_scratch, "buffer", None)
+    if buffer is None or buffer.size < size:
+        buffer = np.empty(size, dtype=np.float64)
+        _scratch.buffer = buffer
+    view = buffer[:size].reshape(tuple(shape))
+    view.fill(0.0)
+    return view
 
 
 @dataclass(frozen=True)
@@ -77,6 +98,9 @@ class ModelCall:
     normalization
         An object with ``apply(np.ndarray) -> np.ndarray[float32]`` applied to the
         input region before padding (a model spec's normalisation), or ``None``.
+    cpu_threads
+        Torch intra-op threads per forward pass on the CPU (see
+        :class:`volseg.inference.predictor.Predictor`).
     """
 
     kind: str = "3d"
@@ -85,11 +109,13 @@ class ModelCall:
     device: str = "auto"
     batch_size: int = 4
     normalization: Any = None
+    cpu_threads: int | None = 1
 
     def predictor(self, model: ModelRef) -> Predictor:
         """Return the predictor of ``model`` in this process (loading it once)."""
         cached = get_model(model, resolve_device(self.device))
-        return Predictor(cached, kind=self.kind, precision=self.precision, tta=self.tta)
+        return Predictor(cached, kind=self.kind, precision=self.precision, tta=self.tta,
+                         cpu_threads=self.cpu_threads)
 
 
 # ------------------------------------------------------------------------- reading
@@ -228,7 +254,7 @@ def emit_block(
             raise ValueError(f"the network returned shape {out.shape} for input "
                              f"{batch.shape}; expected {expected}")
         if acc is None:
-            acc = np.zeros((nc + 1, *task.write.shape), dtype=np.float64)
+            acc = zeroed_scratch((nc + 1, *task.write.shape))
         for logits, start in zip(out, starts, strict=True):
             pbox = Box.from_shape(task.out_patch, start)
             clip = pbox.intersect(task.write)
@@ -243,8 +269,10 @@ def emit_block(
     den = acc[nc:]
     if not np.all(den > 0):  # the owned patches tile their write box without gaps
         raise RuntimeError(f"the patches of block {task.write} leave a gap (planning error)")
-    np.divide(acc[:nc], den, out=acc[:nc])
-    return acc.astype(np.float32)
+    result = np.empty(acc.shape, dtype=np.float32)
+    np.divide(acc[:nc], den, out=result[:nc], casting="same_kind")
+    result[nc] = den[0]
+    return result
 
 
 def take_piece(emission: np.ndarray, box: Box, copy: bool = True) -> np.ndarray:
@@ -281,8 +309,8 @@ def merge_pieces(
     rounds back to it), and so is :math:`y`.
     """
     nc1 = pieces[0].shape[0]
-    num = np.zeros((nc1 - 1, *shape), dtype=np.float64)
-    den = np.zeros(shape, dtype=np.float64)
+    sums = zeroed_scratch((nc1, *shape))
+    num, den = sums[:-1], sums[-1]
     for piece, box in zip(pieces, boxes, strict=True):
         where = box.slices()
         w = piece[-1].astype(np.float64)
@@ -291,8 +319,9 @@ def merge_pieces(
         den[where] += w
     if not np.all(den > 0):
         raise RuntimeError("a voxel of the block is covered by no patch (planning error)")
-    np.divide(num, den, out=num)
-    return num.astype(np.float32)
+    result = np.empty(num.shape, dtype=np.float32)
+    np.divide(num, den, out=result, casting="same_kind")
+    return result
 
 
 def _input_keys(

@@ -58,8 +58,9 @@ class CachedModel:
     spec
         The :class:`volseg.models.ModelSpec` when loaded from a file, else ``None``.
     lock
-        Held around each forward pass: one batch at a time uses all cores (or the
-        GPU) while the other Dask threads read, pad and accumulate.
+        Held around each forward pass on CUDA: one batch at a time uses the GPU
+        while the other Dask threads read, pad, copy and accumulate.  CPU passes
+        run concurrently (:mod:`volseg.inference.predictor`).
     """
 
     module: nn.Module

@@ -105,7 +105,10 @@ def quantize(probabilities: da.Array, dtype: str) -> da.Array:
 
 
 def _to_uint8(p: np.ndarray) -> np.ndarray:
-    return np.rint(np.clip(p, 0.0, 1.0) * 255.0).astype(np.uint8)
+    scaled = np.multiply(p, np.float32(255.0), dtype=np.float32)
+    np.clip(scaled, 0.0, 255.0, out=scaled)
+    np.rint(scaled, out=scaled)
+    return scaled.astype(np.uint8)
 
 
 # ----------------------------------------------------------------- joint block store

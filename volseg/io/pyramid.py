@@ -147,14 +147,50 @@ def reduce_mode(block: np.ndarray, factors: Sequence[int]) -> np.ndarray:
         mixed |= view != views[0]
     if not mixed.any():
         return out
+    masks = _views(valid, factors) if valid is not None else None
+    if len(views) <= 8 and out.dtype.itemsize == 1:
+        out[mixed] = _mode_few_values([v[mixed] for v in views],
+                                      [m[mixed] for m in masks] if masks else None)
+        return out
     values = np.stack([v[mixed] for v in views], axis=-1)
-    weights = (np.stack([m[mixed] for m in _views(valid, factors)], axis=-1)
-               if valid is not None else np.ones(values.shape, dtype=bool))
+    weights = (np.stack([m[mixed] for m in masks], axis=-1)
+               if masks is not None else np.ones(values.shape, dtype=bool))
     counts = ((values[:, :, None] == values[:, None, :]) & weights[:, None, :]).sum(axis=-1)
     counts[~weights] = -1
     best = np.argmax(counts, axis=-1)
     out[mixed] = np.take_along_axis(values, best[:, None], axis=-1)[:, 0]
     return out
+
+
+def _mode_few_values(values: Sequence[np.ndarray], valid: Sequence[np.ndarray] | None
+                     ) -> np.ndarray:
+    """Mode of one-byte values, cell by cell (``values[j][i]``: voxel ``j`` of cell ``i``).
+
+    At most 8 voxels per cell.  For each value present, a cell's key is
+    ``256 * count + bits`` where bit ``7 - j`` marks voxel ``j``: the positions of
+    different values are disjoint, so among equal counts the value met first has
+    the larger key — the same tie rule as the general path, with a few byte-wide
+    passes per value instead of an all-pairs comparison.
+    """
+    k = len(values)
+    present = np.flatnonzero(np.bincount(
+        np.concatenate([v.view(np.uint8) for v in values]), minlength=256))
+    result = values[0].copy()
+    best = np.zeros(values[0].shape, dtype=np.uint16)
+    key = np.empty(values[0].shape, dtype=np.uint16)
+    eq = np.empty(values[0].shape, dtype=bool)
+    for code in present:
+        value = np.array(code, dtype=np.uint8).view(values[0].dtype)
+        key.fill(0)
+        for j, v in enumerate(values):
+            np.equal(v, value, out=eq)
+            if valid is not None:
+                eq &= valid[j]
+            key += eq.view(np.uint8).astype(np.uint16) * np.uint16(256 + (1 << (k - 1 - j)))
+        better = key > best
+        np.copyto(result, value, where=better)
+        np.maximum(best, key, out=best)
+    return result
 
 
 REDUCERS = {"mean": reduce_mean, "mode": reduce_mode}
