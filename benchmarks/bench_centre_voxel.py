@@ -68,7 +68,8 @@ def _case(name: str, net: Any, volume: np.ndarray, r: int, sample: int, batch: i
     torch.set_grad_enabled(False)
     t0 = time.perf_counter()
     dense = predict_logits(volume, net, kind="centre_voxel", receptive_field=r,
-                           patch_size=block, block_size=block, device="cpu").compute()
+                           patch_size=block, block_size=block, device="cpu",
+                           cpu_threads=None).compute()  # the threads torch has, as patchwise
     dense_s = time.perf_counter() - t0
     rng = np.random.default_rng(seed)
     pos = np.stack([rng.integers(0, n, sample) for n in volume.shape], axis=1)

@@ -117,6 +117,48 @@ def test_volseg_train_config_errors_name_the_key(
     assert err.count("\n") == 0 and "split.train" in err and "gap" in err
 
 
+def test_a_nan_in_the_training_image_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, labels, img, _ = _volume(tmp_path)
+    bad = img.astype(np.float32)
+    bad[5, 17, 9] = np.nan
+    image = tmp_path / "float.zarr"
+    arr = zarr.open_array(image, mode="w", shape=SHAPE, chunks=(8, 16, 16), dtype="float32",
+                          zarr_format=2)
+    arr[:] = bad
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(CONFIG.format(image=image, labels=labels)
+                   + "normalization: {mode: meanstd, sample_chunks: 64}\n")
+    out = tmp_path / "run"
+    assert main(["train", str(cfg), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    last = err.splitlines()[-1]
+    assert "Traceback" not in err and last.startswith("volseg: error: ")
+    assert "float.zarr" in last and "(5, 17, 9)" in last
+    assert not (out / "model.safetensors").exists()
+
+
+def test_a_nan_loss_stops_training_with_a_one_line_error(tmp_path: Path) -> None:
+    from volseg.train.config import OptimizerConfig
+    from volseg.train.loop import TrainingDiverged, fit
+
+    net = torch.nn.Conv2d(1, 2, 1)
+
+    def batch() -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.zeros(1, 1, 4, 4), torch.zeros(1, 4, 4, dtype=torch.long)
+
+    def objective(m: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return m(x).sum() * float("nan")
+
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(TrainingDiverged, match="epoch 1.*nan"):
+        fit(net, next_batch=batch, objective=objective, validate=None, select="macro_f1",
+            epochs=2, steps_per_epoch=2, optimizer=OptimizerConfig(), progress=False)
+    for k, v in net.state_dict().items():  # no step was taken on the NaN
+        assert torch.equal(v, before[k])
+
+
 def test_train_stage_centre_voxel_on_sparse_slices(tmp_path: Path) -> None:
     """Dense-block centre-voxel training from 3 annotated sections, via the stage."""
     from volseg.stages import train as stage

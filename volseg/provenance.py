@@ -7,6 +7,7 @@ import importlib.metadata
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ def git_revision(path: Path | None = None) -> str | None:
 
 
 def hardware() -> dict[str, Any]:
-    """Describe the machine: CPU, cores, memory and GPUs (if torch sees any)."""
+    """Describe the machine: CPU, cores, memory and GPUs (if torch is loaded and sees any)."""
     info: dict[str, Any] = {
         "hostname": platform.node(),
         "platform": platform.platform(),
@@ -60,16 +61,12 @@ def hardware() -> dict[str, Any]:
         info["memory_bytes"] = int(psutil.virtual_memory().total)
     except ImportError:  # pragma: no cover - psutil is a dependency
         pass
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            info["gpus"] = [
-                torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())
-            ]
-            info["cuda"] = torch.version.cuda
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
+    torch = sys.modules.get("torch")  # only where already imported: import costs seconds
+    if torch is not None and torch.cuda.is_available():
+        info["gpus"] = [
+            torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())
+        ]
+        info["cuda"] = torch.version.cuda
     return info
 
 

@@ -97,8 +97,11 @@ def _scores(cm: np.ndarray, names: list[str]) -> dict[str, Any]:
     return scores(cm, names)
 
 
-def evaluate(case: str, work: Path) -> dict[str, Any]:
-    """Predict the held-out sections with the saved model and score them."""
+def evaluate(case: str, work: Path, tta: bool = False) -> dict[str, Any]:
+    """Predict the held-out sections with the saved model and score them.
+
+    ``tta`` averages the logits over flips (``volseg predict --tta``).
+    """
     import dask
     import torch
 
@@ -127,7 +130,9 @@ def evaluate(case: str, work: Path) -> dict[str, Any]:
     a, b = max(0, z0 - margin), min(depth, z1 + margin)
     torch.set_num_threads(int(os.environ.get("VOLSEG_THREADS", "2")))
     t0 = time.perf_counter()
-    logits = predict_logits(image[a:b], str(model_path), batch_size=4, device="cpu")
+    # synchronous below: one forward at a time with the threads set here
+    logits = predict_logits(image[a:b], str(model_path), batch_size=4, device="cpu",
+                            tta=tta, cpu_threads=None)
     with dask.config.set(scheduler="synchronous"):
         pred = np.asarray(logits.argmax(axis=0).compute())
     seconds_predict = time.perf_counter() - t0
@@ -145,6 +150,7 @@ def evaluate(case: str, work: Path) -> dict[str, Any]:
     else:
         result["evaluated_sections"] = f"sections {sections[0]}..{sections[-1]}"
     result["seconds_predict"] = round(seconds_predict, 1)
+    result["tta"] = tta
     return result
 
 
@@ -155,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--tag", default="", help="suffix of the result files")
+    parser.add_argument("--tta", action="store_true",
+                        help="evaluate with test-time flips (volseg predict --tta)")
     args = parser.parse_args(argv)
     os.chdir(ROOT)
     work = Path(args.workdir or f"runs/quality/{args.case}")
@@ -182,12 +190,13 @@ def main(argv: list[str] | None = None) -> int:
     from volseg.models import read_spec
 
     spec = read_spec(work / "model.safetensors")
-    quality = evaluate(args.case, work)
+    quality = evaluate(args.case, work, tta=args.tta)
     training = spec.training
     result = {
         "case": args.case,
         "command": " ".join(["python", "benchmarks/quality/run.py", args.case,
-                             *[f"--set {o}" for o in args.overrides]]),
+                             *[f"--set {o}" for o in args.overrides],
+                             *(["--tta"] if args.tta else [])]),
         "train_command": " ".join(["volseg", *cmd[3:]]),
         "model": {"architecture": spec.architecture, "params": spec.params,
                   "patch_size": spec.patch_size, "kind": spec.kind,

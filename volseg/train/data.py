@@ -193,6 +193,19 @@ def map_labels(raw: np.ndarray, lut: np.ndarray | None) -> np.ndarray:
 
 
 # -- regions -------------------------------------------------------------------------
+def check_finite(data: np.ndarray, origin: Sequence[int], name: str) -> None:
+    """Raise :class:`InputError` naming the first NaN/infinite voxel of a float window.
+
+    ``origin`` is the window's start in volume coordinates ``(z, y, x)``.
+    """
+    if data.dtype.kind != "f" or np.isfinite(data).all():
+        return
+    bad = np.argwhere(~np.isfinite(data))[0]
+    where = tuple(int(o) + int(b) for o, b in zip(origin, bad, strict=True))
+    raise InputError(f"{name}: NaN or infinite value at (z, y, x) = {where}; fill or mask "
+                     "such voxels before training")
+
+
 def _read(arr: Any, box: tuple[slice, ...]) -> np.ndarray:
     part = arr[box]
     if isinstance(part, da.Array):
@@ -216,6 +229,8 @@ class Region:
         The "not annotated" id.
     in_memory
         Load the region's image and labels now (else read lazily).
+    name
+        How errors name the image (its file).
     """
 
     def __init__(
@@ -227,8 +242,10 @@ class Region:
         lut: np.ndarray | None,
         ignore_id: int,
         in_memory: bool,
+        name: str = "the image",
     ) -> None:
         z0, z1 = z_range
+        self.name = name
         self.z_range = z_range
         self.ignore_id = ignore_id
         self.lut = lut
@@ -288,6 +305,8 @@ class Region:
         """Raw image window; the parts outside the region are mirrored from inside."""
         box, pads = self._clip(start, shape)
         data = _read(self.image, box)
+        check_finite(data, tuple(b.start + (self.z_range[0] if i == 0 else 0)
+                                 for i, b in enumerate(box)), self.name)
         if any(p != (0, 0) for p in pads):
             mode = "reflect" if min(data.shape) > 1 else "edge"
             if mode == "reflect" and any(
@@ -367,7 +386,11 @@ def sample_normalization(
     for i in sorted(int(c) for c in chosen):
         r, b = keys[i]
         region = regions[r]
-        block = _read(region.image, region.block_slices()[b]).ravel()
+        box = region.block_slices()[b]
+        block = _read(region.image, box)
+        check_finite(block, (region.z_range[0] + box[0].start, box[1].start, box[2].start),
+                     region.name)
+        block = block.ravel()
         step = max(1, math.ceil(block.size / max_voxels_per_chunk))
         parts.append(block[::step])
     return Normalization.from_sample(

@@ -30,7 +30,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from volseg.errors import ConfigError, OutputExistsError
+from volseg.errors import ConfigError, OutputExistsError, VolsegError
 from volseg.models import ModelSpec, build_model, save_model
 from volseg.train.augment import augment
 from volseg.train.config import OptimizerConfig, TrainConfig
@@ -50,6 +50,10 @@ from volseg.train.losses import build_loss
 from volseg.train.sampling import AnchorSampler, window_start
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class TrainingDiverged(VolsegError):
+    """The loss became NaN or infinite (a one-line error; nothing is saved)."""
 
 
 def _log(message: str) -> None:
@@ -181,6 +185,13 @@ def fit(
                 opt.zero_grad(set_to_none=True)
                 with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                     loss = objective(module, inputs, targets)
+                if not use_amp and not torch.isfinite(loss.detach()):
+                    # AMP's gradient scaler skips such steps itself; in fp32 one
+                    # step on a NaN loss would turn every weight into NaN
+                    raise TrainingDiverged(
+                        f"training diverged at epoch {epoch}: the loss is "
+                        f"{float(loss.detach())}; lower optimizer.lr or check the "
+                        "image and labels")
                 scaler.scale(loss).backward()
                 scaler.step(opt)
                 scaler.update()
@@ -396,11 +407,13 @@ def train(
 
     def region(z: tuple[int, int]) -> Region:
         small = (z[1] - z[0]) * bytes_per_z <= config.in_memory_mb * 2**20
-        return Region(img, lab, z, lut=lut, ignore_id=config.ignore_id, in_memory=small)
+        return Region(img, lab, z, lut=lut, ignore_id=config.ignore_id, in_memory=small,
+                      name=str(config.image))
 
     train_regions = [region(z) for z in train_z]
     val_regions = [
-        Region(img, lab, z, lut=lut, ignore_id=config.ignore_id, in_memory=True) for z in val_z
+        Region(img, lab, z, lut=lut, ignore_id=config.ignore_id, in_memory=True,
+               name=str(config.image)) for z in val_z
     ]
     _log(f"volseg train: training sections {train_z}, validation sections {val_z}, "
          f"gap {config.split.gap}")
