@@ -141,7 +141,7 @@ def test_a_nan_in_the_training_image_is_a_one_line_error(
 
 def test_a_nan_loss_stops_training_with_a_one_line_error(tmp_path: Path) -> None:
     from volseg.train.config import OptimizerConfig
-    from volseg.train.loop import TrainingDiverged, fit
+    from volseg.train.loop import TrainingDivergedError, fit
 
     net = torch.nn.Conv2d(1, 2, 1)
 
@@ -152,7 +152,7 @@ def test_a_nan_loss_stops_training_with_a_one_line_error(tmp_path: Path) -> None
         return m(x).sum() * float("nan")
 
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    with pytest.raises(TrainingDiverged, match="epoch 1.*nan"):
+    with pytest.raises(TrainingDivergedError, match=r"epoch 1.*nan"):
         fit(net, next_batch=batch, objective=objective, validate=None, select="macro_f1",
             epochs=2, steps_per_epoch=2, optimizer=OptimizerConfig(), progress=False)
     for k, v in net.state_dict().items():  # no step was taken on the NaN

@@ -52,7 +52,7 @@ from volseg.train.sampling import AnchorSampler, window_start
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
-class TrainingDiverged(VolsegError):
+class TrainingDivergedError(VolsegError):
     """The loss became NaN or infinite (a one-line error; nothing is saved)."""
 
 
@@ -188,7 +188,7 @@ def fit(
                 if not use_amp and not torch.isfinite(loss.detach()):
                     # AMP's gradient scaler skips such steps itself; in fp32 one
                     # step on a NaN loss would turn every weight into NaN
-                    raise TrainingDiverged(
+                    raise TrainingDivergedError(
                         f"training diverged at epoch {epoch}: the loss is "
                         f"{float(loss.detach())}; lower optimizer.lr or check the "
                         "image and labels")
