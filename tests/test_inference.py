@@ -309,3 +309,23 @@ def test_monai_parity_on_local_cluster(client, tmp_path, volume: np.ndarray) -> 
                     if isinstance(k, tuple) and str(k[0]).startswith("volseg-emit"))
     assert emissions > 2
     assert sum(s["hits"] + s["loads"] for s in stats.values()) == 2 * emissions
+
+
+def test_cpu_block_tasks_run_one_thread_passes_without_the_lock() -> None:
+    """On the CPU a block's predictor sets ``cpu_threads`` and takes no model lock."""
+    from volseg.inference.blockwise import ModelCall
+    from volseg.inference.cache import ModelRef
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        ref = ModelRef.from_module(nn.Conv3d(1, 2, 1))
+        predictor = ModelCall(device="cpu", cpu_threads=1).predictor(ref)
+        assert torch.get_num_threads() == 1
+        assert predictor._exclusive() is not predictor.model.lock
+        out = predictor(np.ones((1, 1, 2, 3, 4), np.float32))
+        assert out.shape == (1, 2, 2, 3, 4)
+        ModelCall(device="cpu", cpu_threads=None).predictor(ref)
+        assert torch.get_num_threads() == 1  # None leaves the setting alone
+    finally:
+        torch.set_num_threads(before)

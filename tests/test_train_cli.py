@@ -139,6 +139,29 @@ def test_a_nan_in_the_training_image_is_a_one_line_error(
     assert not (out / "model.safetensors").exists()
 
 
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_a_region_names_its_first_nan_voxel(in_memory: bool) -> None:
+    import dask.array as da
+
+    from volseg.errors import InputError
+    from volseg.train.data import Region
+
+    image = np.zeros((6, 8, 8), np.float32)
+    image[4, 2, 7] = np.inf
+
+    def region() -> Region:
+        return Region(da.from_array(image, chunks=4), da.zeros(image.shape, np.uint8, chunks=4),
+                      (2, 6), lut=None, ignore_id=255, in_memory=in_memory, name="img.zarr")
+
+    with pytest.raises(InputError, match=r"img.zarr: .*\(4, 2, 7\)"):
+        if in_memory:
+            region()  # checked once, when loaded
+        else:
+            lazy = region()
+            lazy.read_image((0, 0, 0), (1, 8, 8))  # z = 2: finite
+            lazy.read_image((2, 0, 0), (1, 8, 8))
+
+
 def test_a_nan_loss_stops_training_with_a_one_line_error(tmp_path: Path) -> None:
     from volseg.train.config import OptimizerConfig
     from volseg.train.loop import TrainingDivergedError, fit

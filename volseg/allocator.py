@@ -3,11 +3,12 @@
 Block tasks allocate and free arrays of tens of MB many times a second (network
 activations, accumulators, chunks).  glibc serves requests above its dynamic mmap
 threshold with fresh ``mmap`` pages and gives them back on ``free``, so the kernel
-faults in and zeroes every page again for the next block: on the benchmark
-machine this cost 5.3 s of system time in an 18 s ``volseg predict``.  Fixing the
-threshold at its maximum (32 MiB) and keeping freed heap memory for reuse cut it
-to 2.6 s (``benchmarks/bench_predict.py``).  Freed memory then stays with the
-process (its RSS is its peak working set), which suits a command-line run.
+faults in and zeroes every page again for the next block.  Measured with
+``/usr/bin/time`` on ``volseg predict`` of the ``bench_predict`` model over a
+128 × 256 × 512 volume (2-core machine): 5.3 s of system time in an 18 s run;
+fixing the threshold at its maximum (32 MiB) and keeping freed heap memory for
+reuse, as here, 2.2 s.  Freed memory then stays with the process (its RSS is its
+peak working set), which suits a command-line run.
 
 Raising only ``M_TRIM_THRESHOLD`` is a trap: it switches the dynamic threshold
 off at its 128 KiB default and makes matters worse (19 s of system time).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 from collections.abc import Sequence
 from typing import Any
@@ -35,12 +36,26 @@ def add_voxel_size(parser: argparse.ArgumentParser) -> None:
                         help="voxel size in nm (overrides what the input file says)")
 
 
-def positive_int(text: str) -> int:
-    """``argparse`` type: an integer ≥ 1."""
+def _integer(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """``argparse`` type: an integer ≥ 1."""
+    value = _integer(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
     return value
@@ -48,10 +63,7 @@ def positive_int(text: str) -> int:
 
 def non_negative_int(text: str) -> int:
     """``argparse`` type: an integer ≥ 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    value = _integer(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"{value} must be at least 0")
     return value
@@ -59,22 +71,16 @@ def non_negative_int(text: str) -> int:
 
 def non_negative_float(text: str) -> float:
     """``argparse`` type: a finite number ≥ 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < float("inf"):
+    value = _finite(text)
+    if value < 0:
         raise argparse.ArgumentTypeError(f"{text} must be a non-negative number")
     return value
 
 
 def positive_float(text: str) -> float:
     """``argparse`` type: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
+    value = _finite(text)
+    if value <= 0:
         raise argparse.ArgumentTypeError(f"{text} must be a positive number")
     return value
 

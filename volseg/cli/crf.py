@@ -76,8 +76,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _common.add_overwrite(parser)
 
 
-
-
 def parse_compatibility(text: str) -> float | list[list[float]]:
     """Return a Potts weight from a number, or the matrix from a YAML file.
 

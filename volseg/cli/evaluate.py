@@ -20,6 +20,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from volseg.cli import _common
 from volseg.errors import InputError
 from volseg.io import omezarr, open_volume
 from volseg.metrics.connectomics import DEFAULT_IGNORE
@@ -36,15 +37,7 @@ DEFAULT_IGNORE_LABEL = 255
 
 def _ignore_label(text: str) -> int | None:
     """``argparse`` type: a non-negative integer, or ``none``."""
-    if text.lower() == "none":
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer or 'none'") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be non-negative")
-    return value
+    return None if text.lower() == "none" else _common.non_negative_int(text)
 
 
 def _zero_division(text: str) -> float:

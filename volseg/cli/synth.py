@@ -46,10 +46,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _common.add_overwrite(parser)
 
 
-
-
-
-
 def run(args: argparse.Namespace) -> int:
     """Make the phantom, write it and print the class frequencies."""
     phantom = make_phantom(

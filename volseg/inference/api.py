@@ -69,7 +69,7 @@ def _as_dask(image: Any, block: Sequence[int]) -> da.Array:
 def _probe_channels(ref: ModelRef, call: ModelCall, in_channels: int,
                     in_patch: Sequence[int]) -> int:
     predictor = Predictor(get_model(ref, resolve_device(call.device)), kind=call.kind,
-                          precision="fp32", tta=False, cpu_threads=None)
+                          precision="fp32", tta=False)
     out = predictor(np.zeros((1, in_channels, *in_patch), dtype=np.float32))
     return int(out.shape[1])
 

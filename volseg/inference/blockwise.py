@@ -54,7 +54,7 @@ import numpy as np
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
-from volseg.errors import InputError
+from volseg.checks import require_finite
 from volseg.geometry import Box, OverlapAddPlan, chunk_bounds, halo_box, tiles
 from volseg.inference.cache import ModelRef, get_model
 from volseg.inference.predictor import Predictor, resolve_device
@@ -159,11 +159,7 @@ def read_region(
         filled += inter.size
     if filled != valid.size:
         raise RuntimeError(f"input blocks cover {filled} of the {valid.size} voxels of {valid}")
-    if out.dtype.kind == "f" and not np.isfinite(out).all():
-        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(out))[0][1:])
-        where = tuple(s + b for s, b in zip(valid.start, bad, strict=True))
-        raise InputError(f"the input has a NaN or infinite value at (z, y, x) = {where}; "
-                         "fill or mask such voxels before predicting")
+    require_finite(out, valid.start, name="the input", action="predicting")
     data = (
         normalization.apply(out) if normalization is not None else out.astype(np.float32)
     )

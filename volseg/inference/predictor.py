@@ -20,7 +20,7 @@ per-thread stream outside the model lock, so they overlap another thread's forwa
 pass.  On the CPU everything is float32 (``precision`` other than ``"fp32"`` is
 ignored there, keeping CPU results exact and comparable with MONAI), and forward
 passes are *not* serialised: Dask runs one block task per core, each forward pass
-uses ``cpu_threads`` intra-op threads (default one), so the cores run several
+uses ``cpu_threads`` intra-op threads (one in block tasks), so the cores run several
 forward passes at once and the reading, blending and encoding of one task fill
 the gaps of the others.  On the benchmark machine (2 cores) two concurrent
 one-thread passes of the default UNet deliver 17 % more voxels/s than one
@@ -108,14 +108,15 @@ class Predictor:
         Average the logits over the flips of :func:`flip_sets`.
     cpu_threads
         Torch intra-op threads of a forward pass on the CPU (``torch.set_num_threads``,
-        process-wide; ``None`` leaves torch's setting alone).
+        process-wide; ``None``, the default, leaves torch's setting alone; block tasks
+        pass :attr:`volseg.inference.blockwise.ModelCall.cpu_threads`).
     """
 
     model: CachedModel
     kind: str = "3d"
     precision: str = "fp32"
     tta: bool = False
-    cpu_threads: int | None = 1
+    cpu_threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

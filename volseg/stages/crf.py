@@ -95,8 +95,6 @@ class Config(StageConfig):
         )
 
 
-
-
 def run(config: Config, ctx: RunContext) -> dict[str, Any]:
     """Run the CRF (or skip a finished one); return a JSON-able summary."""
     output = ctx.path(config.output)

@@ -56,8 +56,6 @@ class Config(StageConfig):
         return value
 
 
-
-
 def run(config: Config, ctx: RunContext) -> dict[str, Any]:
     """Label the objects (or skip a finished run); return a JSON-able summary."""
     output = ctx.path(config.output)

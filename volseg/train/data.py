@@ -21,6 +21,7 @@ import dask
 import dask.array as da
 import numpy as np
 
+from volseg.checks import require_finite
 from volseg.errors import ConfigError, InputError
 from volseg.models.spec import ModelSpec, Normalization
 from volseg.train.config import NormalizationConfig, SplitConfig
@@ -193,19 +194,6 @@ def map_labels(raw: np.ndarray, lut: np.ndarray | None) -> np.ndarray:
 
 
 # -- regions -------------------------------------------------------------------------
-def check_finite(data: np.ndarray, origin: Sequence[int], name: str) -> None:
-    """Raise :class:`InputError` naming the first NaN/infinite voxel of a float window.
-
-    ``origin`` is the window's start in volume coordinates ``(z, y, x)``.
-    """
-    if data.dtype.kind != "f" or np.isfinite(data).all():
-        return
-    bad = np.argwhere(~np.isfinite(data))[0]
-    where = tuple(int(o) + int(b) for o, b in zip(origin, bad, strict=True))
-    raise InputError(f"{name}: NaN or infinite value at (z, y, x) = {where}; fill or mask "
-                     "such voxels before training")
-
-
 def _read(arr: Any, box: tuple[slice, ...]) -> np.ndarray:
     part = arr[box]
     if isinstance(part, da.Array):
@@ -257,6 +245,7 @@ class Region:
         if in_memory:
             with dask.config.set(scheduler="threads"):
                 self.image, self.labels = dask.compute(self._image_da, self._labels_da)
+            require_finite(self.image, (z0, 0, 0), name=name, action="training")
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -305,8 +294,9 @@ class Region:
         """Raw image window; the parts outside the region are mirrored from inside."""
         box, pads = self._clip(start, shape)
         data = _read(self.image, box)
-        check_finite(data, tuple(b.start + (self.z_range[0] if i == 0 else 0)
-                                 for i, b in enumerate(box)), self.name)
+        if not self.in_memory:  # an in-memory region was checked once, when loaded
+            origin = (self.z_range[0] + box[0].start, box[1].start, box[2].start)
+            require_finite(data, origin, name=self.name, action="training")
         if any(p != (0, 0) for p in pads):
             mode = "reflect" if min(data.shape) > 1 else "edge"
             if mode == "reflect" and any(
@@ -388,8 +378,8 @@ def sample_normalization(
         region = regions[r]
         box = region.block_slices()[b]
         block = _read(region.image, box)
-        check_finite(block, (region.z_range[0] + box[0].start, box[1].start, box[2].start),
-                     region.name)
+        require_finite(block, (region.z_range[0] + box[0].start, box[1].start, box[2].start),
+                       name=region.name, action="training")
         block = block.ravel()
         step = max(1, math.ceil(block.size / max_voxels_per_chunk))
         parts.append(block[::step])
