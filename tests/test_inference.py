@@ -261,6 +261,22 @@ def test_model_file_uses_spec_and_normalisation(tmp_path, volume: np.ndarray) ->
     assert cache_stats()["loads"] == 1  # once for the whole volume, not per block
 
 
+def test_model_files_run_channels_last_on_the_cpu(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A model file runs in NDHWC layout on the CPU; a caller's module keeps its own."""
+    from volseg.inference.cache import ModelRef, get_model, input_format
+
+    path, net, _ = _model_file(tmp_path)
+    cached = get_model(ModelRef.from_path(path), torch.device("cpu"))
+    assert cached.memory_format == torch.channels_last_3d
+    assert input_format(cached.module) == torch.channels_last_3d
+    assert input_format(net) == torch.contiguous_format  # the caller's module: untouched
+    mine = get_model(ModelRef.from_module(net), torch.device("cpu"))
+    assert mine.memory_format == torch.contiguous_format
+    assert input_format(nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last)) == \
+        torch.channels_last
+    assert input_format(nn.Linear(3, 4)) == torch.contiguous_format
+
+
 @pytest.fixture(scope="module")
 def client():  # type: ignore[no-untyped-def]
     distributed = pytest.importorskip("distributed")

@@ -26,7 +26,6 @@ import dask
 import dask.array as da
 import numpy as np
 import zarr
-from dask.callbacks import Callback
 
 from volseg.errors import ConfigError, InputError, OutputExistsError
 from volseg.inference.api import (
@@ -35,7 +34,7 @@ from volseg.inference.api import (
     logits_to_probabilities,
     predict_logits,
 )
-from volseg.inference.stream import compute_in_rows
+from volseg.inference.stream import compute_in_order
 
 LABEL_NAME = "semantic"
 ProbabilityDtype = Literal["none", "uint8", "float16", "float32"]
@@ -129,16 +128,13 @@ def _write_blocks(
     return 1
 
 
-class _VoxelProgress(Callback):
-    """Local-scheduler progress bar counting written voxels, with voxels/s.
+class _VoxelProgress:
+    """Progress bar counting written voxels, with voxels/s (a no-op off a terminal).
 
-    Used as a context manager around several computes (one per row of blocks):
-    the bar spans them all.
+    Used as a context manager; :meth:`done` is called with each finished write key.
     """
 
     def __init__(self, description: str, keys: Mapping[Any, int], total: int) -> None:
-        super().__init__()
-        self._keys = keys
         from rich.progress import (
             BarColumn,
             Progress,
@@ -147,6 +143,7 @@ class _VoxelProgress(Callback):
             TimeRemainingColumn,
         )
 
+        self._keys = keys
         self._progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(),
             TextColumn("{task.completed:,.0f}/{task.total:,.0f} voxels"),
@@ -157,14 +154,13 @@ class _VoxelProgress(Callback):
 
     def __enter__(self) -> _VoxelProgress:
         self._progress.start()
-        super().__enter__()
         return self
 
     def __exit__(self, *args: Any) -> None:
-        super().__exit__(*args)
         self._progress.stop()
 
-    def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, wid: Any) -> None:
+    def done(self, key: Any) -> None:
+        """Count the voxels of a finished write task."""
         voxels = self._keys.get(key)
         if voxels:
             self._progress.advance(self._task, voxels)
@@ -183,8 +179,9 @@ def store_together(
     one chunk); block ``(i, j, k)`` of all of them is written by one task, so what
     they share upstream (the logits) is computed once per block.  Markers follow
     :mod:`volseg.io.store`; blocks whose chunks are all marked in every target are
-    skipped and their upstream graph culled.  Locally the blocks are computed row
-    by row (:func:`volseg.inference.stream.compute_in_rows`) to bound memory; on a
+    skipped and their upstream graph culled.  Locally the blocks are computed in
+    raster order by a priority scheduler
+    (:func:`volseg.inference.stream.compute_in_order`) to bound memory; on a
     ``distributed`` cluster the write tasks are submitted together.
 
     Returns
@@ -242,8 +239,8 @@ def store_together(
             progress(futures)
         client.gather(futures)
     else:
-        with _VoxelProgress(description, voxels, sum(voxels.values())):
-            compute_in_rows(writes, indices)
+        with _VoxelProgress(description, voxels, sum(voxels.values())) as bar:
+            compute_in_order(writes, indices, on_done=bar.done)
     return total, len(writes)
 
 

@@ -146,6 +146,10 @@ class Predictor:
         if self.kind == "2.5d":
             n, c, k, y, w = x.shape
             x = x.reshape(n, c * k, y, w)
+        layout = self.model.memory_format
+        if layout is not torch.contiguous_format and x.ndim == (5 if layout is
+                                                                 torch.channels_last_3d else 4):
+            x = x.contiguous(memory_format=layout)
         device = self.model.device
         autocast = device.type == "cuda" and self.precision != "fp32"
         with self._exclusive(), torch.inference_mode():
@@ -156,7 +160,7 @@ class Predictor:
                     out = self.model.module(x)
             else:
                 out = self.model.module(x)
-            out = out.float()
+            out = out.float().contiguous()
         if self.kind == "2.5d":
             out = out[:, :, None]
         return out

@@ -1,113 +1,167 @@
-"""Streaming execution of blockwise write tasks on the local scheduler, row by row.
+"""Streaming execution of blockwise write tasks on local threads, in raster order.
 
 Overlap-add makes every output block depend on the emissions of its lower
 neighbours.  Handed the whole graph at once, Dask's static ordering may run
 emissions far ahead of the merges that consume them, keeping many partial sums in
-memory.  :func:`compute_in_rows` runs the write tasks one *row* of blocks (fixed
-``z, y`` block index, all ``x``) at a time, in raster order, with the threaded
-scheduler inside each row, and carries over only the *pieces* that later rows
-need (the overhangs of this row's emissions into the next row and the next
-slab).  Each emission is still computed exactly once, and memory holds one row's
-work plus the overhangs of one cross-section: ``(C + 1) (P - s)`` values per voxel
-of a ``y x`` plane with blocks on the patch grid (see
-:func:`volseg.inference.default_block_size`).
+memory; computing one row of blocks per ``dask.get`` bounds memory but leaves
+cores idle at the end of every row.  :func:`compute_in_order` is a small list
+scheduler instead: a pool of threads always runs the *ready* tasks of highest
+priority, where a task's priority is the raster position of the first wanted
+block that needs it.  So the blocks are finished in raster order, emissions run
+at most about one task per thread ahead of the merges, and no core waits for a
+row to end.
 
-Inputs are re-read where neighbouring rows' reads overlap (the patches' overhang),
-which costs only I/O.
+The overhang *pieces* of an emission (:mod:`volseg.inference.blockwise`) take the
+priority of their emission, not of the later block they go to: they are copied
+out as soon as the emission exists, so the emission itself can be freed.  A
+task's result is dropped as soon as its last dependent has run; memory holds the
+work in flight plus the overhangs of one cross-section (``(C + 1) (P - s)``
+values per voxel of a ``y x`` plane with blocks on the patch grid, see
+:func:`volseg.inference.default_block_size`).  Every task runs exactly once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import heapq
+import os
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
-import dask
-from dask.core import get_dependencies
-
 PIECE_PREFIX = "volseg-piece-"
-EMIT_PREFIX = "volseg-emit-"
 
 
 def _name(key: Any) -> str:
     return str(key[0]) if isinstance(key, tuple) and key else str(key)
 
 
-def _cull(dsk: dict[Any, Any], keys: Sequence[Any]) -> dict[Any, Any]:
-    """Return the sub-graph that ``keys`` need (a plain walk; O(needed tasks))."""
-    out: dict[Any, Any] = {}
+def _needed(dsk: dict[Hashable, Any], keys: Sequence[Hashable]) -> dict[Hashable, frozenset[Any]]:
+    """Dependencies of every task that ``keys`` need (a plain walk)."""
+    deps: dict[Hashable, frozenset[Any]] = {}
     stack = list(keys)
     while stack:
         key = stack.pop()
-        if key in out:
+        if key in deps:
             continue
-        out[key] = dsk[key]
-        stack.extend(d for d in get_dependencies(dsk, key) if d not in out)
-    return out
+        deps[key] = frozenset(dsk[key].dependencies)
+        stack.extend(d for d in deps[key] if d not in deps)
+    return deps
 
 
-def compute_in_rows(
-    writes: Sequence[Any], indices: Sequence[tuple[int, ...]], *, num_workers: int | None = None
+def priorities(
+    deps: Mapping[Any, frozenset[Any]], writes: Sequence[Hashable]
+) -> dict[Hashable, int]:
+    """Return each task's priority: the rank of the first write (in ``writes`` order) needing it.
+
+    Pieces (keys named ``volseg-piece-*``) take their emission's priority instead.
+    """
+    rank: dict[Hashable, int] = {}
+    for position, write in enumerate(writes):
+        stack = [write]
+        while stack:
+            key = stack.pop()
+            if key in rank:
+                continue
+            rank[key] = position
+            stack.extend(d for d in deps[key] if d not in rank)
+    for key, key_deps in deps.items():
+        if _name(key).startswith(PIECE_PREFIX) and key_deps:
+            rank[key] = min(rank[d] for d in key_deps)
+    return rank
+
+
+def compute_in_order(
+    writes: Sequence[Any],
+    indices: Sequence[tuple[int, ...]],
+    *,
+    num_workers: int | None = None,
+    on_done: Callable[[Hashable], None] | None = None,
 ) -> int:
-    """Compute delayed write tasks row by row, carrying overlap-add pieces between rows.
+    """Compute delayed write tasks on a thread pool, finishing blocks in raster order.
 
     Parameters
     ----------
     writes
-        ``dask.delayed`` write tasks, one per output block.
+        ``dask.delayed`` write tasks, one per output block (their results are
+        discarded).
     indices
-        The block index of each write (same length; any order).
+        The block index of each write (same length; any order); the writes are
+        prioritised in sorted (raster) order of these.
     num_workers
-        Threads of the local scheduler inside a row (default: dask's).
+        Threads (default: Dask's ``num_workers`` setting, else the CPU count).
+    on_done
+        Called in the calling thread with each write's key once it has run.
 
     Returns
     -------
     int
-        Number of rows computed.
+        Number of tasks run.
 
-    Notes
-    -----
-    A piece key is ``(volseg-piece-<token>, *src, *dst)``: the part of block
-    ``src``'s emission falling into output block ``dst``.  When the row computing an
-    emission does not contain ``dst`` and ``dst`` is still to be written, the piece is
-    computed in that row too and kept as data in the graph until ``dst``'s row.
+    Raises
+    ------
+    Exception
+        The first exception a task raised, after the tasks already running end
+        (nothing new is started once a task has failed).
     """
+    import dask
+    from dask._task_spec import convert_legacy_graph
     from dask.base import collections_to_expr
 
     if not writes:
         return 0
-    # no optimisation: fusing a piece into its merge would hide it from the carrying
+    # no optimisation: fusing a piece into its merge would hide it from the priorities
     graph = collections_to_expr(list(writes), optimize_graph=False).__dask_graph__()
-    dsk: dict[Any, Any] = dict(graph)
-    ndim = len(indices[0])
-    todo = {tuple(i): w.key for i, w in zip(indices, writes, strict=True)}
-    # pieces by the emission they come from
-    by_emission: dict[Any, list[tuple[Any, tuple[int, ...]]]] = {}
-    for key in dsk:
-        if _name(key).startswith(PIECE_PREFIX) and isinstance(key, tuple):
-            dst = tuple(int(v) for v in key[1 + ndim:])
-            for dep in get_dependencies(dsk, key):
-                by_emission.setdefault(dep, []).append((key, dst))
-    rows: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
-    for idx in sorted(todo):
-        rows.setdefault(idx[:-1], []).append(idx)
-    carried: dict[tuple[int, ...], list[Any]] = {}
-    for row, blocks in rows.items():
-        keys: list[Any] = [todo[b] for b in blocks]
-        sub = _cull(dsk, keys)
-        extra = []
-        for key in sub:
-            if not _name(key).startswith(EMIT_PREFIX):
-                continue
-            for pkey, dst in by_emission.get(key, ()):
-                if dst[:-1] != row and dst in todo and pkey not in sub:
-                    extra.append(pkey)
-                    carried.setdefault(dst, []).append(pkey)
-        if extra:
-            sub.update({k: dsk[k] for k in extra})
-        results = dask.threaded.get(sub, [*keys, *extra], num_workers=num_workers)
-        for pkey, value in zip(extra, results[len(keys):], strict=True):
-            dsk[pkey] = value  # keep the data, forget how it was made
-        for b in blocks:  # pieces consumed by this row can go
-            for pkey in carried.pop(b, ()):
-                dsk.pop(pkey, None)
-    return len(rows)
+    dsk = convert_legacy_graph(dict(graph))
+    ordered = [w.key for _, w in sorted(zip(indices, writes, strict=True),
+                                        key=lambda pair: pair[0])]
+    wanted = set(ordered)
+    deps = _needed(dsk, ordered)
+    rank = priorities(deps, ordered)
+    dependents: dict[Hashable, list[Hashable]] = {key: [] for key in deps}
+    for key, key_deps in deps.items():
+        for dep in key_deps:
+            dependents[dep].append(key)
+    missing = {key: len(key_deps) for key, key_deps in deps.items()}
+    users = {key: len(children) for key, children in dependents.items()}
+    ready = [(rank[key], n, key) for n, key in enumerate(deps) if not missing[key]]
+    heapq.heapify(ready)
+    sequence = len(deps)
+    results: dict[Hashable, Any] = {}
+    running: dict[Future[Any], Hashable] = {}
+    workers = max(1, int(num_workers or dask.config.get("num_workers", None)
+                         or os.cpu_count() or 1))
+    failure: BaseException | None = None
+    ran = 0
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="volseg-block")
+    try:
+        while running or (ready and failure is None):
+            while ready and failure is None and len(running) < workers:
+                _, _, key = heapq.heappop(ready)
+                data = {dep: results[dep] for dep in deps[key]}
+                running[pool.submit(dsk[key], data)] = key
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                key = running.pop(future)
+                error = future.exception()
+                if error is not None:
+                    failure = failure or error
+                    continue
+                ran += 1
+                if users[key]:
+                    results[key] = future.result()
+                for dep in deps[key]:
+                    users[dep] -= 1
+                    if not users[dep]:
+                        results.pop(dep, None)
+                for child in dependents[key]:
+                    missing[child] -= 1
+                    if not missing[child]:
+                        sequence += 1
+                        heapq.heappush(ready, (rank[child], sequence, child))
+                if key in wanted and on_done is not None:
+                    on_done(key)
+    finally:
+        pool.shutdown(wait=failure is None, cancel_futures=True)
+    if failure is not None:
+        raise failure
+    return ran
