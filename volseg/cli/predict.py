@@ -85,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"  shape {_common.format_shape(result.shape)}, {len(result.classes)} classes "
           f"({', '.join(result.classes)}), patch {_common.format_shape(result.patch_size)}")
     print(f"  {result.computed_blocks} of {result.total_blocks} blocks of "
-          f"{_common.format_shape(result.block_size)} computed in {result.seconds:.1f} s "
-          f"({result.voxels_per_second:,.0f} voxels/s)")
+          f"{_common.format_shape(result.block_size)} computed in "
+          f"{result.block_seconds:.1f} s ({result.voxels_per_second:,.0f} voxels/s)")
+    print(f"  network loaded in {result.model_seconds:.1f} s, pyramids in "
+          f"{result.pyramid_seconds:.1f} s, {result.seconds:.1f} s in all")
     return 0

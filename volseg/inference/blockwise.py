@@ -51,6 +51,7 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
+import torch
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
@@ -229,8 +230,8 @@ def emit_block(
     region = read_region(parts, part_boxes, task.read, task.shape, task.pad_modes,
                          call.normalization)
     predictor = call.predictor(model)
-    weight = importance_map(task.out_patch, task.blend,
-                            sigma_scale=task.sigma_scale).astype(np.float64)
+    weight = torch.from_numpy(importance_map(task.out_patch, task.blend,
+                                             sigma_scale=task.sigma_scale).astype(np.float64))
     nc = task.out_channels
     acc: np.ndarray | None = None  # allocated after the first forward pass (memory)
     in_patch = tuple(
@@ -251,15 +252,17 @@ def emit_block(
                              f"{batch.shape}; expected {expected}")
         if acc is None:
             acc = zeroed_scratch((nc + 1, *task.write.shape))
-        for logits, start in zip(out, starts, strict=True):
+        # fused multiply-adds in float64 (torch's addcmul_: no temporaries)
+        sums = torch.from_numpy(acc)
+        for logits, start in zip(torch.from_numpy(out), starts, strict=True):
             pbox = Box.from_shape(task.out_patch, start)
             clip = pbox.intersect(task.write)
             src = clip.relative_to(pbox.start).slices()
             dst = clip.relative_to(task.write.start).slices()
             w = weight[src]
-            for c in range(nc):  # one channel at a time: small temporaries
-                acc[c][dst] += logits[c][src] * w
-            acc[nc][dst] += w
+            for c in range(nc):
+                sums[c][dst].addcmul_(logits[c][src], w)
+            sums[nc][dst].add_(w)
     # local weighted mean and weight, float32 (see merge_pieces: still exact)
     assert acc is not None
     den = acc[nc:]
@@ -284,12 +287,13 @@ def take_piece(emission: np.ndarray, box: Box, copy: bool = True) -> np.ndarray:
 def merge_pieces(
     pieces: Sequence[np.ndarray], boxes: Sequence[Box], shape: tuple[int, ...]
 ) -> np.ndarray:
-    """Add the pieces falling into an output block and normalise to float32 logits.
+    """Combine the pieces falling into an output block into float32 logits.
 
     Parameters
     ----------
     pieces
-        ``(C + 1, ...)`` weighted sums (last channel: sum of weights).
+        ``(C + 1, ...)`` float32 local means (channels ``0 .. C-1``) and weight
+        (channel ``C``) of the emissions overlapping the block.
     boxes
         Their boxes relative to the block.
     shape
@@ -303,20 +307,39 @@ def merge_pieces(
     float32 rounding, and is exact for a per-voxel network: every :math:`m_k` is
     then exactly :math:`f` (a float64 quotient within a few ulp of a float32 number
     rounds back to it), and so is :math:`y`.
+
+    The block is cut into cells by the pieces' boundaries; a cell covered by one
+    piece is that piece's mean, copied (the formula gives exactly :math:`m`: the
+    float64 product of two float32 numbers is exact, and so is its quotient by
+    :math:`W`).  Only cells where neighbours' overhangs meet are summed in float64.
     """
-    nc1 = pieces[0].shape[0]
-    sums = zeroed_scratch((nc1, *shape))
-    num, den = sums[:-1], sums[-1]
-    for piece, box in zip(pieces, boxes, strict=True):
-        where = box.slices()
-        w = piece[-1].astype(np.float64)
-        for c in range(nc1 - 1):  # one channel at a time: small temporaries
-            num[c][where] += piece[c] * w
-        den[where] += w
-    if not np.all(den > 0):
-        raise RuntimeError("a voxel of the block is covered by no patch (planning error)")
-    result = np.empty(num.shape, dtype=np.float32)
-    np.divide(num, den, out=result, casting="same_kind")
+    nc = pieces[0].shape[0] - 1
+    result = np.empty((nc, *shape), dtype=np.float32)
+    cuts = [sorted({0, n, *(b.start[a] for b in boxes), *(b.stop[a] for b in boxes)})
+            for a, n in enumerate(shape)]
+    for cell_start in itertools.product(*(c[:-1] for c in cuts)):
+        cell_stop = tuple(c[c.index(s) + 1] for c, s in zip(cuts, cell_start, strict=True))
+        cell = Box(tuple(cell_start), cell_stop)
+        where = (slice(None), *cell.slices())
+        covering = [(piece, box) for piece, box in zip(pieces, boxes, strict=True)
+                    if not box.intersect(cell).empty]
+        if not covering:
+            raise RuntimeError(f"cell {cell} of the block is covered by no patch "
+                               f"(planning error)")
+        if len(covering) == 1:
+            piece, box = covering[0]
+            result[where] = piece[(slice(0, nc), *cell.relative_to(box.start).slices())]
+            continue
+        num = np.zeros((nc, *cell.shape), dtype=np.float64)
+        den = np.zeros(cell.shape, dtype=np.float64)
+        for piece, box in covering:
+            part = piece[(slice(None), *cell.relative_to(box.start).slices())]
+            w = part[nc].astype(np.float64)
+            num += part[:nc] * w
+            den += w
+        if not np.all(den > 0):
+            raise RuntimeError("a voxel of the block is covered by no patch (planning error)")
+        np.divide(num, den, out=result[where], casting="same_kind")
     return result
 
 
