@@ -17,15 +17,17 @@ from __future__ import annotations
 import os
 import sys
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import dask
 import dask.array as da
 import numpy as np
 import zarr
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
 
 from volseg.errors import ConfigError, InputError, OutputExistsError
 from volseg.inference.api import (
@@ -213,8 +215,11 @@ def store_together(
     done = [store.completed_chunks(t) for _, t in pairs]
     dirs = [str(store.array_dir(t)) for _, t in pairs]
     layouts = [store.v2_layout(t) for _, t in pairs]
-    # unoptimised: per-array fusion would duplicate the shared logits tasks
-    delayed = [a.to_delayed(optimize_graph=False) for a, _ in pairs]
+    # one graph layer of write tasks over the arrays' graphs, unoptimised (fusing per
+    # array would duplicate the shared logits tasks); building a ``dask.delayed``
+    # call per block instead costs O(blocks) each (each call walks the whole graph)
+    name = f"volseg-write-{uuid.uuid4().hex}"
+    layer: dict[Any, Any] = {}
     starts = [np.concatenate([[0], np.cumsum(c)]) for c in spatial]
     writes: list[Any] = []
     indices: list[tuple[int, ...]] = []
@@ -232,14 +237,16 @@ def store_together(
             markers.append(store.marker_name(ranges))
         if not todo:
             continue
-        lead = [(0,) * (a.ndim - 3) for a, _ in pairs]
-        blocks = [d[(*ld, *idx)] for d, ld in zip(delayed, lead, strict=True)]
-        task = dask.delayed(_write_blocks, pure=False)(blocks, dirs, regions, markers, layouts)
-        writes.append(task)
+        key = (name, *(int(i) for i in idx))
+        blocks = [(a.name, *(0,) * (a.ndim - 3), *idx) for a, _ in pairs]
+        layer[key] = (_write_blocks, blocks, dirs, regions, markers, layouts)
+        writes.append(key)
         indices.append(tuple(int(i) for i in idx))
-        voxels[task.key] = int(np.prod([b.stop - b.start for b in box]))
+        voxels[key] = int(np.prod([b.stop - b.start for b in box]))
     if not writes:
         return total, 0
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[a for a, _ in pairs])  # type: ignore[misc]
+    writes = [Delayed(key, graph, layer=name) for key in writes]
     if client is not None:
         from distributed import progress
 
