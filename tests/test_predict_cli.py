@@ -218,4 +218,5 @@ def test_nan_in_the_input_is_a_one_line_error(inputs: tuple[Path, Path], tmp_pat
                  "--output", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "NaN" in err and "(7, 11, 13)" in err and "\n" not in err
+    assert str(image) in err  # names the file
     assert image_state(out / "labels" / "semantic") != "complete"

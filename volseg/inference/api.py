@@ -93,6 +93,7 @@ def predict_logits(
     border: str = "reflect",
     out_channels: int | None = None,
     cpu_threads: int | None = 1,
+    source: str | None = None,
 ) -> da.Array:
     """Return the blended network outputs of a volume as a lazy ``(C, Z, Y, X)`` float32 array.
 
@@ -142,6 +143,9 @@ def predict_logits(
         Torch intra-op threads per forward pass on the CPU, set process-wide when a
         block runs (``None``: leave torch's setting).  Dask runs one block per core,
         so the default of one thread keeps the cores busy with concurrent passes.
+    source
+        How an error about a NaN or infinite input voxel names the image (its
+        file; default "the input").
 
     Returns
     -------
@@ -216,7 +220,7 @@ def predict_logits(
     call = ModelCall(kind=kind, precision=precision, tta=tta, device=str(device),
                      batch_size=int(batch_size),
                      normalization=spec.normalization if spec is not None else None,
-                     cpu_threads=cpu_threads)
+                     cpu_threads=cpu_threads, source=source or "the input")
 
     block = tuple(block_size) if block_size is not None else None
     shape3 = tuple(image.shape[-3:])

@@ -102,6 +102,8 @@ class ModelCall:
     cpu_threads
         Torch intra-op threads per forward pass on the CPU (see
         :class:`volseg.inference.predictor.Predictor`).
+    source
+        How error messages about the input's voxels name it (its file).
     """
 
     kind: str = "3d"
@@ -111,6 +113,7 @@ class ModelCall:
     batch_size: int = 4
     normalization: Any = None
     cpu_threads: int | None = 1
+    source: str = "the input"
 
     def predictor(self, model: ModelRef) -> Predictor:
         """Return the predictor of ``model`` in this process (loading it once)."""
@@ -127,6 +130,7 @@ def read_region(
     shape: Sequence[int],
     pad_modes: Sequence[str],
     normalization: Any = None,
+    source: str = "the input",
 ) -> np.ndarray:
     """Assemble ``(Cin, *region.shape)`` float32 input from blocks, padding outside the volume.
 
@@ -145,6 +149,8 @@ def read_region(
         ``"edge"``, ``"reflect"`` or ``"symmetric"`` (``numpy.pad`` modes).
     normalization
         Applied to the in-volume data before padding (``None``: cast to float32).
+    source
+        How the error about a NaN or infinite voxel names the input.
     """
     valid = region.intersect(Box.from_shape(shape))
     cin = parts[0].shape[0]
@@ -160,7 +166,7 @@ def read_region(
         filled += inter.size
     if filled != valid.size:
         raise RuntimeError(f"input blocks cover {filled} of the {valid.size} voxels of {valid}")
-    require_finite(out, valid.start, name="the input", action="predicting")
+    require_finite(out, valid.start, name=source, action="predicting")
     data = (
         normalization.apply(out) if normalization is not None else out.astype(np.float32)
     )
@@ -228,7 +234,7 @@ def emit_block(
     :math:`W = \\sum_p w_p` (sums accumulated in float64, then rounded).
     """
     region = read_region(parts, part_boxes, task.read, task.shape, task.pad_modes,
-                         call.normalization)
+                         call.normalization, call.source)
     predictor = call.predictor(model)
     weight = torch.from_numpy(importance_map(task.out_patch, task.blend,
                                              sigma_scale=task.sigma_scale).astype(np.float64))
@@ -485,7 +491,7 @@ def dense_block(
     """Classify every voxel of a block with a dense network; ``(C, *block.shape)`` float32."""
     read = halo_box(task.block, task.halo)
     region = read_region(parts, part_boxes, read, task.shape, task.pad_modes,
-                         call.normalization)
+                         call.normalization, call.source)
     predictor = call.predictor(model)
     out = np.empty((task.out_channels, *task.block.shape), dtype=np.float32)
     for tile in tiles(task.block, task.tile):

@@ -349,7 +349,7 @@ def run_predict(
     logits = predict_logits(
         arr, model, patch_size=patch, overlap=overlap, blend=blend, sigma_scale=sigma_scale,
         batch_size=batch_size, device=device, precision=precision, tta=tta,
-        block_size=block)
+        block_size=block, source=str(image))
     nclass = int(logits.shape[0])
     record = dict((attrs or {}).get("volseg") or {})
     record["predict"] = {
