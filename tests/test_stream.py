@@ -26,10 +26,12 @@ class Log:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.calls: list[Any] = []
+        self.threads: set[str] = set()
 
     def add(self, item: object) -> None:
         with self.lock:
             self.calls.append(item)
+            self.threads.add(threading.current_thread().name)
 
 
 def _blocks(shape: tuple[int, ...], chunks: tuple[int, ...], log: Log,
@@ -153,3 +155,13 @@ def test_priorities_take_the_first_write_needing_a_task() -> None:
             "w0": frozenset({"a"})}
     rank = priorities(deps, ["w0", "w1"])
     assert rank == {"w0": 0, "a": 0, "w1": 1, "b": 1}
+
+
+def test_dask_synchronous_setting_runs_one_thread() -> None:
+    log = Log()
+    writes, indices, _, _ = _blocks((4, 4, 4), (2, 2, 2), log)
+    callers: set[int] = set()
+    with dask.config.set(scheduler="sync"):
+        compute_in_order(writes, indices, on_done=lambda key: callers.add(threading.get_ident()))
+    assert len(log.threads) == 1 and sorted(log.calls) == sorted(indices)
+    assert callers == {threading.get_ident()}  # on_done runs in the calling thread

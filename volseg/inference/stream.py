@@ -29,6 +29,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 PIECE_PREFIX = "volseg-piece-"
+SYNCHRONOUS = ("sync", "synchronous", "single-threaded")
+"""Dask ``scheduler`` settings that make :func:`compute_in_order` use one thread."""
 
 
 def _name(key: Any) -> str:
@@ -88,7 +90,8 @@ def compute_in_order(
         The block index of each write (same length; any order); the writes are
         prioritised in sorted (raster) order of these.
     num_workers
-        Threads (default: Dask's ``num_workers`` setting, else the CPU count).
+        Threads (default: one under Dask's synchronous scheduler setting, else
+        Dask's ``num_workers`` setting, else the CPU count).
     on_done
         Called in the calling thread with each write's key once it has run.
 
@@ -128,6 +131,8 @@ def compute_in_order(
     sequence = len(deps)
     results: dict[Hashable, Any] = {}
     running: dict[Future[Any], Hashable] = {}
+    if num_workers is None and dask.config.get("scheduler", None) in SYNCHRONOUS:
+        num_workers = 1
     workers = max(1, int(num_workers or dask.config.get("num_workers", None)
                          or os.cpu_count() or 1))
     failure: BaseException | None = None
