@@ -345,3 +345,36 @@ def test_cpu_block_tasks_run_one_thread_passes_without_the_lock() -> None:
         assert torch.get_num_threads() == 1  # None leaves the setting alone
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(("architecture", "params", "patch", "batch_shape"), [
+    ("unet3d", {"widths": [4, 8], "num_res_units": 1}, (8, 8, 8), (2, 1, 8, 8, 8)),
+    ("unet25d", {"widths": [4, 8], "context": 3}, (1, 16, 16), (2, 1, 3, 16, 16)),
+    ("centre_voxel", {"receptive_field": 6, "width": 4, "head_width": 8}, (4, 4, 4),
+     (1, 1, 9, 9, 9)),
+])
+def test_channels_last_passes_equal_plain_passes(tmp_path, architecture: str, params: dict,  # type: ignore[no-untyped-def]
+                                                 patch: tuple[int, ...],
+                                                 batch_shape: tuple[int, ...]) -> None:
+    """Every network kind loaded from a file gives the logits of its plain-layout twin."""
+    import copy
+
+    from volseg.inference.cache import CachedModel, ModelRef, get_model
+    from volseg.inference.predictor import Predictor
+    from volseg.models import ModelSpec, build_model, save_model
+
+    spec = ModelSpec(architecture=architecture, params=params, classes=("a", "b", "c"),
+                     patch_size=patch)
+    torch.manual_seed(3)
+    path = save_model(build_model(spec).eval(), spec, tmp_path / "m.safetensors")
+    dense = spec.kind == "centre_voxel"
+    cached = get_model(ModelRef.from_path(path, dense=dense), torch.device("cpu"))
+    want = torch.channels_last if spec.kind == "2.5d" else torch.channels_last_3d
+    assert cached.memory_format == want
+    plain = CachedModel(module=copy.deepcopy(cached.module).to(  # type: ignore[call-overload]
+        memory_format=torch.contiguous_format), device=cached.device)
+    assert plain.memory_format == torch.contiguous_format
+    batch = np.random.default_rng(0).standard_normal(batch_shape).astype(np.float32)
+    got = Predictor(cached, kind=spec.kind)(batch)
+    ref = Predictor(plain, kind=spec.kind)(batch)
+    assert got.shape == ref.shape and np.abs(got - ref).max() < 1e-5
