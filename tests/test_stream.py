@@ -34,6 +34,14 @@ class Log:
             self.threads.add(threading.current_thread().name)
 
 
+def _graph(writes: list[Any]) -> dict[Any, Any]:
+    """The merged graph of delayed objects."""
+    graph: dict[Any, Any] = {}
+    for w in writes:
+        graph.update(w.__dask_graph__())
+    return graph
+
+
 def _blocks(shape: tuple[int, ...], chunks: tuple[int, ...], log: Log,
             fail_at: tuple[int, ...] | None = None) -> tuple[list, list, dict, da.Array]:
     """Delayed writes of ``x + neighbours`` per block (blocks share inputs)."""
@@ -59,8 +67,8 @@ def test_results_equal_dask_and_each_task_runs_once() -> None:
     writes, indices, out, y = _blocks((7, 9, 5), (2, 4, 3), log)
     shuffled = list(zip(writes, indices, strict=True))
     random.Random(0).shuffle(shuffled)
-    ran = compute_in_order([w for w, _ in shuffled], [i for _, i in shuffled],
-                           num_workers=3)
+    ran = compute_in_order(_graph(writes), [w.key for w, _ in shuffled],
+                           [i for _, i in shuffled], num_workers=3)
     assert sorted(log.calls) == sorted(indices)  # every write once
     for idx, block in out.items():
         np.testing.assert_array_equal(block, y.blocks[idx].compute(scheduler="sync"))
@@ -73,7 +81,7 @@ def test_one_worker_finishes_blocks_in_raster_order() -> None:
     order = list(range(len(writes)))
     random.Random(1).shuffle(order)
     done: list[object] = []
-    compute_in_order([writes[i] for i in order], [indices[i] for i in order],
+    compute_in_order(_graph(writes), [writes[i].key for i in order], [indices[i] for i in order],
                      num_workers=1, on_done=done.append)
     assert log.calls == sorted(indices)
     assert done == [writes[indices.index(i)].key for i in sorted(indices)]
@@ -83,7 +91,7 @@ def test_failure_propagates_and_nothing_new_starts() -> None:
     log = Log()
     writes, indices, _, _ = _blocks((4, 4, 4), (2, 2, 2), log, fail_at=(0, 1, 0))
     with pytest.raises(ValueError, match=r"block \(0, 1, 0\) failed"):
-        compute_in_order(writes, indices, num_workers=1)
+        compute_in_order(_graph(writes), [w.key for w in writes], indices, num_workers=1)
     assert log.calls[-1] == (0, 1, 0)  # the failing write was the last task started
     assert len(log.calls) < len(indices)
 
@@ -141,7 +149,7 @@ def test_pieces_run_with_their_emission_and_tasks_run_in_priority_order(
 
     dask._task_spec.Task.__call__ = traced  # type: ignore[method-assign]
     try:
-        compute_in_order(writes, indices, num_workers=1)
+        compute_in_order(_graph(writes), [w.key for w in writes], indices, num_workers=1)
     finally:
         dask._task_spec.Task.__call__ = original  # type: ignore[method-assign]
     ranks = [rank[k] for k in executed if k in rank]
@@ -162,6 +170,7 @@ def test_dask_synchronous_setting_runs_one_thread() -> None:
     writes, indices, _, _ = _blocks((4, 4, 4), (2, 2, 2), log)
     callers: set[int] = set()
     with dask.config.set(scheduler="sync"):
-        compute_in_order(writes, indices, on_done=lambda key: callers.add(threading.get_ident()))
+        compute_in_order(_graph(writes), [w.key for w in writes], indices,
+                         on_done=lambda key: callers.add(threading.get_ident()))
     assert len(log.threads) == 1 and sorted(log.calls) == sorted(indices)
     assert callers == {threading.get_ident()}  # on_done runs in the calling thread

@@ -26,7 +26,6 @@ from typing import Any, Literal
 import dask.array as da
 import numpy as np
 import zarr
-from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 
 from volseg.errors import ConfigError, InputError, OutputExistsError
@@ -180,6 +179,84 @@ class _VoxelProgress:
             self._progress.update(self._task, rate=f"{speed:,.0f} voxels/s")
 
 
+@dataclass(frozen=True)
+class JointWrites:
+    """The write tasks of :func:`joint_writes`.
+
+    Attributes
+    ----------
+    graph
+        One ``HighLevelGraph``: the arrays' graphs plus a layer of write tasks.
+    keys, indices, voxels
+        The write task of each block still to do, its block index and its voxels.
+    total
+        Number of blocks of the grid (done or not).
+    """
+
+    graph: Any
+    keys: list[Any]
+    indices: list[tuple[int, ...]]
+    voxels: dict[Any, int]
+    total: int
+
+
+def joint_writes(
+    pairs: Sequence[tuple[da.Array, zarr.Array]], *, overwrite: bool = False
+) -> JointWrites:
+    """Check the targets and build one write task per block still to do.
+
+    See :func:`store_together`.  The write tasks form one graph layer over the
+    arrays' graphs, unoptimised (fusing per array would duplicate the shared logits
+    tasks).  Building it is linear in the blocks: a ``dask.delayed`` call per block
+    walks the whole graph each time, and handing Dask one collection per block is
+    quadratic too (356 s of graph preparation for the 4,224 blocks of a
+    1065 × 1536 × 2048 volume; ``benchmarks/bench_graph.py``).
+    """
+    from volseg.io import store
+
+    spatial = pairs[0][0].chunks[-3:]
+    for array, target in pairs:
+        if tuple(array.shape) != tuple(target.shape):
+            raise ValueError(f"array shape {array.shape} != target shape {target.shape}")
+        if array.chunks[-3:] != spatial or any(len(c) != 1 for c in array.chunks[:-3]):
+            raise ValueError("arrays must share the spatial block grid, one chunk elsewhere")
+        store.check_alignment(array.chunks, target.shape, target.chunks)
+        if overwrite:
+            store.clear_markers(target)
+        store.marker_dir(target).mkdir(exist_ok=True)
+    done = [store.completed_chunks(t) for _, t in pairs]
+    dirs = [str(store.array_dir(t)) for _, t in pairs]
+    layouts = [store.v2_layout(t) for _, t in pairs]
+    name = f"volseg-write-{uuid.uuid4().hex}"
+    layer: dict[Any, Any] = {}
+    starts = [np.concatenate([[0], np.cumsum(c)]) for c in spatial]
+    keys: list[Any] = []
+    indices: list[tuple[int, ...]] = []
+    voxels: dict[Any, int] = {}
+    total = 0
+    for idx in np.ndindex(*(len(c) for c in spatial)):
+        total += 1
+        box = tuple(slice(int(s[i]), int(s[i + 1])) for s, i in zip(starts, idx, strict=True))
+        regions, markers, todo = [], [], False
+        for (array, target), finished in zip(pairs, done, strict=True):
+            region = tuple(slice(0, n) for n in array.shape[:-3]) + box
+            ranges = store.chunk_ranges(region, target.chunks)
+            todo = todo or not all(ix in finished for ix in store.expand_ranges(ranges))
+            regions.append(region)
+            markers.append(store.marker_name(ranges))
+        if not todo:
+            continue
+        key = (name, *(int(i) for i in idx))
+        blocks = [(a.name, *(0,) * (a.ndim - 3), *idx) for a, _ in pairs]
+        layer[key] = (_write_blocks, blocks, dirs, regions, markers, layouts)
+        keys.append(key)
+        indices.append(tuple(int(i) for i in idx))
+        voxels[key] = int(np.prod([b.stop - b.start for b in box]))
+    arrays: list[Any] = [a for a, _ in pairs]
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=arrays)
+    return JointWrites(graph, keys, indices, voxels, total)
+
+
 def store_together(
     pairs: Sequence[tuple[da.Array, zarr.Array]], *, description: str, client: Any = None,
     overwrite: bool = False,
@@ -200,64 +277,20 @@ def store_together(
     total, computed
         Number of blocks, and of blocks computed now.
     """
-    from volseg.io import store
-
-    spatial = pairs[0][0].chunks[-3:]
-    for array, target in pairs:
-        if tuple(array.shape) != tuple(target.shape):
-            raise ValueError(f"array shape {array.shape} != target shape {target.shape}")
-        if array.chunks[-3:] != spatial or any(len(c) != 1 for c in array.chunks[:-3]):
-            raise ValueError("arrays must share the spatial block grid, one chunk elsewhere")
-        store.check_alignment(array.chunks, target.shape, target.chunks)
-        if overwrite:
-            store.clear_markers(target)
-        store.marker_dir(target).mkdir(exist_ok=True)
-    done = [store.completed_chunks(t) for _, t in pairs]
-    dirs = [str(store.array_dir(t)) for _, t in pairs]
-    layouts = [store.v2_layout(t) for _, t in pairs]
-    # one graph layer of write tasks over the arrays' graphs, unoptimised (fusing per
-    # array would duplicate the shared logits tasks); building a ``dask.delayed``
-    # call per block instead costs O(blocks) each (each call walks the whole graph)
-    name = f"volseg-write-{uuid.uuid4().hex}"
-    layer: dict[Any, Any] = {}
-    starts = [np.concatenate([[0], np.cumsum(c)]) for c in spatial]
-    writes: list[Any] = []
-    indices: list[tuple[int, ...]] = []
-    voxels: dict[Any, int] = {}
-    total = 0
-    for idx in np.ndindex(*(len(c) for c in spatial)):
-        total += 1
-        box = tuple(slice(int(s[i]), int(s[i + 1])) for s, i in zip(starts, idx, strict=True))
-        regions, markers, todo = [], [], False
-        for (array, target), finished in zip(pairs, done, strict=True):
-            region = tuple(slice(0, n) for n in array.shape[:-3]) + box
-            ranges = store.chunk_ranges(region, target.chunks)
-            todo = todo or not all(ix in finished for ix in store.expand_ranges(ranges))
-            regions.append(region)
-            markers.append(store.marker_name(ranges))
-        if not todo:
-            continue
-        key = (name, *(int(i) for i in idx))
-        blocks = [(a.name, *(0,) * (a.ndim - 3), *idx) for a, _ in pairs]
-        layer[key] = (_write_blocks, blocks, dirs, regions, markers, layouts)
-        writes.append(key)
-        indices.append(tuple(int(i) for i in idx))
-        voxels[key] = int(np.prod([b.stop - b.start for b in box]))
-    if not writes:
-        return total, 0
-    graph = HighLevelGraph.from_collections(name, layer, dependencies=[a for a, _ in pairs])  # type: ignore[misc]
-    writes = [Delayed(key, graph, layer=name) for key in writes]
+    plan = joint_writes(pairs, overwrite=overwrite)
+    if not plan.keys:
+        return plan.total, 0
     if client is not None:
         from distributed import progress
 
-        futures = client.compute(writes)
+        futures = client.get(plan.graph.cull(set(plan.keys)), plan.keys, sync=False)
         if sys.stderr.isatty():
             progress(futures)
         client.gather(futures)
     else:
-        with _VoxelProgress(description, voxels, sum(voxels.values())) as bar:
-            compute_in_order(writes, indices, on_done=bar.done)
-    return total, len(writes)
+        with _VoxelProgress(description, plan.voxels, sum(plan.voxels.values())) as bar:
+            compute_in_order(plan.graph, plan.keys, plan.indices, on_done=bar.done)
+    return plan.total, len(plan.keys)
 
 
 # ---------------------------------------------------------------------------- run

@@ -26,6 +26,7 @@ import heapq
 import os
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from typing import Any
 
 PIECE_PREFIX = "volseg-piece-"
@@ -72,19 +73,71 @@ def priorities(
     return rank
 
 
+@dataclass(frozen=True)
+class OrderPlan:
+    """A graph prepared for :func:`compute_in_order`.
+
+    Attributes
+    ----------
+    tasks
+        The needed tasks (``dask`` task objects) by key.
+    deps, dependents
+        Their dependencies and dependents (among the needed tasks).
+    rank
+        Their priorities (:func:`priorities`).
+    wanted
+        The write keys.
+    """
+
+    tasks: dict[Hashable, Any]
+    deps: dict[Hashable, frozenset[Any]]
+    dependents: dict[Hashable, list[Hashable]]
+    rank: dict[Hashable, int]
+    wanted: frozenset[Hashable]
+
+
+def plan_in_order(
+    graph: Mapping[Any, Any], writes: Sequence[Hashable], indices: Sequence[tuple[int, ...]]
+) -> OrderPlan:
+    """Prepare ``graph`` for :func:`compute_in_order` (linear in its tasks).
+
+    The graph is used as given: no fusion (a piece fused into its merge would hide
+    it from the priorities).  Materialising a ``HighLevelGraph`` once is linear,
+    whereas handing Dask one collection per write (``collections_to_expr``) is
+    quadratic in the writes.
+    """
+    from dask._task_spec import convert_legacy_graph
+
+    dsk = convert_legacy_graph(dict(graph))
+    ordered = [key for _, key in sorted(zip(indices, writes, strict=True),
+                                        key=lambda pair: pair[0])]
+    deps = _needed(dsk, ordered)
+    dependents: dict[Hashable, list[Hashable]] = {key: [] for key in deps}
+    for key, key_deps in deps.items():
+        for dep in key_deps:
+            dependents[dep].append(key)
+    return OrderPlan(tasks={key: dsk[key] for key in deps}, deps=deps,
+                     dependents=dependents, rank=priorities(deps, ordered),
+                     wanted=frozenset(ordered))
+
+
 def compute_in_order(
-    writes: Sequence[Any],
+    graph: Mapping[Any, Any],
+    writes: Sequence[Hashable],
     indices: Sequence[tuple[int, ...]],
     *,
     num_workers: int | None = None,
     on_done: Callable[[Hashable], None] | None = None,
 ) -> int:
-    """Compute delayed write tasks on a thread pool, finishing blocks in raster order.
+    """Compute write tasks on a thread pool, finishing blocks in raster order.
 
     Parameters
     ----------
+    graph
+        A Dask graph (e.g. a ``HighLevelGraph``) holding the write tasks and
+        everything upstream; only what the writes need is run.
     writes
-        ``dask.delayed`` write tasks, one per output block (their results are
+        The keys of the write tasks, one per output block (their results are
         discarded).
     indices
         The block index of each write (same length; any order); the writes are
@@ -107,23 +160,11 @@ def compute_in_order(
         (nothing new is started once a task has failed).
     """
     import dask
-    from dask._task_spec import convert_legacy_graph
-    from dask.base import collections_to_expr
 
     if not writes:
         return 0
-    # no optimisation: fusing a piece into its merge would hide it from the priorities
-    graph = collections_to_expr(list(writes), optimize_graph=False).__dask_graph__()
-    dsk = convert_legacy_graph(dict(graph))
-    ordered = [w.key for _, w in sorted(zip(indices, writes, strict=True),
-                                        key=lambda pair: pair[0])]
-    wanted = set(ordered)
-    deps = _needed(dsk, ordered)
-    rank = priorities(deps, ordered)
-    dependents: dict[Hashable, list[Hashable]] = {key: [] for key in deps}
-    for key, key_deps in deps.items():
-        for dep in key_deps:
-            dependents[dep].append(key)
+    plan = plan_in_order(graph, writes, indices)
+    deps, dependents, rank, wanted = plan.deps, plan.dependents, plan.rank, plan.wanted
     missing = {key: len(key_deps) for key, key_deps in deps.items()}
     users = {key: len(children) for key, children in dependents.items()}
     ready = [(rank[key], n, key) for n, key in enumerate(deps) if not missing[key]]
@@ -143,7 +184,7 @@ def compute_in_order(
             while ready and failure is None and len(running) < workers:
                 _, _, key = heapq.heappop(ready)
                 data = {dep: results[dep] for dep in deps[key]}
-                running[pool.submit(dsk[key], data)] = key
+                running[pool.submit(plan.tasks[key], data)] = key
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
                 key = running.pop(future)
