@@ -11,6 +11,7 @@ an element whatever the size, layout or alignment of the array it sits in.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -111,6 +112,16 @@ def gauss32(h: npt.NDArray[np.uint64]) -> npt.NDArray[np.float32]:
     s -= np.float32(2.0 - 2.0 / 65536.0)
     s *= np.float32(np.sqrt(3.0))
     return s
+
+
+def gauss_box(key: int, start: Sequence[int], shape: Sequence[int]) -> npt.NDArray[np.float32]:
+    """Standard normal noise over the box ``start + shape`` (the same at any chunking)."""
+    z, y, x = np.ogrid[
+        start[0] : start[0] + shape[0],
+        start[1] : start[1] + shape[1],
+        start[2] : start[2] + shape[2],
+    ]
+    return gauss32(hash3(key, z, y, x))
 
 
 def cell_uniform(key: int, cells: npt.NDArray[np.int64], n: int) -> npt.NDArray[np.float64]:

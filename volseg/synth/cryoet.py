@@ -253,26 +253,17 @@ def _truth_block(p: CryoetParams, start: tuple[int, int, int], shape: tuple[int,
     return cryoet_box(p, start, shape)[0]
 
 
-def _noise(key: int, start: Sequence[int], shape: Sequence[int]) -> npt.NDArray[np.float32]:
-    z, y, x = np.ogrid[
-        start[0] : start[0] + shape[0],
-        start[1] : start[1] + shape[1],
-        start[2] : start[2] + shape[2],
-    ]
-    return H.gauss32(H.hash3(key, z, y, x))
-
-
 def _clean_block(p: CryoetParams, start: tuple[int, int, int], shape: tuple[int, int, int]) -> Any:
     v = -cryoet_box(p, start, shape)[1]
     if p.noise > 0:
-        v += np.float32(p.noise) * _noise(H.stream_key(p.seed, _S_NOISE1), start, shape)
+        v += np.float32(p.noise) * H.gauss_box(H.stream_key(p.seed, _S_NOISE1), start, shape)
     return v
 
 
 def _image_block(p: CryoetParams, start: tuple[int, int, int], shape: tuple[int, int, int]) -> Any:
     v = blurred_box(partial(_clean_block, p), start, shape, p.blur)
     if p.noise_after > 0:
-        v += np.float32(p.noise_after) * _noise(H.stream_key(p.seed, _S_NOISE2), start, shape)
+        v += np.float32(p.noise_after) * H.gauss_box(H.stream_key(p.seed, _S_NOISE2), start, shape)
     return v.astype(np.float32)
 
 

@@ -194,12 +194,7 @@ def _clean_block(p: Em2dParams, start: tuple[int, int, int], shape: tuple[int, i
 def _image_block(p: Em2dParams, start: tuple[int, int, int], shape: tuple[int, int, int]) -> Any:
     v = blurred_box(partial(_clean_block, p), start, shape, (0.0, p.blur, p.blur))
     if p.noise > 0:
-        z, y, x = np.ogrid[
-            start[0] : start[0] + shape[0],
-            start[1] : start[1] + shape[1],
-            start[2] : start[2] + shape[2],
-        ]
-        v = v + np.float32(p.noise) * H.gauss32(H.hash3(H.stream_key(p.seed, _S_NOISE), z, y, x))
+        v = v + np.float32(p.noise) * H.gauss_box(H.stream_key(p.seed, _S_NOISE), start, shape)
     return to_uint8(v)
 
 

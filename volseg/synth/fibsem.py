@@ -748,14 +748,7 @@ def _image_block(p: FibsemParams, start: tuple[int, int, int], shape: tuple[int,
     sigma = (p.blur, p.blur, p.blur)
     v = blurred_box(partial(_clean_block, p), start, shape, sigma)
     if p.noise > 0:
-        z, y, x = np.ogrid[
-            start[0] : start[0] + shape[0],
-            start[1] : start[1] + shape[1],
-            start[2] : start[2] + shape[2],
-        ]
-        v = v + np.float32(p.noise) * H.gauss32(
-            H.hash3(H.stream_key(p.seed, _S_NOISE), z, y, x)
-        )
+        v = v + np.float32(p.noise) * H.gauss_box(H.stream_key(p.seed, _S_NOISE), start, shape)
     return to_uint8(v)
 
 
