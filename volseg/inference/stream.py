@@ -16,8 +16,13 @@ priority of their emission, not of the later block they go to: they are copied
 out as soon as the emission exists, so the emission itself can be freed.  A
 task's result is dropped as soon as its last dependent has run; memory holds the
 work in flight plus the overhangs of one cross-section (``(C + 1) (P - s)``
-values per voxel of a ``y x`` plane with blocks on the patch grid, see
-:func:`volseg.inference.default_block_size`).  Every task runs exactly once.
+float32 values per voxel of a ``y x`` plane with blocks on the patch grid, see
+:func:`volseg.inference.default_block_size`) plus one cross-section of input
+blocks (an emission also reads the first ``P - s`` voxels of the next slab, whose
+own emissions come one slab later; the row-by-row predecessor re-read them
+instead).  Every task runs exactly once.  Measured with a 1 × 1 × 1 network on
+``y x`` planes of 512² and 1024² (``(C + 1) = 8``, float32 random input): peak RSS
+1.35 and 2.40 GiB; doubling the depth at 1024² added 0.17 GiB.
 """
 
 from __future__ import annotations
