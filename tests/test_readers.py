@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 from pathlib import Path
 
@@ -204,11 +203,17 @@ def test_bad_inputs_raise_one_line_input_errors(volume: np.ndarray, tmp_path: Pa
 
 def test_corrupt_page_data_is_an_input_error_at_compute(volume: np.ndarray,
                                                        tmp_path: Path) -> None:
+    import tifffile
+
     path, _ = fmt.write_tiff(volume, tmp_path)
     data = bytearray(path.read_bytes())
-    # scribble over the middle of the compressed page data (offsets stay valid)
-    middle = len(data) // 2
-    data[middle: middle + 2000] = os.urandom(2000)
+    # scribble over the middle of one page's compressed data, never over the tags
+    # (random bytes anywhere in the file sometimes hit an IFD: an error at open)
+    with tifffile.TiffFile(str(path)) as tif:
+        page = tif.pages[len(tif.pages) // 2]
+        offset, count = page.dataoffsets[0], page.databytecounts[0]
+    start = offset + count // 4
+    data[start: start + count // 2] = np.random.default_rng(0).bytes(count // 2)
     path.write_bytes(bytes(data))
     fresh, _ = open_volume(path)
     with pytest.raises(InputError, match="cannot be decoded"), \
