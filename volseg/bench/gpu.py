@@ -5,7 +5,8 @@ Measures on the device present
 (a) the raw forward throughput of the network on batches of patches at the chosen
     precision (voxels of patch output per second);
 (b) volseg end to end: OME-Zarr in → labels + uint8 probabilities out
-    (:func:`volseg.inference.pipeline.run_predict`), voxels of volume per second;
+    (:func:`volseg.inference.pipeline.run_predict`), voxels of volume per second of
+    its block phase (network loading reported apart, as for the CPU benchmark);
 (c) MONAI ``sliding_window_inference`` on the whole volume held in memory, with the
     output on the GPU when it fits and on the CPU when it does not;
 
@@ -213,6 +214,7 @@ def volseg_throughput(model_path: Path, image_path: Path, out: Path, config: Gpu
             overwrite=True, pyramid=False,
         )
     return {"seconds": result.seconds, "voxels_per_second": result.voxels_per_second,
+            "model_seconds": result.model_seconds, "block_seconds": result.block_seconds,
             "gpu_busy_fraction": sampler.busy_fraction, "peak_rss_bytes": sampler.peak_rss,
             "block_size": list(result.block_size), **mem}
 
