@@ -68,7 +68,7 @@ _scratch = threading.local()
 def zeroed_scratch(shape: Sequence[int]) -> np.ndarray:
     """Return a zeroed float64 array of ``shape`` backed by this thread's scratch buffer.
 
-    The float64 accumulators of emissions and merges are tens of MB per block;
+    The float64 accumulators of emissions are tens of MB per block;
     allocating them afresh makes the kernel fault in (and zero) every page again,
     which cost more system time than the arithmetic.  The buffer grows to the
     largest request and is reused by the next task of the same thread, so the
