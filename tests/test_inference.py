@@ -277,6 +277,22 @@ def test_model_files_run_channels_last_on_the_cpu(tmp_path) -> None:  # type: ig
     assert input_format(nn.Linear(3, 4)) == torch.contiguous_format
 
 
+def test_run_predict_loads_the_network_once_before_the_blocks(tmp_path, volume: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    """The up-front load warms the very cache entry the block tasks use."""
+    from volseg.inference.pipeline import run_predict
+    from volseg.io.omezarr import write_image
+
+    path, _, _ = _model_file(tmp_path)
+    image = tmp_path / "image.ome.zarr"
+    write_image((volume * 20 + 100).astype(np.float32), image, voxel_size=(8, 8, 8))
+    clear_cache()
+    result = run_predict(path, image, tmp_path / "out.ome.zarr", device="cpu",
+                         block_size=(6, 10, 10), pyramid=False)
+    assert result.computed_blocks == result.total_blocks > 1
+    assert cache_stats()["loads"] == 1
+    assert cache_stats()["hits"] >= 1  # the emissions found the entry loaded up front
+
+
 @pytest.fixture(scope="module")
 def client():  # type: ignore[no-untyped-def]
     distributed = pytest.importorskip("distributed")

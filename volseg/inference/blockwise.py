@@ -43,6 +43,7 @@ as overlap-add because ``map_overlap`` supports asymmetric depths only with
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 import threading
 from collections.abc import Sequence
@@ -220,6 +221,14 @@ class EmitTask:
     out_channels: int
 
 
+@functools.lru_cache(maxsize=16)
+def _weight_tensor(patch: tuple[int, ...], blend: str,
+                   sigma_scale: tuple[float, ...]) -> torch.Tensor:
+    """The weight map as a float64 tensor, made once per process (read-only use)."""
+    return torch.from_numpy(importance_map(patch, blend, sigma_scale=sigma_scale)
+                            .astype(np.float64))
+
+
 def emit_block(
     model: ModelRef,
     parts: Sequence[np.ndarray],
@@ -236,8 +245,7 @@ def emit_block(
     region = read_region(parts, part_boxes, task.read, task.shape, task.pad_modes,
                          call.normalization, call.source)
     predictor = call.predictor(model)
-    weight = torch.from_numpy(importance_map(task.out_patch, task.blend,
-                                             sigma_scale=task.sigma_scale).astype(np.float64))
+    weight = _weight_tensor(task.out_patch, task.blend, task.sigma_scale)
     nc = task.out_channels
     acc: np.ndarray | None = None  # allocated after the first forward pass (memory)
     in_patch = tuple(
@@ -323,9 +331,8 @@ def merge_pieces(
     result = np.empty((nc, *shape), dtype=np.float32)
     cuts = [sorted({0, n, *(b.start[a] for b in boxes), *(b.stop[a] for b in boxes)})
             for a, n in enumerate(shape)]
-    for cell_start in itertools.product(*(c[:-1] for c in cuts)):
-        cell_stop = tuple(c[c.index(s) + 1] for c, s in zip(cuts, cell_start, strict=True))
-        cell = Box(tuple(cell_start), cell_stop)
+    for bounds in itertools.product(*(itertools.pairwise(c) for c in cuts)):
+        cell = Box(tuple(lo for lo, _ in bounds), tuple(hi for _, hi in bounds))
         where = (slice(None), *cell.slices())
         covering = [(piece, box) for piece, box in zip(pieces, boxes, strict=True)
                     if not box.intersect(cell).empty]

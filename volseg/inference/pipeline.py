@@ -33,6 +33,7 @@ from volseg.inference.api import (
     default_block_size,
     logits_to_labels,
     logits_to_probabilities,
+    model_ref,
     predict_logits,
 )
 from volseg.inference.stream import compute_in_order
@@ -351,7 +352,7 @@ def run_predict(
     InputError, ConfigError
         For unreadable inputs or invalid options.
     """
-    from volseg.inference.cache import ModelRef, get_model
+    from volseg.inference.cache import get_model
     from volseg.inference.predictor import resolve_device
     from volseg.io import open_volume
     from volseg.io.omezarr import create_image, create_labels, write_pyramid
@@ -409,8 +410,7 @@ def run_predict(
         marker_dir(target).mkdir(exist_ok=True)
     t0 = time.perf_counter()
     if client is None:  # local threads share this process's cache: load it up front
-        get_model(ModelRef.from_path(model, dense=spec.kind == "centre_voxel"),
-                  resolve_device(device))
+        get_model(model_ref(model, spec.kind), resolve_device(device))
     t1 = time.perf_counter()
     total, computed = store_together(pairs, description="predict", client=client,
                                      overwrite=overwrite)
