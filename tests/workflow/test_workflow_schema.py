@@ -14,7 +14,7 @@ from volseg.cluster import LocalProcessCluster, SlurmCluster, ThreadsCluster
 from volseg.errors import ConfigError
 from volseg.workflow.schema import load_workflow, parse_override, stage_modules
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _write(tmp_path: Path, text: str) -> Path:

@@ -20,7 +20,7 @@ from volseg.io import open_volume
 from volseg.workflow.runner import run_workflow
 from volseg.workflow.schema import Workflow, load_workflow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / "workflows"
 
 TINY_TRAINING = (
