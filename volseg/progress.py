@@ -69,3 +69,8 @@ def compute(*collections: Any, description: str = "computing", client: Any = Non
         return tuple(client.gather(futures))
     with _RichProgress(description):
         return tuple(dask.compute(*collections))
+
+
+def task_progress(description: str) -> Callback:
+    """Return a context manager drawing a progress bar over dask's local schedulers."""
+    return _RichProgress(description)

@@ -14,7 +14,9 @@ import zarr
 from volseg.cli import main
 from volseg.io import open_volume, pyramid
 from volseg.io import testing as fmt
-from volseg.io.store import forget_chunk
+from volseg.io.omezarr import group_attrs
+from volseg.io.store import forget_chunk, storage_chunks
+from volseg.io.validation import validate
 from volseg.workflow.stage import RunContext
 
 SHAPE = (37, 61, 83)
@@ -36,23 +38,29 @@ def _snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
     return {str(p): (p.stat().st_mtime_ns, p.read_bytes()) for p in files}
 
 
+@pytest.mark.parametrize("ngff", ["0.4", "0.5"])
 @pytest.mark.parametrize("name", sorted(fmt.WRITERS))
-def test_every_format_converts_bit_for_bit(name: str, volume: np.ndarray, tmp_path: Path,
+def test_every_format_converts_bit_for_bit(name: str, ngff: str, volume: np.ndarray,
+                                           tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     source, dataset = fmt.WRITERS[name](volume, tmp_path)
     out = tmp_path / "out.ome.zarr"
     extra = ["--dataset", dataset] if dataset else []
-    assert _convert(source, out, *CHUNKS, *extra) == 0
-    assert f"wrote {out}" in capsys.readouterr().out
+    assert _convert(source, out, *CHUNKS, *extra, "--ngff", ngff) == 0
+    assert f"wrote {out} (NGFF {ngff})" in capsys.readouterr().out
     array, _ = open_volume(out)
     np.testing.assert_array_equal(array.compute(), volume)
-    assert zarr.open_array(str(out / "0"), mode="r").chunks == (16, 32, 40)
+    level0 = zarr.open_array(str(out / "0"), mode="r")
+    assert level0.chunks == (16, 32, 40)
+    # 0.5: one shard per written block, whole chunks (here the whole small volume)
+    assert level0.shards == (None if ngff == "0.4" else (48, 64, 120))
+    assert validate(out).model == "Image"
 
 
 def test_mrc_voxel_size_reaches_the_transforms(volume: np.ndarray, tmp_path: Path) -> None:
     source, _ = fmt.write_mrc(volume, tmp_path)
     assert _convert(source, tmp_path / "a.ome.zarr") == 0
-    attrs = json.loads((tmp_path / "a.ome.zarr" / ".zattrs").read_text())
+    attrs = group_attrs(tmp_path / "a.ome.zarr")
     scale = attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"]
     assert scale == pytest.approx([8.0, 6.0, 4.0])  # 80, 60, 40 Å
     assert attrs["volseg"]["command"].startswith("volseg convert ")
@@ -72,10 +80,13 @@ def test_labels_into_an_image_and_into_a_new_group(volume: np.ndarray, tmp_path:
     read, meta = open_volume(image / "labels" / "mito")
     assert meta.kind == "labels" and meta.voxel_size == (5.0, 5.0, 5.0)
     np.testing.assert_array_equal(read.compute(), labels)
-    # a new group holding only labels/<name>
+    assert validate(image).model == "Image" and validate(image / "labels" / "mito")
+    # a standalone label image
     assert _convert(tmp_path / "mito.npy", tmp_path / "lab.ome.zarr", "--labels") == 0
-    np.testing.assert_array_equal(
-        open_volume(tmp_path / "lab.ome.zarr" / "labels" / "labels")[0].compute(), labels)
+    read, meta = open_volume(tmp_path / "lab.ome.zarr")
+    assert meta.kind == "labels"
+    np.testing.assert_array_equal(read.compute(), labels)
+    assert validate(tmp_path / "lab.ome.zarr").model == "ImageLabel"
     capsys.readouterr()
     assert main(["info", str(image)]) == 0
     text = capsys.readouterr().out
@@ -85,7 +96,8 @@ def test_labels_into_an_image_and_into_a_new_group(volume: np.ndarray, tmp_path:
     assert "command   volseg convert" in text and "voxel size  5 × 5 × 5 nm" in text
     assert main(["info", str(tmp_path / "lab.ome.zarr")]) == 0
     text = capsys.readouterr().out
-    assert "(ome-zarr, labels only)" in text and "labels/labels  37 × 61 × 83 uint8" in text
+    assert "(ome-zarr, labels)" in text and "37 × 61 × 83  uint8" in text
+    assert f"1: {counts[1]} (" in text
 
 
 def test_label_mistakes_are_one_line_errors(volume: np.ndarray, tmp_path: Path,
@@ -160,27 +172,33 @@ def test_bad_inputs_in_a_real_subprocess(case: str, volume: np.ndarray, tmp_path
     assert _snapshot(keep) == before
 
 
-def test_interrupted_conversion_resumes(volume: np.ndarray, tmp_path: Path,
+def _unit(array: zarr.Array, voxel: tuple[int, ...]) -> tuple[int, ...]:
+    """Index of the storage chunk (shard, or chunk) holding ``voxel``."""
+    return tuple(v // u for v, u in zip(voxel, storage_chunks(array), strict=True))
+
+
+@pytest.mark.parametrize("ngff", ["0.4", "0.5"])
+def test_interrupted_conversion_resumes(volume: np.ndarray, tmp_path: Path, ngff: str,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     big = np.tile(volume, (1, 1, 4))  # 332 wide: one pyramid level more
     np.save(tmp_path / "big.npy", big)
     out = tmp_path / "big.ome.zarr"
-    assert _convert(tmp_path / "big.npy", out, *CHUNKS) == 0
+    assert _convert(tmp_path / "big.npy", out, *CHUNKS, "--ngff", ngff) == 0
     # simulate an interruption: level 0 (one block here) and a level-1 chunk unmarked
     level0 = zarr.open_array(str(out / "0"), mode="r+")
-    assert forget_chunk(level0, (2, 1, 8)) == 1
+    assert forget_chunk(level0, _unit(level0, (32, 32, 320))) == 1
     level1 = zarr.open_array(str(out / "1"), mode="r+")
-    assert forget_chunk(level1, (1, 0, 4)) == 1
+    assert forget_chunk(level1, _unit(level1, (16, 0, 160))) == 1
     level1[16:19, 0:32, 160:166] = 0
     level0[0:16, 0:32, 0:40] = 0
     capsys.readouterr()
-    assert _convert(tmp_path / "big.npy", out, *CHUNKS) == 0
+    assert _convert(tmp_path / "big.npy", out, *CHUNKS, "--ngff", ngff) == 0
     text = capsys.readouterr().out
     assert "resumed: 0 of 1 blocks were already written" in text
     np.testing.assert_array_equal(open_volume(out)[0].compute(), big)
     np.testing.assert_array_equal(level1[:], pyramid.reduce_mean(big, (2, 2, 2)))
-    assert _convert(tmp_path / "big.npy", out, *CHUNKS) == 2  # complete: refused
-    assert _convert(tmp_path / "big.npy", out, "--overwrite") == 0
+    assert _convert(tmp_path / "big.npy", out, *CHUNKS, "--ngff", ngff) == 2  # complete
+    assert _convert(tmp_path / "big.npy", out, "--overwrite", "--ngff", ngff) == 0
     assert zarr.open_array(str(out / "0"), mode="r").chunks == (37, 61, 64)
 
 
@@ -220,7 +238,7 @@ def test_convert_stage_with_labels_and_resume(volume: np.ndarray, tmp_path: Path
     np.testing.assert_array_equal(open_volume(image)[0].compute(), volume)
     labels, _ = open_volume(image / "labels" / "truth")
     np.testing.assert_array_equal(labels.compute(), volume > 128)
-    assert json.loads((image / ".zattrs").read_text())["volseg"]["stage"] == "convert"
+    assert group_attrs(image)["volseg"]["stage"] == "convert"
     again = stage.run(config, ctx)
     assert again["image"] == "complete (skipped)" and again["labels"]["truth"].startswith(
         "complete")

@@ -1,4 +1,8 @@
-"""The OME-Zarr writer: layout, pyramids, transforms, labels, validation and resume."""
+"""The OME-Zarr writer: layout, pyramids, transforms, labels, validation and resume.
+
+The read-only tests run on an image written in each NGFF version (0.4 on zarr v2,
+0.5 on zarr v3 with shards).
+"""
 
 from __future__ import annotations
 
@@ -13,14 +17,16 @@ import zarr
 from volseg.errors import InputError, OutputExistsError
 from volseg.io import omezarr, open_volume, pyramid
 from volseg.io.store import MARKER_DIR, forget_chunk, store_blocks
+from volseg.io.validation import Validation, validate
 
 SHAPE = (37, 61, 600)  # x > 2 * 256: two extra levels; no chunk divides it
 CHUNKS = (16, 16, 64)
 
 
-@pytest.fixture(scope="module")
-def image(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray, np.ndarray]:
-    """An image with a label image, written once for the read-only tests."""
+@pytest.fixture(scope="module", params=["0.4", "0.5"])
+def image(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+          ) -> tuple[Path, np.ndarray, np.ndarray]:
+    """An image with a label image, written once per NGFF version for read-only tests."""
     rng = np.random.default_rng(7)
     data = rng.integers(0, 256, SHAPE, dtype=np.uint8)
     labels = np.zeros(SHAPE, dtype=np.uint8)
@@ -28,20 +34,24 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray, n
     labels[:, :, 450:] = 1
     path = tmp_path_factory.mktemp("ome") / "img.ome.zarr"
     omezarr.write_image(da.from_array(data, chunks=(10, 30, 100)), path, voxel_size=(5, 4, 4),
-                        chunks=CHUNKS, attrs={"volseg": {"command": "pytest"}})
-    omezarr.write_labels(labels, path, "truth")
+                        chunks=CHUNKS, attrs={"volseg": {"command": "pytest"}},
+                        ngff=request.param)
+    omezarr.write_labels(labels, path, "truth", classes=["bg", "a", "b"], ignore_id=255)
     return path, data, labels
 
 
 def _zattrs(path: Path) -> dict:
-    return json.loads((path / ".zattrs").read_text())
+    """The group attributes, NGFF keys flattened (0.5 keeps them under ``ome``)."""
+    return omezarr.group_attrs(path)
 
 
 def test_level_shapes_scales_and_translations(image: tuple[Path, np.ndarray, np.ndarray]
                                               ) -> None:
     path, _, _ = image
     ms = _zattrs(path)["multiscales"][0]
-    assert ms["version"] == "0.4"
+    version = omezarr.group_version(path)
+    assert ms.get("version") == ("0.4" if version == "0.4" else None)
+    assert omezarr.read_multiscales(path).version == version
     assert ms["axes"] == [{"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"]
     shapes = [zarr.open_array(str(path / d["path"]), mode="r").shape for d in ms["datasets"]]
     assert shapes == [(37, 61, 600), (19, 31, 300), (10, 16, 150)]
@@ -58,10 +68,25 @@ def test_level_zero_is_exact_and_stored_as_promised(image: tuple[Path, np.ndarra
     path, data, _ = image
     level0 = zarr.open_array(str(path / "0"), mode="r")
     np.testing.assert_array_equal(level0[:], data)
-    meta = json.loads((path / "0" / ".zarray").read_text())
-    assert meta["chunks"] == list(CHUNKS) and meta["dimension_separator"] == "/"
-    assert meta["compressor"]["id"] == "blosc" and meta["compressor"]["cname"] == "zstd"
-    assert _zattrs(path)["volseg"] == {"command": "pytest"}
+    assert level0.chunks == CHUNKS
+    if omezarr.group_version(path) == "0.4":
+        meta = json.loads((path / "0" / ".zarray").read_text())
+        assert meta["chunks"] == list(CHUNKS) and meta["dimension_separator"] == "/"
+        assert meta["compressor"]["id"] == "blosc" and meta["compressor"]["cname"] == "zstd"
+        assert level0.shards is None
+    else:
+        meta = json.loads((path / "0" / "zarr.json").read_text())
+        assert meta["zarr_format"] == 3 and meta["dimension_names"] == ["z", "y", "x"]
+        sharding = meta["codecs"][0]
+        assert sharding["name"] == "sharding_indexed"
+        assert sharding["configuration"]["chunk_shape"] == list(CHUNKS)
+        blosc = sharding["configuration"]["codecs"][1]
+        assert blosc["name"] == "blosc" and blosc["configuration"]["cname"] == "zstd"
+        # one shard = one written block: here the whole small image, in whole chunks
+        assert level0.shards == (48, 64, 640)
+        shard_files = [p for p in (path / "0" / "c").rglob("*") if p.is_file()]
+        assert len(shard_files) == 1  # instead of 3 x 4 x 10 chunk files
+    assert omezarr.group_attrs(path)["volseg"] == {"command": "pytest"}
 
 
 def test_pyramid_levels_are_the_reductions(image: tuple[Path, np.ndarray, np.ndarray]) -> None:
@@ -78,10 +103,18 @@ def test_pyramid_levels_are_the_reductions(image: tuple[Path, np.ndarray, np.nda
 def test_labels_metadata_and_class_frequencies(image: tuple[Path, np.ndarray, np.ndarray]
                                                ) -> None:
     path, _, labels = image
-    assert _zattrs(path / "labels") == {"labels": ["truth"]}
+    assert _zattrs(path / "labels")["labels"] == ["truth"]
     attrs = _zattrs(path / "labels" / "truth")
     assert attrs["image-label"]["source"] == {"image": "../../"}
     assert attrs["multiscales"][0]["type"] == "mode"
+    colors = {c["label-value"]: c["rgba"] for c in attrs["image-label"]["colors"]}
+    assert colors == {0: [31, 119, 180, 255], 1: [255, 127, 14, 255], 2: [44, 160, 44, 255],
+                      255: [0, 0, 0, 0]}
+    assert attrs["image-label"]["properties"] == [
+        {"label-value": 0, "class": "bg"}, {"label-value": 1, "class": "a"},
+        {"label-value": 2, "class": "b"},
+        {"label-value": 255, "class": "not annotated", "ignore": True}]
+    assert omezarr.class_names(path / "labels" / "truth") == ["bg", "a", "b"]
     counts = {str(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True),
                                                strict=True)}
     assert attrs["volseg"]["class_frequencies"] == counts
@@ -105,23 +138,23 @@ def test_opens_with_ome_zarr_reader(image: tuple[Path, np.ndarray, np.ndarray]) 
 
 
 def test_validates_with_ome_zarr_models(image: tuple[Path, np.ndarray, np.ndarray]) -> None:
-    from ome_zarr_models import open_ome_zarr
-    from ome_zarr_models.v04.image import Image
-    from ome_zarr_models.v04.image_label import ImageLabel
-    from ome_zarr_models.v04.labels import Labels
-
     path, _, _ = image
-    img = open_ome_zarr(zarr.open_group(str(path), mode="r"), version="0.4")
-    assert isinstance(img, Image)
-    assert len(img.attributes.multiscales[0].datasets) == 3
-    assert isinstance(open_ome_zarr(zarr.open_group(str(path / "labels" / "truth"), mode="r")),
-                      ImageLabel)
-    assert isinstance(open_ome_zarr(zarr.open_group(str(path / "labels"), mode="r")), Labels)
+    version = omezarr.group_version(path)
+    assert validate(path) == Validation("Image", str(version), 3)
+    assert validate(path / "labels" / "truth") == Validation("ImageLabel", str(version), 3)
+    assert validate(path / "labels").model == "Labels"
 
 
-def test_channel_axis_is_not_downsampled(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ngff", ["0.4", "0.5"])
+def test_channel_axis_is_not_downsampled(tmp_path: Path, ngff: str) -> None:
     data = np.arange(3 * 4 * 5 * 520, dtype=np.float32).reshape(3, 4, 5, 520)
-    omezarr.write_image(data, tmp_path / "p.ome.zarr", voxel_size=(1, 1, 1))
+    omezarr.write_image(data, tmp_path / "p.ome.zarr", voxel_size=(1, 1, 1), ngff=ngff,
+                        channel_names=["a", "b", "c"])
+    assert validate(tmp_path / "p.ome.zarr").model == "Image"
+    omero = _zattrs(tmp_path / "p.ome.zarr")["omero"]
+    assert [c["label"] for c in omero["channels"]] == ["a", "b", "c"]
+    assert omero["channels"][1]["color"] == "FF7F0E"
+    assert omero["channels"][0]["window"] == {"min": 0.0, "max": 1.0, "start": 0.0, "end": 1.0}
     ms = omezarr.read_multiscales(tmp_path / "p.ome.zarr")
     assert ms.axes == ("c", "z", "y", "x")
     assert [lv.shape for lv in ms.levels] == [(3, 4, 5, 520), (3, 2, 3, 260), (3, 1, 2, 130)]
@@ -162,18 +195,22 @@ def test_create_image_resumes_refuses_and_overwrites(tmp_path: Path) -> None:
     path = tmp_path / "pred.ome.zarr"
     first = omezarr.create_image(path, shape=(20, 30, 40), dtype="float32", chunks=(8, 8, 8),
                                  voxel_size=(1, 1, 1))
+    with pytest.raises(OutputExistsError, match="as NGFF 0.5 .* cannot be resumed"):
+        omezarr.create_image(path, shape=(20, 30, 40), dtype="float32", chunks=(8, 8, 8),
+                             voxel_size=(1, 1, 1), ngff="0.4")
     store_blocks(da.ones((20, 30, 40), chunks=(8, 16, 16), dtype="float32"), first,
                  description="x")
     again = omezarr.create_image(path, shape=(20, 30, 40), dtype="float32", chunks=(8, 8, 8),
                                  voxel_size=(1, 1, 1))
     assert again[0, 0, 0] == 1.0 and (path / "0" / MARKER_DIR).is_dir()
+    assert len(list((path / "0" / MARKER_DIR).iterdir())) == 1 + 3 * 2 * 3  # claim + blocks
     with pytest.raises(OutputExistsError, match="pass --overwrite to replace it"):
         omezarr.create_image(path, shape=(20, 30, 41), dtype="float32", chunks=(8, 8, 8),
                              voxel_size=(1, 1, 1))
     fresh = omezarr.create_image(path, shape=(20, 30, 41), dtype="uint8", chunks=(8, 8, 8),
                                  voxel_size=(1, 1, 1), overwrite=True)
     assert fresh.shape == (20, 30, 41) and fresh[0, 0, 0] == 0
-    assert not (path / "0" / MARKER_DIR).exists()
+    assert [p.name for p in (path / "0" / MARKER_DIR).iterdir()] == ["volseg"]  # claim only
 
 
 def test_overwrite_never_deletes_a_plain_folder(tmp_path: Path) -> None:

@@ -30,6 +30,15 @@ def add_chunks(parser: argparse.ArgumentParser, default: str = "64 64 64") -> No
                         help=f"output chunk shape in voxels (default {default})")
 
 
+def add_ngff(parser: argparse.ArgumentParser) -> None:
+    """Add ``--ngff 0.4|0.5`` (the OME-Zarr version written)."""
+    from volseg.ngff import DEFAULT_NGFF, NGFF_VERSIONS
+
+    parser.add_argument("--ngff", choices=NGFF_VERSIONS, default=DEFAULT_NGFF,
+                        help=f"OME-NGFF version written: 0.5 = zarr v3 with shards (one per "
+                             f"block), 0.4 = zarr v2 (default {DEFAULT_NGFF})")
+
+
 def add_voxel_size(parser: argparse.ArgumentParser) -> None:
     """Add ``--voxel-size Z Y X`` in nanometres."""
     parser.add_argument("--voxel-size", nargs=3, type=positive_float, metavar=("Z", "Y", "X"),

@@ -3,8 +3,9 @@
 Images (default) become a multiscale image (mean pyramid).  With ``--labels`` the
 input is a label volume (integer ids) written as an NGFF label image with a mode
 pyramid: ``--labels-of IMAGE.ome.zarr --name mito`` adds it to an existing image
-(``IMAGE.ome.zarr/labels/mito``; no OUTPUT), while ``--labels`` with OUTPUT writes a
-new group holding only ``OUTPUT/labels/<name>`` (``--name`` defaults to ``labels``).
+(``IMAGE.ome.zarr/labels/mito``; no OUTPUT; the labels take the image's format),
+while ``--labels`` with OUTPUT writes OUTPUT as a standalone label image.  ``--ngff``
+chooses NGFF 0.5 (zarr v3, sharded; the default) or 0.4 (zarr v2).
 
 An existing finished output is refused unless ``--overwrite``; a partially written
 one (an interrupted conversion) is resumed.
@@ -32,7 +33,8 @@ EXAMPLES = """examples:
   volseg convert tomo.mrc tomo.ome.zarr --chunks 32 128 128
   volseg convert data.h5 image.ome.zarr --dataset volumes/raw
   volseg convert truth.tif --labels-of image.ome.zarr --name truth
-  volseg convert truth.tif truth.ome.zarr --labels          # -> truth.ome.zarr/labels/labels
+  volseg convert truth.tif truth.ome.zarr --labels          # a standalone label image
+  volseg convert stack.tif image.ome.zarr --ngff 0.4        # zarr v2 for older tools
 
 An existing finished output is refused unless --overwrite; an interrupted
 conversion is resumed by rerunning the same command."""
@@ -47,7 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output", nargs="?",
                         help="output OME-Zarr group, e.g. image.ome.zarr (omit with "
                              "--labels-of)")
-    _common.add_chunks(parser, default="64 64 64; 1 256 256 for a single section")
+    _common.add_chunks(parser, default="64 64 64; 1 256 256 for a single section; in "
+                                       "NGFF 0.5 the inner chunks of the shards")
+    _common.add_ngff(parser)
     _common.add_voxel_size(parser)
     _common.add_dataset(parser)
     parser.add_argument("--labels", action="store_true",
@@ -55,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels-of", metavar="IMAGE",
                         help="add the labels to this existing OME-Zarr image (implies --labels)")
     parser.add_argument("--name", default="labels",
-                        help="name of the label image (default: labels)")
+                        help="name of the label image with --labels-of (default: labels)")
     parser.add_argument("--map", dest="values", action="append", default=[],
                         metavar="OLD=NEW", type=_value_pair,
                         help="labels: map a raw value to a class id, e.g. --map 255=1 "
@@ -77,7 +81,11 @@ def _value_pair(text: str) -> tuple[int, int]:
 
 def run(args: argparse.Namespace) -> int:
     """Convert and print a short summary; return the exit status."""
-    from volseg.io.convert import convert_image, convert_labels  # heavy: import when used
+    from volseg.io.convert import (  # heavy: import when used
+        convert_image,
+        convert_label_image,
+        convert_labels,
+    )
 
     labels = bool(args.labels or args.labels_of)
     if args.values and not labels:
@@ -91,15 +99,19 @@ def run(args: argparse.Namespace) -> int:
         "overwrite": args.overwrite, "pyramid": not args.no_pyramid,
     }
     attrs = _common.output_attrs(NAME, ["input", "output"], args)
-    if labels:
-        image = Path(args.labels_of or args.output)
-        if args.labels_of and not image.exists():
+    if args.labels_of:
+        image = Path(args.labels_of)
+        if not image.exists():
             raise InputError(f"{image} does not exist; convert the image first or drop "
                              f"--labels-of")
         result = convert_labels(args.input, image, args.name, attrs=attrs,
                                 values=dict(args.values) or None, **common)
+    elif labels:
+        result = convert_label_image(args.input, args.output, attrs=attrs,
+                                     values=dict(args.values) or None, ngff=args.ngff,
+                                     **common)
     else:
-        result = convert_image(args.input, args.output, attrs=attrs, **common)
+        result = convert_image(args.input, args.output, attrs=attrs, ngff=args.ngff, **common)
     print(summary(result))
     return 0
 
@@ -112,10 +124,12 @@ def summary(result: ConvertResult) -> str:
         resumed = (f" (resumed: {result.report.skipped_blocks} of "
                    f"{result.report.total_blocks} blocks were already written)")
     voxel = _common.format_voxel(result.voxel_size)
+    shards = ("" if result.shards is None
+              else f" in shards of {_common.format_shape(result.shards)}")
     lines = [
-        f"wrote {result.output}{resumed}",
+        f"wrote {result.output} (NGFF {result.ngff}){resumed}",
         f"  shape {_common.format_shape(result.shape)} {result.dtype}, chunks "
-        f"{_common.format_shape(result.chunks)}, voxel size {voxel}",
+        f"{_common.format_shape(result.chunks)}{shards}, voxel size {voxel}",
         f"  {result.levels} pyramid level(s), {_common.format_bytes(result.nbytes)} in "
         f"{result.seconds:.1f} s ({rate:.1f} MiB/s)",
     ]

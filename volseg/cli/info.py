@@ -44,9 +44,13 @@ def format_info(info: Mapping[str, Any]) -> str:
         f"  axes        {', '.join(info['axes'])}",
         f"  shape       {_common.format_shape(info['shape'])}  {info['dtype']}  "
         f"({_common.format_bytes(info['nbytes'])})",
-        f"  chunks      {_common.format_shape(info['chunks'])}",
+        f"  chunks      {_common.format_shape(info['chunks'])}"
+        + (f" in shards of {_common.format_shape(info['shards'])}" if info.get("shards")
+           else ""),
         f"  voxel size  {_common.format_voxel(info.get('voxel_size'))}",
     ]
+    if info.get("origin"):
+        lines.append(f"  origin      {' × '.join(f'{v:g}' for v in info['origin'])} nm")
     if info.get("compressor"):
         lines.append(f"  compressor  {info['compressor']}")
     if info.get("state"):
@@ -55,6 +59,10 @@ def format_info(info: Mapping[str, Any]) -> str:
         scale = " × ".join(f"{s:g}" for s in level["scale"])
         lines.append(f"  level {level['path']:<5} {_common.format_shape(level['shape'])}"
                      f"  scale {scale}")
+    if info.get("class_names"):
+        lines.append("  classes     " + ", ".join(
+            f"{i}: {n}" for i, n in enumerate(info["class_names"])))
+    lines += _frequency_lines(info.get("class_frequencies"))
     for label in info.get("labels") or ():
         lines += _label_lines(label)
     lines += _provenance_lines(info.get("provenance"))
@@ -66,13 +74,16 @@ def _label_lines(label: Mapping[str, Any]) -> list[str]:
         return [f"  labels/{label['name']}: unreadable ({label['error']})"]
     lines = [f"  labels/{label['name']}  {_common.format_shape(label['shape'])} "
              f"{label['dtype']}, {label['levels']} level(s), {label['state']}"]
-    freqs = label.get("class_frequencies")
-    if freqs:
-        total = sum(freqs.values()) or 1
-        parts = [f"{k}: {v} ({100 * v / total:.2f} %)"
-                 for k, v in sorted(freqs.items(), key=lambda kv: int(kv[0]))]
-        lines.append("    class frequencies  " + ", ".join(parts))
-    return lines
+    return lines + _frequency_lines(label.get("class_frequencies"), "    ")
+
+
+def _frequency_lines(freqs: Mapping[str, int] | None, indent: str = "  ") -> list[str]:
+    if not freqs:
+        return []
+    total = sum(freqs.values()) or 1
+    parts = [f"{k}: {v} ({100 * v / total:.2f} %)"
+             for k, v in sorted(freqs.items(), key=lambda kv: int(kv[0]))]
+    return [f"{indent}class frequencies  " + ", ".join(parts)]
 
 
 def _provenance_lines(record: Any) -> list[str]:

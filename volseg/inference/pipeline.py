@@ -1,15 +1,17 @@
 """Prediction from file to file: OME-Zarr image in, NGFF labels (and probabilities) out.
 
 One Dask graph computes the blended logits of every block once and derives from
-them both outputs: ``OUT/labels/semantic`` (uint8 class ids, mode pyramid) and,
-when asked, the class probabilities as the multiscale image ``OUT`` with axes
+them both outputs: the class probabilities as the multiscale image ``OUT`` with axes
 ``c, z, y, x`` (``uint8`` = ``round(255 p)``, ``float16`` or ``float32``; mean
-pyramid).  Each write task stores one block of both outputs and then creates the
-completion markers of :mod:`volseg.io.store` (same layout, so
-:func:`volseg.io.omezarr.image_state` and ``store_blocks`` understand them): an
-output chunk is complete or absent, and a rerun after an interruption computes
-only the blocks whose markers are missing.  A finished output is refused unless
-``overwrite``.
+pyramid; ``omero`` channels named after the classes) and its label image
+``OUT/labels/semantic`` (uint8 class ids, mode pyramid, class colours and names).
+Without probabilities ``OUT`` is a standalone label image.  Both are written by the
+one block writer of :mod:`volseg.io.store` (one task per block writes the block of
+both outputs, so in NGFF 0.5 each block is one shard of each), with its
+completion markers: an output chunk is complete or absent, and a rerun after an
+interruption computes only the blocks whose markers are missing.  Locally the
+blocks are streamed in raster order (:func:`stream_plan`).  A finished output is
+refused unless ``overwrite``.
 """
 
 from __future__ import annotations
@@ -17,16 +19,14 @@ from __future__ import annotations
 import os
 import sys
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import dask.array as da
 import numpy as np
 import zarr
-from dask.highlevelgraph import HighLevelGraph
 
 from volseg.errors import ConfigError, InputError, OutputExistsError
 from volseg.inference.api import (
@@ -37,6 +37,9 @@ from volseg.inference.api import (
     predict_logits,
 )
 from volseg.inference.stream import compute_in_order
+
+if TYPE_CHECKING:
+    from volseg.io.store import WritePlan
 
 LABEL_NAME = "semantic"
 ProbabilityDtype = Literal["none", "uint8", "float16", "float32"]
@@ -90,12 +93,19 @@ class PredictResult:
         return out
 
 
+def labels_path(output: str | os.PathLike[str], probabilities: str = "uint8") -> Path:
+    """Return where a prediction's labels go: ``OUT/labels/semantic``, or ``OUT`` itself
+    when no probabilities are written (a standalone label image)."""
+    out = Path(output)
+    return out if probabilities == "none" else out / "labels" / LABEL_NAME
+
+
 def output_state(output: str | os.PathLike[str], probabilities: str = "uint8") -> str:
     """Return ``"absent"``, ``"partial"``, ``"complete"`` or ``"other"`` for a prediction."""
     from volseg.io.omezarr import image_state
 
     out = Path(output)
-    states = [image_state(out / "labels" / LABEL_NAME)]
+    states = [image_state(labels_path(out, probabilities))]
     if probabilities != "none":
         states.append(image_state(out))
     if "other" in states:
@@ -121,24 +131,7 @@ def _to_uint8(p: np.ndarray) -> np.ndarray:
     return scaled.astype(np.uint8)
 
 
-# ----------------------------------------------------------------- joint block store
-def _write_blocks(
-    blocks: Sequence[np.ndarray], directories: Sequence[str],
-    regions: Sequence[tuple[slice, ...]], markers: Sequence[str], layouts: Sequence[Any],
-) -> int:
-    """Write one block of each output, each followed by its completion marker.
-
-    Uses the block writer of :mod:`volseg.io.store` (data first, marker second), so a
-    block interrupted between two outputs is unmarked in one of them and recomputed.
-    """
-    from volseg.io.store import write_block
-
-    for block, directory, region, marker, layout in zip(
-            blocks, directories, regions, markers, layouts, strict=True):
-        write_block(block, directory, region, marker, layout)
-    return 1
-
-
+# ----------------------------------------------------------------- streaming writes
 class _VoxelProgress:
     """Progress bar counting written voxels, with voxels/s (a no-op off a terminal).
 
@@ -180,118 +173,15 @@ class _VoxelProgress:
             self._progress.update(self._task, rate=f"{speed:,.0f} voxels/s")
 
 
-@dataclass(frozen=True)
-class JointWrites:
-    """The write tasks of :func:`joint_writes`.
+def stream_plan(plan: WritePlan, description: str) -> None:
+    """Run a prediction's write plan on local threads, blocks finished in raster order.
 
-    Attributes
-    ----------
-    graph
-        One ``HighLevelGraph``: the arrays' graphs plus a layer of write tasks.
-    keys, indices, voxels
-        The write task of each block still to do, its block index and its voxels.
-    total
-        Number of blocks of the grid (done or not).
+    The executor handed to :func:`volseg.io.store.store_arrays`: a priority scheduler
+    (:func:`volseg.inference.stream.compute_in_order`) bounds the overlap-add partial
+    sums held in memory, with a voxels/s progress bar.
     """
-
-    graph: Any
-    keys: list[Any]
-    indices: list[tuple[int, ...]]
-    voxels: dict[Any, int]
-    total: int
-
-
-def joint_writes(
-    pairs: Sequence[tuple[da.Array, zarr.Array]], *, overwrite: bool = False
-) -> JointWrites:
-    """Check the targets and build one write task per block still to do.
-
-    See :func:`store_together`.  The write tasks form one graph layer over the
-    arrays' graphs, unoptimised (fusing per array would duplicate the shared logits
-    tasks).  Building it is linear in the blocks: a ``dask.delayed`` call per block
-    walks the whole graph each time, and handing Dask one collection per block is
-    quadratic too (356 s of graph preparation for the 4,224 blocks of a
-    1065 × 1536 × 2048 volume; ``benchmarks/bench_graph.py``).
-    """
-    from volseg.io import store
-
-    spatial = pairs[0][0].chunks[-3:]
-    for array, target in pairs:
-        if tuple(array.shape) != tuple(target.shape):
-            raise ValueError(f"array shape {array.shape} != target shape {target.shape}")
-        if array.chunks[-3:] != spatial or any(len(c) != 1 for c in array.chunks[:-3]):
-            raise ValueError("arrays must share the spatial block grid, one chunk elsewhere")
-        store.check_alignment(array.chunks, target.shape, target.chunks)
-        if overwrite:
-            store.clear_markers(target)
-        store.marker_dir(target).mkdir(exist_ok=True)
-    done = [store.completed_chunks(t) for _, t in pairs]
-    dirs = [str(store.array_dir(t)) for _, t in pairs]
-    layouts = [store.v2_layout(t) for _, t in pairs]
-    name = f"volseg-write-{uuid.uuid4().hex}"
-    layer: dict[Any, Any] = {}
-    starts = [np.concatenate([[0], np.cumsum(c)]) for c in spatial]
-    keys: list[Any] = []
-    indices: list[tuple[int, ...]] = []
-    voxels: dict[Any, int] = {}
-    total = 0
-    for idx in np.ndindex(*(len(c) for c in spatial)):
-        total += 1
-        box = tuple(slice(int(s[i]), int(s[i + 1])) for s, i in zip(starts, idx, strict=True))
-        regions, markers, todo = [], [], False
-        for (array, target), finished in zip(pairs, done, strict=True):
-            region = tuple(slice(0, n) for n in array.shape[:-3]) + box
-            ranges = store.chunk_ranges(region, target.chunks)
-            todo = todo or not all(ix in finished for ix in store.expand_ranges(ranges))
-            regions.append(region)
-            markers.append(store.marker_name(ranges))
-        if not todo:
-            continue
-        key = (name, *(int(i) for i in idx))
-        blocks = [(a.name, *(0,) * (a.ndim - 3), *idx) for a, _ in pairs]
-        layer[key] = (_write_blocks, blocks, dirs, regions, markers, layouts)
-        keys.append(key)
-        indices.append(tuple(int(i) for i in idx))
-        voxels[key] = int(np.prod([b.stop - b.start for b in box]))
-    arrays: list[Any] = [a for a, _ in pairs]
-    graph = HighLevelGraph.from_collections(name, layer, dependencies=arrays)
-    return JointWrites(graph, keys, indices, voxels, total)
-
-
-def store_together(
-    pairs: Sequence[tuple[da.Array, zarr.Array]], *, description: str, client: Any = None,
-    overwrite: bool = False,
-) -> tuple[int, int]:
-    """Compute several arrays sharing one spatial block grid into their targets at once.
-
-    Every array has the same spatial chunks in its last three axes (leading axes
-    one chunk); block ``(i, j, k)`` of all of them is written by one task, so what
-    they share upstream (the logits) is computed once per block.  Markers follow
-    :mod:`volseg.io.store`; blocks whose chunks are all marked in every target are
-    skipped and their upstream graph culled.  Locally the blocks are computed in
-    raster order by a priority scheduler
-    (:func:`volseg.inference.stream.compute_in_order`) to bound memory; on a
-    ``distributed`` cluster the write tasks are submitted together.
-
-    Returns
-    -------
-    total, computed
-        Number of blocks, and of blocks computed now.
-    """
-    plan = joint_writes(pairs, overwrite=overwrite)
-    if not plan.keys:
-        return plan.total, 0
-    if client is not None:
-        from distributed import progress
-
-        futures = client.get(plan.graph.cull(set(plan.keys)), plan.keys, sync=False)
-        if sys.stderr.isatty():
-            progress(futures)
-        client.gather(futures)
-    else:
-        with _VoxelProgress(description, plan.voxels, sum(plan.voxels.values())) as bar:
-            compute_in_order(plan.graph, plan.keys, plan.indices, on_done=bar.done)
-    return plan.total, len(plan.keys)
+    with _VoxelProgress(description, plan.voxels, sum(plan.voxels.values())) as bar:
+        compute_in_order(plan.graph, plan.keys, plan.indices, on_done=bar.done)
 
 
 # ---------------------------------------------------------------------------- run
@@ -314,6 +204,8 @@ def run_predict(
     attrs: Mapping[str, Any] | None = None,
     client: Any = None,
     pyramid: bool = True,
+    ngff: str | None = None,
+    chunks: Sequence[int] | None = None,
 ) -> PredictResult:
     """Predict a volume with a model file and write labels (and probabilities) as OME-Zarr.
 
@@ -326,15 +218,16 @@ def run_predict(
         The input volume (any format :func:`volseg.io.open_volume` reads; usually an
         OME-Zarr image).
     output
-        The output group: ``output/labels/semantic`` (uint8) and, unless
-        ``probabilities="none"``, the probability image ``output`` (``c, z, y, x``).
+        The output group: the probability image ``output`` (``c, z, y, x``) with its
+        label image ``output/labels/semantic`` (uint8), or, with
+        ``probabilities="none"``, ``output`` as a standalone label image.
     patch_size, overlap, blend, sigma_scale, batch_size, device, precision, tta
         See :func:`volseg.inference.predict_logits`.
     probabilities
         ``"none"``, ``"uint8"`` (``round(255 p)``), ``"float16"`` or ``"float32"``.
     block_size
-        Blocks = output chunks ``(z, y, x)`` (default
-        :func:`volseg.inference.default_block_size`).
+        Blocks ``(z, y, x)`` (default :func:`volseg.inference.default_block_size`):
+        the shards in NGFF 0.5, whole multiples of the chunks in 0.4.
     overwrite
         Replace existing outputs; otherwise a complete output raises
         :class:`OutputExistsError` and a partial one is resumed.
@@ -344,6 +237,13 @@ def run_predict(
         A ``distributed.Client`` or ``None`` (local threads).
     pyramid
         Also write the downsampled levels.
+    ngff
+        ``"0.5"`` (zarr v3, one shard per block) or ``"0.4"`` (zarr v2); default
+        :data:`volseg.io.omezarr.DEFAULT_NGFF`.
+    chunks
+        ``(z, y, x)`` chunks (0.5: inner chunks of the shards); the divisors of the
+        block nearest to these (default 64³) are used
+        (:func:`volseg.io.omezarr.block_layout`).
 
     Raises
     ------
@@ -354,15 +254,15 @@ def run_predict(
     """
     from volseg.inference.cache import get_model
     from volseg.inference.predictor import resolve_device
-    from volseg.io import open_volume
-    from volseg.io.omezarr import create_image, create_labels, write_pyramid
-    from volseg.io.store import marker_dir
+    from volseg.io import omezarr, open_volume
+    from volseg.io.store import store_arrays
     from volseg.models import read_spec
 
     start = time.perf_counter()
     if probabilities not in PROBABILITY_DTYPES:
         raise ConfigError(f"probabilities must be one of {PROBABILITY_DTYPES}, got "
                           f"{probabilities!r}")
+    version = omezarr.check_ngff(ngff or omezarr.DEFAULT_NGFF)
     out = Path(output)
     state = output_state(out, probabilities)
     if not overwrite and state in ("complete", "other"):
@@ -385,45 +285,61 @@ def run_predict(
         batch_size=batch_size, device=device, precision=precision, tta=tta,
         block_size=block, source=str(image))
     nclass = int(logits.shape[0])
+    classes = [str(c) for c in spec.classes]
     record = dict((attrs or {}).get("volseg") or {})
     record["predict"] = {
-        "model": str(model), "image": str(image), "classes": list(spec.classes),
+        "model": str(model), "image": str(image), "classes": classes,
         "kind": spec.kind, "patch_size": list(patch), "overlap": overlap, "blend": blend,
         "sigma_scale": sigma_scale, "tta": tta, "precision": precision,
-        "block_size": list(block), "probabilities": probabilities,
+        "block_size": list(block), "probabilities": probabilities, "ngff": version,
     }
+    record["class_names"] = classes
+    if spec.ignore_id is not None:
+        record["ignore_id"] = int(spec.ignore_id)
     group_attrs = {**dict(attrs or {}), "volseg": record}
-    vs = meta.voxel_size
+    vs, origin = meta.voxel_size, meta.origin
+    names = {"classes": classes, "ignore_id": spec.ignore_id}
+    lab_layout = omezarr.block_layout(shape, block, ("z", "y", "x"), ngff=version,
+                                      chunks=chunks)
     pairs: list[tuple[da.Array, zarr.Array]] = []
     prob_path = None
     if probabilities != "none":
-        ptarget = create_image(out, shape=(nclass, *shape), dtype=probabilities,
-                               chunks=(nclass, *block), voxel_size=vs,
-                               axes=("c", "z", "y", "x"), overwrite=overwrite,
-                               attrs=group_attrs)
+        prob_layout = omezarr.block_layout((nclass, *shape), (nclass, *block),
+                                           ("c", "z", "y", "x"), ngff=version, chunks=chunks)
+        ptarget = omezarr.create_image(
+            out, shape=(nclass, *shape), dtype=probabilities, chunks=prob_layout.chunks,
+            shards=prob_layout.shards, voxel_size=vs, axes=("c", "z", "y", "x"),
+            overwrite=overwrite, attrs=group_attrs, origin=origin, ngff=version,
+            channel_names=classes)
         pairs.append((quantize(logits_to_probabilities(logits), probabilities), ptarget))
         prob_path = out
-    ltarget = create_labels(out, LABEL_NAME, shape=shape, dtype=np.uint8, chunks=block,
-                            voxel_size=vs, overwrite=overwrite, attrs=group_attrs)
+        ltarget = omezarr.create_labels(
+            out, LABEL_NAME, shape=shape, dtype=np.uint8, chunks=lab_layout.chunks,
+            shards=lab_layout.shards, voxel_size=vs, overwrite=overwrite, attrs=group_attrs,
+            origin=origin, **names)
+    else:
+        ltarget = omezarr.create_label_image(
+            out, shape=shape, dtype=np.uint8, chunks=lab_layout.chunks,
+            shards=lab_layout.shards, voxel_size=vs, overwrite=overwrite, attrs=group_attrs,
+            origin=origin, ngff=version, image=omezarr.image_of(image), **names)
     pairs.insert(0, (logits_to_labels(logits), ltarget))
-    for _, target in pairs:  # marks the outputs as ours (resumable) from the start
-        marker_dir(target).mkdir(exist_ok=True)
     t0 = time.perf_counter()
     if client is None:  # local threads share this process's cache: load it up front
         get_model(model_ref(model, spec.kind), resolve_device(device))
     t1 = time.perf_counter()
-    total, computed = store_together(pairs, description="predict", client=client,
-                                     overwrite=overwrite)
+    report = store_arrays(pairs, description="predict", client=client, overwrite=overwrite,
+                          executor=stream_plan)
     t2 = time.perf_counter()
+    labels = labels_path(out, probabilities)
     if pyramid:
-        write_pyramid(out / "labels" / LABEL_NAME, method="mode", client=client,
-                      overwrite=overwrite)
+        omezarr.write_pyramid(labels, method="mode", client=client, overwrite=overwrite)
         if prob_path is not None:
-            write_pyramid(prob_path, method="mean", client=client, overwrite=overwrite)
+            omezarr.write_pyramid(prob_path, method="mean", client=client, overwrite=overwrite)
     t3 = time.perf_counter()
+    total, computed = report.total_blocks, report.computed_blocks
     computed_voxels = computed / max(total, 1) * float(np.prod(shape))
     return PredictResult(
-        output=out, labels=out / "labels" / LABEL_NAME, probabilities=prob_path,
+        output=out, labels=labels, probabilities=prob_path,
         shape=shape, classes=tuple(spec.classes), patch_size=patch,  # type: ignore[arg-type]
         block_size=block, total_blocks=total, computed_blocks=computed,  # type: ignore[arg-type]
         skipped_blocks=total - computed, seconds=time.perf_counter() - start,

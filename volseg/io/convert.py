@@ -1,7 +1,8 @@
 """Converting any readable volume into OME-Zarr: shared by ``volseg convert`` and the stage.
 
-The input is opened in blocks aligned to the output chunks — one chunk deep in
-``z`` and as wide in ``y, x`` as :data:`volseg.io.omezarr.READ_BLOCK_BYTES` allows —
+The input is opened in blocks aligned to the output's storage chunks — one chunk
+deep in ``z`` and as wide in ``y, x`` as :data:`volseg.io.omezarr.READ_BLOCK_BYTES`
+(0.4) or :data:`volseg.io.omezarr.SHARD_BYTES` (0.5, one shard per block) allows —
 so each task reads exactly the region it writes and memory stays bounded by a few
 such slabs whatever the input size.  Writing goes through
 :func:`volseg.io.store.store_blocks`, so an interrupted conversion resumes.
@@ -36,7 +37,11 @@ class ConvertResult:
     output
         The image group, or the label group for label conversions.
     shape, dtype, chunks
-        Of level 0.
+        Of level 0 (chunks: the inner chunks in NGFF 0.5).
+    shards
+        Level-0 shard shape (``None``: unsharded, NGFF 0.4).
+    ngff
+        The NGFF version written.
     voxel_size
         ``(z, y, x)`` nm written to the transforms (``None``: unknown).
     levels
@@ -60,6 +65,8 @@ class ConvertResult:
     report: StoreReport
     seconds: float
     overwritten: bool = False
+    shards: tuple[int, ...] | None = None
+    ngff: str = omezarr.DEFAULT_NGFF
 
     @property
     def resumed(self) -> bool:
@@ -75,7 +82,9 @@ class ConvertResult:
         """Return a JSON-able summary."""
         return {
             "output": str(self.output), "shape": list(self.shape), "dtype": self.dtype,
-            "chunks": list(self.chunks), "voxel_size": self.voxel_size, "levels": self.levels,
+            "chunks": list(self.chunks),
+            "shards": None if self.shards is None else list(self.shards), "ngff": self.ngff,
+            "voxel_size": self.voxel_size, "levels": self.levels,
             "state_before": self.state_before, "resumed": self.resumed,
             "computed_blocks": self.report.computed_blocks,
             "skipped_blocks": self.report.skipped_blocks, "seconds": round(self.seconds, 3),
@@ -115,33 +124,22 @@ def _voxel(voxel_size: Sequence[float] | None, meta: VolumeMeta
     return meta.voxel_size
 
 
-def _target_chunks(shape: Sequence[int], axes: Sequence[str],
-                   chunks: Sequence[int] | None) -> tuple[int, ...]:
-    """Zarr chunks: ``chunks`` gives ``z, y, x`` (a ``c`` axis is one chunk)."""
-    if chunks is None:
-        return omezarr.default_chunks(shape, axes)
-    spatial = [int(c) for c in chunks]
-    if len(spatial) != 3 or min(spatial) < 1:
-        raise InputError(f"chunks must be three positive integers (z y x), got {tuple(chunks)}")
-    full = ([int(shape[0])] if len(shape) == 4 else []) + spatial
-    return tuple(min(c, n) for c, n in zip(full, shape, strict=True))
-
-
 def _open_aligned(source: Path, dataset: str | None, chunks: Sequence[int] | None,
-                  level: int = 0) -> tuple[Any, VolumeMeta, tuple[int, ...]]:
-    """Open ``source`` in writer blocks aligned to the zarr chunks; return it and chunks."""
+                  ngff: omezarr.Ngff, level: int = 0
+                  ) -> tuple[Any, VolumeMeta, omezarr.Layout]:
+    """Open ``source`` in writer blocks aligned to the output's storage chunks."""
     probe, meta = open_volume(source, dataset=dataset, level=level)
-    target = _target_chunks(probe.shape, meta.axes, chunks)
-    block = omezarr.writer_chunks(probe.shape, target, probe.dtype.itemsize)
-    array, meta = open_volume(source, dataset=dataset, level=level, chunks=block)
-    return array, meta, target
+    layout = omezarr.image_layout(probe.shape, meta.axes, probe.dtype.itemsize, ngff=ngff,
+                                  chunks=chunks)
+    array, meta = open_volume(source, dataset=dataset, level=level, chunks=layout.blocks)
+    return array, meta, layout
 
 
 def convert_image(
     source: str | Path, output: str | Path, *, dataset: str | None = None,
     chunks: Sequence[int] | None = None, voxel_size: Sequence[float] | None = None,
     overwrite: bool = False, attrs: Mapping[str, Any] | None = None, pyramid: bool = True,
-    client: Any = None,
+    client: Any = None, ngff: omezarr.Ngff = omezarr.DEFAULT_NGFF,
 ) -> ConvertResult:
     """Convert ``source`` into the OME-Zarr image ``output`` (resuming a partial one).
 
@@ -154,7 +152,8 @@ def convert_image(
     dataset
         Dataset inside an HDF5 file / Zarr group / N5 container.
     chunks
-        ``(z, y, x)`` zarr chunks (default :func:`volseg.io.omezarr.default_chunks`).
+        ``(z, y, x)`` zarr chunks, the inner chunks of the shards in NGFF 0.5 (default
+        :func:`volseg.io.omezarr.default_chunks`).
     voxel_size
         ``(z, y, x)`` nm; overrides what the file says.
     overwrite
@@ -165,6 +164,9 @@ def convert_image(
         Build the downsampled levels.
     client
         Optional ``distributed.Client``.
+    ngff
+        ``"0.5"`` (zarr v3, sharded) or ``"0.4"`` (zarr v2).  The input's origin (MRC
+        header, OME-Zarr translation) becomes the output's translation.
 
     Raises
     ------
@@ -173,12 +175,13 @@ def convert_image(
     """
     start = time.perf_counter()
     source, output = Path(source), Path(output)
-    array, meta, target_chunks = _open_aligned(source, dataset, chunks)
+    array, meta, layout = _open_aligned(source, dataset, chunks, omezarr.check_ngff(ngff))
     state = check_output(output, overwrite, inputs=[source])
     vs = _voxel(voxel_size, meta)
     target = omezarr.create_image(
-        output, shape=array.shape, dtype=array.dtype, chunks=target_chunks, voxel_size=vs,
-        axes=meta.axes, overwrite=overwrite, attrs=attrs)
+        output, shape=array.shape, dtype=array.dtype, chunks=layout.chunks,
+        shards=layout.shards, voxel_size=vs, axes=meta.axes, overwrite=overwrite,
+        attrs=attrs, origin=meta.origin, ngff=ngff)
     report = store_blocks(array, target, description=f"converting {source.name}",
                           client=client)
     if pyramid:
@@ -209,47 +212,98 @@ def remap_labels(array: da.Array, values: Mapping[int, int]) -> da.Array:
     return da.map_blocks(_remap_block, array, old, new, dtype, dtype=dtype)
 
 
+def _label_source(source: Path, dataset: str | None, chunks: Sequence[int] | None,
+                  ngff: omezarr.Ngff, values: Mapping[int, int] | None
+                  ) -> tuple[da.Array, VolumeMeta, omezarr.Layout]:
+    array, meta, layout = _open_aligned(source, dataset, chunks, ngff)
+    if array.ndim != 3 or not (np.issubdtype(array.dtype, np.integer) or
+                               array.dtype == np.bool_):
+        raise InputError(f"{source} has shape {tuple(array.shape)} {array.dtype}; labels must be "
+                         f"a 3-D (or 2-D) integer volume")
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8)
+    if values:
+        array = remap_labels(array, values)
+    return array, meta, layout
+
+
+def _check_name(name: str) -> None:
+    if not name or "/" in name or name.startswith("."):
+        raise InputError(f"label name {name!r} must be a plain name such as 'truth'")
+
+
 def convert_labels(
     source: str | Path, image: str | Path, name: str, *, dataset: str | None = None,
     chunks: Sequence[int] | None = None, voxel_size: Sequence[float] | None = None,
     overwrite: bool = False, attrs: Mapping[str, Any] | None = None, pyramid: bool = True,
     client: Any = None, values: Mapping[int, int] | None = None,
+    classes: Sequence[str] | None = None, ignore_id: int | None = None,
 ) -> ConvertResult:
     """Convert ``source`` into the NGFF label image ``image/labels/<name>``.
 
-    The image group is created (without an image) when it does not exist; when it
-    holds an image, the labels must have its shape and take its voxel size unless
-    ``voxel_size`` is given.  ``values`` maps raw label values to class ids (e.g.
-    ``{255: 1}`` for a 0/255 mask); values not listed are kept.  Other parameters as
-    for :func:`convert_image`.
+    ``image`` must be an OME-Zarr image; the labels take its format, must have its
+    shape and take its voxel size and origin unless ``voxel_size`` is given.
+    ``values`` maps raw label values to class ids (e.g. ``{255: 1}`` for a 0/255
+    mask); values not listed are kept.  ``classes`` / ``ignore_id`` name the ids
+    (``image-label`` colours and properties).  Other parameters as for
+    :func:`convert_image`.
     """
     start = time.perf_counter()
     source, image = Path(source), Path(image)
-    if not name or "/" in name or name.startswith("."):
-        raise InputError(f"label name {name!r} must be a plain name such as 'truth'")
-    array, meta, target_chunks = _open_aligned(source, dataset, chunks)
-    if array.ndim != 3 or not (np.issubdtype(array.dtype, np.integer) or
-                               array.dtype == np.bool_):
-        raise InputError(f"{source} has shape {tuple(array.shape)} {array.dtype}; labels must be "
-                         f"a 3-D (or 2-D) integer volume")
+    _check_name(name)
+    if not image.exists() or "multiscales" not in omezarr.group_attrs(image):
+        raise InputError(f"{image} is not an OME-Zarr image; convert the image first, or "
+                         f"write the labels as their own label image (--labels OUTPUT)")
+    ngff = omezarr.group_version(image) or omezarr.DEFAULT_NGFF
+    array, meta, layout = _label_source(source, dataset, chunks, ngff, values)
     image_vs = _image_voxel(image, array.shape, source)
     output = image / "labels" / name
     state = check_output(output, overwrite, inputs=[source])
     vs = _voxel(voxel_size, meta) if voxel_size is not None else (image_vs or meta.voxel_size)
-    if array.dtype == np.bool_:
-        array = array.astype(np.uint8)
-    if values:
-        array = remap_labels(array, values)
     target = omezarr.create_labels(
-        image, name, shape=array.shape, dtype=array.dtype, chunks=target_chunks,
-        voxel_size=vs, overwrite=overwrite, attrs=attrs)
+        image, name, shape=array.shape, dtype=array.dtype, chunks=layout.chunks,
+        shards=layout.shards, voxel_size=vs, overwrite=overwrite, attrs=attrs,
+        classes=classes, ignore_id=ignore_id)
+    report = _fill_labels(array, target, output, source, pyramid, client)
+    return _result(output, target, vs, state, report, start, overwrite)
+
+
+def convert_label_image(
+    source: str | Path, output: str | Path, *, dataset: str | None = None,
+    chunks: Sequence[int] | None = None, voxel_size: Sequence[float] | None = None,
+    overwrite: bool = False, attrs: Mapping[str, Any] | None = None, pyramid: bool = True,
+    client: Any = None, values: Mapping[int, int] | None = None,
+    classes: Sequence[str] | None = None, ignore_id: int | None = None,
+    ngff: omezarr.Ngff = omezarr.DEFAULT_NGFF, image: str | Path | None = None,
+) -> ConvertResult:
+    """Convert ``source`` into the standalone label image ``output``.
+
+    ``image``: the OME-Zarr image the labels belong to (recorded as their source).
+    Other parameters as for :func:`convert_labels` and :func:`convert_image`.
+    """
+    start = time.perf_counter()
+    source, output = Path(source), Path(output)
+    array, meta, layout = _label_source(source, dataset, chunks, omezarr.check_ngff(ngff),
+                                        values)
+    state = check_output(output, overwrite, inputs=[source])
+    vs = _voxel(voxel_size, meta)
+    target = omezarr.create_label_image(
+        output, shape=array.shape, dtype=array.dtype, chunks=layout.chunks,
+        shards=layout.shards, voxel_size=vs, overwrite=overwrite, attrs=attrs,
+        origin=meta.origin, ngff=ngff, classes=classes, ignore_id=ignore_id, image=image)
+    report = _fill_labels(array, target, output, source, pyramid, client)
+    return _result(output, target, vs, state, report, start, overwrite)
+
+
+def _fill_labels(array: da.Array, target: zarr.Array, output: Path, source: Path,
+                 pyramid: bool, client: Any) -> StoreReport:
     report = store_blocks(array, target, description=f"converting {source.name}",
                           client=client)
     if np.dtype(array.dtype) == np.uint8:
         omezarr.store_class_frequencies(output, client=client)
     if pyramid:
         omezarr.write_pyramid(output, method="mode", client=client)
-    return _result(output, target, vs, state, report, start, overwrite)
+    return report
 
 
 def _image_voxel(image: Path, shape: Sequence[int], source: Path
@@ -273,4 +327,6 @@ def _result(output: Path, target: zarr.Array, vs: tuple[float, float, float] | N
         output=output, shape=tuple(target.shape), dtype=str(target.dtype),
         chunks=tuple(target.chunks), voxel_size=vs, levels=levels, state_before=state,
         report=report, seconds=time.perf_counter() - start,
-        overwritten=overwrite and state != "absent")
+        overwritten=overwrite and state != "absent",
+        shards=None if target.shards is None else tuple(target.shards),
+        ngff=omezarr.group_version(output) or omezarr.DEFAULT_NGFF)

@@ -45,6 +45,11 @@ def describe(path: str | Path, *, dataset: str | None = None) -> dict[str, Any]:
     info.update(_multiscale_info(path))
     info["labels"] = [_label_info(path / "labels" / name, name)
                       for name in omezarr.label_names(path)]
+    if meta.kind == "labels":
+        volseg = meta.attrs.get("volseg")
+        freqs = volseg.get("class_frequencies") if isinstance(volseg, Mapping) else None
+        info["class_frequencies"] = dict(freqs) if isinstance(freqs, Mapping) else None
+        info["class_names"] = omezarr.class_names(path)
     return info
 
 
@@ -65,7 +70,9 @@ def _multiscale_info(path: Path) -> dict[str, Any]:
     volseg = ms.attrs.get("volseg")
     return {
         "chunks": list(level0.chunks),
+        "shards": None if level0.shards is None else list(level0.shards),
         "ngff_version": ms.version,
+        "origin": None if ms.origin is None else list(ms.origin),
         "levels": [{"path": lv.path, "shape": list(lv.shape), "scale": list(lv.scale),
                     "translation": None if lv.translation is None else list(lv.translation)}
                    for lv in ms.levels],
@@ -90,7 +97,9 @@ def _label_info(path: Path, name: str) -> dict[str, Any]:
     freqs = volseg.get("class_frequencies") if isinstance(volseg, Mapping) else None
     return {
         "name": name, "shape": list(level0.shape), "dtype": str(level0.dtype),
-        "chunks": list(level0.chunks), "levels": len(ms.levels),
+        "chunks": list(level0.chunks),
+        "shards": None if level0.shards is None else list(level0.shards),
+        "levels": len(ms.levels),
         "class_frequencies": dict(freqs) if isinstance(freqs, Mapping) else None,
         "state": omezarr.image_state(path),
     }

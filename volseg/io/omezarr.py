@@ -1,42 +1,59 @@
-"""The OME-Zarr (NGFF 0.4) writer, and the metadata helpers that readers share.
+"""The OME-Zarr writer (NGFF 0.4 and 0.5), and the metadata helpers that readers share.
 
 Layout and choices
 ------------------
-* **NGFF 0.4 on Zarr format 2** (``.zattrs``/``.zarray``, ``/`` chunk separator).
-  Checked against the installed libraries: ``ome-zarr`` 0.18 writes 0.5 by default
-  but reads 0.4 images and labels (``ome_zarr.reader.Reader``), and
-  ``ome-zarr-models`` 1.7 validates both (``open_ome_zarr(group, version="0.4")``),
-  so neither favours 0.5 clearly; 0.4 is what more viewers and tools read today and
-  what docs/architecture.md fixes.  :func:`read_multiscales` reads 0.5 / Zarr 3 too.
+* **Two formats.**  NGFF **0.5** on Zarr format 3 (``zarr.json``; NGFF keys under
+  the ``ome`` attribute; arrays with ``dimension_names``) with **sharded** arrays:
+  small inner chunks (default 64³) that viewers fetch one by one, packed into
+  shards that are exactly the blocks volseg writes, so one task writes each shard
+  (concurrent writes into one shard are unsafe in zarr 3).  NGFF **0.4** on Zarr
+  format 2 (``.zattrs``/``.zarray``, ``/`` chunk separator), chunks only.  0.5 is
+  the default (:data:`DEFAULT_NGFF`); ``ome-zarr`` 0.18 writes 0.5 by default,
+  ``ome-zarr-models`` validates both, napari-ome-zarr and neuroglancer (``zarr3://``)
+  read sharded 0.5.  Readers take either, sharded or not.
 * A multiscale image is a group with arrays ``0, 1, ...`` (level 0 is full
   resolution).  Axes are ``z, y, x`` (type ``space``, unit ``nanometer``) with an
   optional leading ``c`` (type ``channel``).  Each level carries a ``scale``
-  transform (voxel size in nm) and, for levels ≥ 1, a ``translation`` of half the
-  growth of the voxel, so that voxel centres stay in place (level 0 has none).
+  transform (voxel size in nm) and a ``translation``: the volume's origin (e.g. an
+  MRC header origin; none when zero) plus, for levels ≥ 1, half the growth of the
+  voxel, so that voxel centres stay in place.  Numbers are stored rounded to 12
+  significant digits (``1.4``, not ``1.4000000000000001``).
 * Label images live in ``<image>/labels/<name>`` with ``image-label`` metadata; the
-  ``labels`` group lists them.
+  ``labels`` group lists them.  An output that is *only* a label image (the CRF's,
+  the instances', a prediction without probabilities) is a **standalone label
+  image**: its root group is the multiscale label image itself, with
+  ``image-label.source.image`` pointing to the image it belongs to, so every group
+  volseg writes validates and opens in viewers.
+* Semantic label images carry ``image-label`` ``colors`` and ``properties`` (class
+  id → ``class`` name) from :mod:`volseg.colors` — the ignore id transparent, named
+  ``not annotated`` with ``ignore: true``; instance labels carry neither (viewers
+  colour ids themselves).  Probability images carry ``omero`` channels named after
+  the classes, in the class colours, windowed 0-255 (uint8) or 0-1 (float).
 * Chunks default to 64³ for volumes (``1 × 256 × 256`` when there is a single
   section); a ``c`` axis is stored in one chunk.  Compression is Blosc-zstd level 1
   with byte shuffle.
 * The pyramid (:mod:`volseg.io.pyramid`) halves axes until the largest is ≤ 256
-  voxels: ``mean`` for images, ``mode`` for labels.
+  voxels: ``mean`` for images, ``mode`` for labels.  Levels keep the chunk and shard
+  shapes of level 0.
 * Every level is written with :func:`volseg.io.store.store_blocks`, so writing is
   out-of-core (a few blocks in memory) and resumes after an interruption.
-* Caller attributes (``attrs``) are merged into the group attributes; provenance
-  goes under the key ``volseg``.  For ``uint8`` label images the voxel count of
-  every class is stored under ``volseg.class_frequencies``.
+* Caller attributes (``attrs``) are merged into the group attributes (beside
+  ``ome`` in 0.5); provenance goes under the key ``volseg``.  For ``uint8`` label
+  images the voxel count of every class is stored under ``volseg.class_frequencies``.
 
 Existing outputs
 ----------------
 Creating an image or label group over an existing one *resumes* it when its level-0
-array has the same shape, dtype, chunks and axes (the block markers say what is
-done); ``overwrite=True`` replaces it; anything else raises
-:class:`~volseg.errors.OutputExistsError`.
+array has the same shape, dtype, chunks, shards, axes and format (the block markers
+say what is done); ``overwrite=True`` replaces it; anything else raises
+:class:`~volseg.errors.OutputExistsError`.  Label images added to an existing image
+take the image's format.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -48,19 +65,25 @@ import numcodecs
 import numpy as np
 import zarr
 
-from volseg.errors import InputError, OutputExistsError
+from volseg.colors import hex_colour, label_table
+from volseg.errors import ConfigError, InputError, OutputExistsError
 from volseg.io import pyramid
-from volseg.io.store import is_complete, marker_dir, store_blocks
+from volseg.io.store import claim, is_claimed, is_complete, storage_chunks, store_blocks
+from volseg.ngff import DEFAULT_NGFF, NGFF_VERSIONS, Ngff
 
 NGFF_VERSION = "0.4"
+"""Assumed version of a 0.4-style group whose metadata does not say."""
 UNIT = "nanometer"
 DEFAULT_CHUNK_3D = 64
 DEFAULT_CHUNK_2D = 256
 COMPRESSOR = numcodecs.Blosc(cname="zstd", clevel=1, shuffle=numcodecs.Blosc.SHUFFLE)
-"""Level 1: on EM images and uint8 probabilities it compresses as well as level 3 or
-better, 1.1x to 10x faster (Blosc's zstd levels 2-5 search long matches for no gain)."""
+"""Zarr v2 compressor.  Level 1: on EM images and uint8 probabilities it compresses as
+well as level 3 or better, 1.1x to 10x faster (Blosc's zstd levels 2-5 search long
+matches for no gain)."""
 READ_BLOCK_BYTES = 64 * 2**20
 """Target size of the dask blocks that feed the writer (bounded memory per task)."""
+SHARD_BYTES = 16 * 2**20
+"""Target size of the shards of whole-array writes (0.5): each pyramid task reads 8."""
 
 _UNIT_TO_NM = {
     "angstrom": 0.1, "picometer": 1e-3, "nanometer": 1.0, "micrometer": 1e3,
@@ -69,6 +92,29 @@ _UNIT_TO_NM = {
 
 VoxelSize = tuple[float, float, float]
 PathLike = str | Path
+
+
+def check_ngff(version: str) -> Ngff:
+    """Return ``version`` if volseg writes it, else raise :class:`ConfigError`."""
+    if version not in NGFF_VERSIONS:
+        raise ConfigError(f"NGFF version {version!r} is not supported; choose one of "
+                          f"{', '.join(NGFF_VERSIONS)}")
+    return version  # type: ignore[return-value]
+
+
+def _compressor_v3() -> Any:
+    from zarr.codecs import BloscCodec
+
+    return BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")
+
+
+def clean_number(value: float) -> float:
+    """Return ``value`` rounded to 12 significant digits (drops binary float noise).
+
+    >>> clean_number(14.0 * 0.1)
+    1.4
+    """
+    return float(f"{float(value):.12g}")
 
 
 # --------------------------------------------------------------------------- metadata
@@ -95,8 +141,8 @@ class Multiscales:
     units
         Unit of each axis (``None`` when not given).
     levels
-        The levels, finest first, with scales converted to nanometres for space axes
-        that state a unit.
+        The levels, finest first, with scales and translations converted to
+        nanometres for space axes that state a unit.
     kind
         ``"labels"`` for a group with ``image-label`` metadata, else ``"image"``.
     version
@@ -125,6 +171,21 @@ class Multiscales:
         y, x = scale.get("y", 1.0), scale.get("x", 1.0)
         return (float(scale.get("z", y)), float(y), float(x))
 
+    @property
+    def origin(self) -> VoxelSize | None:
+        """Position ``(z, y, x)`` of the first voxel's centre of level 0 (``None``: 0)."""
+        return self.level_origin(0)
+
+    def level_origin(self, level: int) -> VoxelSize | None:
+        """Position ``(z, y, x)`` of the first voxel's centre of ``level`` (``None``: 0)."""
+        trans = self.levels[level].translation
+        if trans is None:
+            return None
+        shift = dict(zip(self.axes, trans, strict=True))
+        out = (float(shift.get("z", 0.0)), float(shift.get("y", 0.0)),
+               float(shift.get("x", 0.0)))
+        return None if not any(out) else out
+
 
 def group_attrs(path: PathLike) -> dict[str, Any]:
     """Return the attributes of the Zarr group at ``path`` (0.5 ``ome`` key flattened)."""
@@ -136,8 +197,20 @@ def group_attrs(path: PathLike) -> dict[str, Any]:
     return attrs
 
 
+def group_version(path: PathLike) -> Ngff | None:
+    """Return the NGFF version a volseg writer uses for the group at ``path`` (or None).
+
+    Zarr format 3 groups are 0.5, format 2 groups 0.4; ``None`` when there is no group.
+    """
+    try:
+        group = zarr.open_group(str(path), mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, TypeError):
+        return None
+    return "0.5" if group.metadata.zarr_format == 3 else "0.4"
+
+
 def _to_nm(value: float, unit: str | None) -> float:
-    return value * _UNIT_TO_NM.get(unit, 1.0) if unit else value
+    return clean_number(value * _UNIT_TO_NM.get(unit, 1.0)) if unit else value
 
 
 def read_multiscales(path: PathLike) -> Multiscales:
@@ -160,19 +233,22 @@ def read_multiscales(path: PathLike) -> Multiscales:
         axes = tuple(str(a["name"]) for a in axes_meta)
         units = tuple(a.get("unit") for a in axes_meta)
         global_scale = _transform(ms.get("coordinateTransformations"), "scale", len(axes))
+        global_shift = _transform(ms.get("coordinateTransformations"), "translation", len(axes))
         group = zarr.open_group(str(path), mode="r")
         levels = []
         for ds in ms["datasets"]:
             arr = group[ds["path"]]
             if not isinstance(arr, zarr.Array):
                 raise ValueError(f"dataset {ds['path']!r} is not an array")
-            scale = _transform(ds.get("coordinateTransformations"), "scale", len(axes))
-            trans = _transform(ds.get("coordinateTransformations"), "translation", len(axes))
-            scale_nm = tuple(
-                _to_nm(s * (g or 1.0), u)
-                for s, g, u in zip(scale or (1.0,) * len(axes), global_scale or (1.0,) * len(axes),
-                                   units, strict=True)
-            )
+            transforms = ds.get("coordinateTransformations")
+            scale = _transform(transforms, "scale", len(axes)) or (1.0,) * len(axes)
+            trans = _transform(transforms, "translation", len(axes))
+            gscale = global_scale or (1.0,) * len(axes)
+            scale_nm = tuple(_to_nm(s * g, u) for s, g, u in zip(scale, gscale, units,
+                                                                 strict=True))
+            if global_shift is not None:  # global transforms apply after the dataset's
+                trans = tuple(t * g + s for t, g, s in zip(
+                    trans or (0.0,) * len(axes), gscale, global_shift, strict=True))
             trans_nm = None if trans is None else tuple(
                 _to_nm(t, u) for t, u in zip(trans, units, strict=True))
             levels.append(Level(str(ds["path"]), tuple(arr.shape), scale_nm, trans_nm))
@@ -211,6 +287,31 @@ def label_names(image_path: PathLike) -> list[str]:
         return []
 
 
+def class_names(path: PathLike) -> list[str] | None:
+    """Return the class names of an OME-Zarr image or label group (``None``: unknown).
+
+    Looked up in ``volseg.class_names``, the ``image-label`` ``properties`` and the
+    ``omero`` channel labels, in that order.
+    """
+    attrs = group_attrs(path)
+    volseg = attrs.get("volseg")
+    if isinstance(volseg, Mapping) and isinstance(volseg.get("class_names"), list):
+        return [str(n) for n in volseg["class_names"]]
+    label = attrs.get("image-label")
+    if isinstance(label, Mapping) and isinstance(label.get("properties"), list):
+        props = {int(p["label-value"]): p for p in label["properties"]
+                 if isinstance(p, Mapping) and "label-value" in p and "class" in p
+                 and not p.get("ignore")}
+        if props and sorted(props) == list(range(len(props))):
+            return [str(props[i]["class"]) for i in range(len(props))]
+    omero = attrs.get("omero")
+    if isinstance(omero, Mapping) and isinstance(omero.get("channels"), list):
+        names = [c.get("label") for c in omero["channels"] if isinstance(c, Mapping)]
+        if names and all(isinstance(n, str) for n in names):
+            return [str(n) for n in names]
+    return None
+
+
 def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, (list, tuple)) else []
 
@@ -230,31 +331,102 @@ def _axes_metadata(axes: Sequence[str], unit: str | None) -> list[dict[str, str]
     return out
 
 
-def _dataset_metadata(path: str, scale: Sequence[float], base: Sequence[float]) -> dict[str, Any]:
-    transforms: list[dict[str, Any]] = [{"type": "scale", "scale": [float(s) for s in scale]}]
-    if any(s != b for s, b in zip(scale, base, strict=True)):
-        transforms.append({
-            "type": "translation",
-            "translation": [(s - b) / 2 for s, b in zip(scale, base, strict=True)],
-        })
+def _dataset_metadata(path: str, scale: Sequence[float], base: Sequence[float],
+                      origin: Sequence[float]) -> dict[str, Any]:
+    transforms: list[dict[str, Any]] = [
+        {"type": "scale", "scale": [clean_number(s) for s in scale]}]
+    shift = [o + (s - b) / 2 for s, b, o in zip(scale, base, origin, strict=True)]
+    if any(shift):
+        transforms.append({"type": "translation",
+                           "translation": [clean_number(t) for t in shift]})
     return {"path": path, "coordinateTransformations": transforms}
 
 
 def _multiscales_metadata(
     name: str, axes: Sequence[str], scales: Sequence[Sequence[float]], unit: str | None,
-    method: str,
+    method: str, ngff: Ngff, origin: Sequence[float] | None = None,
 ) -> list[dict[str, Any]]:
-    return [{
-        "version": NGFF_VERSION,
+    shift = tuple(origin) if origin is not None else (0.0,) * len(axes)
+    entry: dict[str, Any] = {"version": ngff} if ngff == "0.4" else {}
+    entry.update({
         "name": name,
         "axes": _axes_metadata(axes, unit),
-        "datasets": [_dataset_metadata(str(i), s, scales[0]) for i, s in enumerate(scales)],
+        "datasets": [_dataset_metadata(str(i), s, scales[0], shift)
+                     for i, s in enumerate(scales)],
         "type": method,
         "metadata": {"method": f"volseg.io.pyramid.reduce_{method}", "factor": 2},
-    }]
+    })
+    return [entry]
 
 
-# --------------------------------------------------------------------------- helpers
+def label_metadata(
+    *, classes: Sequence[str] | None = None, ignore_id: int | None = None,
+    source: str | None = "../../", ngff: Ngff = DEFAULT_NGFF,
+) -> dict[str, Any]:
+    """Return the ``image-label`` metadata of a label image.
+
+    Parameters
+    ----------
+    classes
+        Class names in id order: ``colors`` and ``properties`` (``class``) for every
+        id, from :func:`volseg.colors.label_table`.  ``None`` (instance ids): neither.
+    ignore_id
+        The "not annotated" id: transparent, ``class: not annotated``, ``ignore: true``.
+    source
+        Relative path from the label group to the image it belongs to (``None``:
+        not stated).
+    ngff
+        Format version.
+    """
+    meta: dict[str, Any] = {"version": ngff} if ngff == "0.4" else {}
+    if source is not None:
+        meta["source"] = {"image": source}
+    if classes is not None:
+        table = label_table(list(classes), ignore_id)
+        meta["colors"] = [{"label-value": i, "rgba": list(rgba)} for i, _, rgba in table]
+        meta["properties"] = [
+            {"label-value": i, "class": name, **({"ignore": True} if i == ignore_id else {})}
+            for i, name, _ in table]
+    return meta
+
+
+def omero_metadata(names: Sequence[str], dtype: Any) -> dict[str, Any]:
+    """Return ``omero`` channel metadata for class probabilities: names, colours, windows."""
+    top = 255.0 if np.dtype(dtype) == np.uint8 else 1.0
+    window = {"min": 0.0, "max": top, "start": 0.0, "end": top}
+    return {"channels": [{"label": str(n), "color": hex_colour(i), "active": True,
+                          "coefficient": 1.0, "family": "linear", "inverted": False,
+                          "window": dict(window)} for i, n in enumerate(names)],
+            "rdefs": {"model": "color"}}
+
+
+def source_path(label_group: PathLike, image_group: PathLike | None) -> str | None:
+    """Return the relative path from ``label_group`` to ``image_group`` (``/``-separated).
+
+    ``None`` when there is no image or the path cannot be made relative.
+    """
+    if image_group is None:
+        return None
+    try:
+        rel = os.path.relpath(Path(image_group).resolve(), Path(label_group).resolve())
+    except ValueError:
+        return None
+    return Path(rel).as_posix() + "/"
+
+
+def _write_ome(group: zarr.Group, ngff: Ngff, meta: Mapping[str, Any]) -> None:
+    """Merge NGFF metadata into the group's attributes (under ``ome`` for 0.5)."""
+    if ngff == "0.4":
+        group.attrs.update(dict(meta))
+        return
+    previous = group.attrs.get("ome")
+    ome = dict(previous) if isinstance(previous, Mapping) else {}
+    ome.update(dict(meta))
+    ome["version"] = "0.5"
+    group.attrs["ome"] = ome
+
+
+# --------------------------------------------------------------------------- geometry
 
 
 def default_axes(ndim: int) -> tuple[str, ...]:
@@ -281,6 +453,88 @@ def default_chunks(shape: Sequence[int], axes: Sequence[str]) -> tuple[int, ...]
     return tuple(max(1, c) for c in chunks)
 
 
+def spatial_chunks(shape: Sequence[int], axes: Sequence[str],
+                   chunks: Sequence[int] | None) -> tuple[int, ...]:
+    """Return full chunks from ``z, y, x`` chunks (``None``: defaults); ``c`` whole."""
+    if chunks is None:
+        return default_chunks(shape, axes)
+    spatial = [int(c) for c in chunks]
+    if len(spatial) != 3 or min(spatial) < 1:
+        raise InputError(f"chunks must be three positive integers (z y x), got {tuple(chunks)}")
+    lead = [int(n) for n in shape[:len(shape) - 3]]
+    return tuple(min(c, n) for c, n in zip([*lead, *spatial], shape, strict=True))
+
+
+def nearest_divisor(n: int, target: int) -> int:
+    """Return the divisor of ``n`` closest to ``target`` by ratio (ties: the smaller).
+
+    >>> nearest_divisor(192, 64), nearest_divisor(96, 64), nearest_divisor(97, 64)
+    (64, 48, 97)
+    """
+    n, target = max(1, int(n)), max(1, int(target))
+    divisors = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    divisors += [n // d for d in divisors]
+    return min(sorted(set(divisors)), key=lambda d: abs(math.log(d / target)))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How an array is stored: chunks, shards and the dask blocks that write it.
+
+    Attributes
+    ----------
+    chunks
+        Zarr chunks (0.4) or the inner chunks of each shard (0.5).
+    shards
+        Shard shape (0.5), ``None`` for unsharded arrays.
+    blocks
+        Dask block shape that feeds the writer: whole storage chunks (shards).
+    """
+
+    chunks: tuple[int, ...]
+    shards: tuple[int, ...] | None
+    blocks: tuple[int, ...]
+
+
+def block_layout(
+    shape: Sequence[int], block: Sequence[int], axes: Sequence[str], *, ngff: Ngff,
+    chunks: Sequence[int] | None = None,
+) -> Layout:
+    """Return the layout of an output written in blocks of ``block`` (all axes).
+
+    0.5: one shard per block, inner chunks the divisors of the block nearest to
+    ``chunks`` (``z, y, x``; default :func:`default_chunks`).  0.4: those chunks.
+
+    >>> block_layout((7, 100, 500, 500), (7, 64, 192, 192), "czyx", ngff="0.5")
+    Layout(chunks=(7, 64, 64, 64), shards=(7, 64, 192, 192), blocks=(7, 64, 192, 192))
+    """
+    check_ngff(ngff)
+    full = tuple(max(1, min(int(b), int(n))) for b, n in zip(block, shape, strict=True))
+    want = spatial_chunks(shape, axes, chunks)
+    inner = tuple(nearest_divisor(b, min(w, b)) for b, w in zip(full, want, strict=True))
+    return Layout(inner, full if ngff == "0.5" else None, full)
+
+
+def image_layout(
+    shape: Sequence[int], axes: Sequence[str], itemsize: int, *, ngff: Ngff,
+    chunks: Sequence[int] | None = None, budget: int = READ_BLOCK_BYTES,
+) -> Layout:
+    """Return the layout of a whole-array write (conversion, phantom).
+
+    Chunks as given (``z, y, x``; default :func:`default_chunks`); the writer's blocks
+    are :func:`writer_chunks` slabs of about ``budget`` bytes (0.4), or of about
+    :data:`SHARD_BYTES` in 0.5, where they are the shards (rounded up to whole
+    chunks): a pyramid task reads 8 shards of the level below.
+    """
+    check_ngff(ngff)
+    inner = spatial_chunks(shape, axes, chunks)
+    if ngff == "0.4":
+        return Layout(inner, None, writer_chunks(shape, inner, itemsize, budget))
+    blocks = writer_chunks(shape, inner, itemsize, min(budget, SHARD_BYTES))
+    shards = tuple(-(-b // c) * c for b, c in zip(blocks, inner, strict=True))
+    return Layout(inner, shards, shards)
+
+
 def writer_chunks(
     shape: Sequence[int], chunks: Sequence[int], itemsize: int,
     budget: int = READ_BLOCK_BYTES,
@@ -301,6 +555,20 @@ def writer_chunks(
     return tuple(block)
 
 
+def _level_layout(base: zarr.Array, shape: Sequence[int]) -> Layout:
+    """Layout of a pyramid level: level 0's chunks and shards, clipped to ``shape``."""
+    chunks = tuple(min(c, n) for c, n in zip(base.chunks, shape, strict=True))
+    if base.shards is None:
+        blocks = writer_chunks(shape, chunks, np.dtype(base.dtype).itemsize)
+        return Layout(chunks, None, blocks)
+    shards = tuple(min(s, -(-n // c) * c)
+                   for s, n, c in zip(base.shards, shape, chunks, strict=True))
+    return Layout(chunks, shards, shards)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
 def _check_voxel_size(voxel_size: Sequence[float] | None) -> VoxelSize | None:
     if voxel_size is None:
         return None
@@ -308,7 +576,18 @@ def _check_voxel_size(voxel_size: Sequence[float] | None) -> VoxelSize | None:
     if len(vs) != 3 or not all(math.isfinite(v) and v > 0 for v in vs):
         raise InputError(f"voxel size must be three positive numbers (z y x, nm), got "
                          f"{tuple(voxel_size)}")
-    return (vs[0], vs[1], vs[2])
+    return (clean_number(vs[0]), clean_number(vs[1]), clean_number(vs[2]))
+
+
+def _check_origin(origin: Sequence[float] | None, axes: Sequence[str]) -> tuple[float, ...]:
+    if origin is None:
+        return (0.0,) * len(axes)
+    vals = tuple(float(v) for v in origin)
+    if len(vals) != 3 or not all(math.isfinite(v) for v in vals):
+        raise InputError(f"origin must be three finite numbers (z y x, nm), got "
+                         f"{tuple(origin)}")
+    by_axis = dict(zip("zyx", vals, strict=True))
+    return tuple(clean_number(by_axis.get(a, 0.0)) for a in axes)
 
 
 def _full_scale(axes: Sequence[str], voxel_size: VoxelSize | None) -> tuple[float, ...]:
@@ -335,48 +614,76 @@ def _exists_error(path: Path, why: str) -> OutputExistsError:
     return OutputExistsError(f"{path} exists{why}; pass --overwrite to replace it")
 
 
-def _open_parent_group(path: Path, attrs: Mapping[str, Any] | None) -> zarr.Group:
-    group = zarr.open_group(str(path), mode="a", zarr_format=2)
-    if attrs:
-        group.attrs.update(dict(attrs))
-    return group
+def _zarr_format(ngff: Ngff) -> Literal[2, 3]:
+    return 2 if ngff == "0.4" else 3
+
+
+def _create_array(
+    group: zarr.Group, name: str, *, shape: Sequence[int], dtype: Any, layout: Layout,
+    axes: Sequence[str], ngff: Ngff,
+) -> zarr.Array:
+    if ngff == "0.4":
+        if layout.shards is not None:
+            raise ConfigError("NGFF 0.4 (zarr v2) has no shards; write NGFF 0.5 instead")
+        return group.create_array(
+            name, shape=tuple(shape), chunks=layout.chunks, dtype=dtype,
+            compressors=COMPRESSOR, fill_value=0,
+            chunk_key_encoding={"name": "v2", "separator": "/"})
+    return group.create_array(
+        name, shape=tuple(shape), chunks=layout.chunks, shards=layout.shards, dtype=dtype,
+        compressors=_compressor_v3(), fill_value=0, dimension_names=list(axes))
+
+
+def _clip_layout(shape: Sequence[int], chunks: Sequence[int] | None,
+                 shards: Sequence[int] | None, axes: Sequence[str]) -> Layout:
+    inner = tuple(int(c) for c in chunks) if chunks is not None else default_chunks(shape,
+                                                                                    axes)
+    inner = tuple(max(1, min(c, n)) for c, n in zip(inner, shape, strict=True))
+    if shards is None:
+        return Layout(inner, None, inner)
+    outer = tuple(max(1, int(s)) for s in shards)
+    if any(s % c for s, c in zip(outer, inner, strict=True)):
+        raise ConfigError(f"shards {outer} must be whole multiples of the chunks {inner}")
+    return Layout(inner, outer, outer)
 
 
 def _create_multiscale(
     path: Path, *, shape: Sequence[int], dtype: Any, chunks: Sequence[int] | None,
-    voxel_size: Sequence[float] | None, axes: Sequence[str] | None, overwrite: bool,
-    attrs: Mapping[str, Any] | None, method: str, extra: Mapping[str, Any] | None = None,
+    shards: Sequence[int] | None, voxel_size: Sequence[float] | None,
+    origin: Sequence[float] | None, axes: Sequence[str] | None, overwrite: bool,
+    attrs: Mapping[str, Any] | None, method: str, ngff: Ngff,
+    extra: Mapping[str, Any] | None = None,
 ) -> zarr.Array:
     """Create (or reopen for resuming) a multiscale group with its level-0 array."""
+    ngff = check_ngff(ngff)
     shape = tuple(int(n) for n in shape)
     axes = tuple(axes) if axes is not None else default_axes(len(shape))
     if len(axes) != len(shape):
         raise ValueError(f"{len(axes)} axes {axes} for a {len(shape)}-D array")
-    chunks = tuple(int(c) for c in chunks) if chunks is not None else default_chunks(shape, axes)
-    chunks = tuple(max(1, min(c, n)) for c, n in zip(chunks, shape, strict=True))
+    layout = _clip_layout(shape, chunks, shards, axes)
     vs = _check_voxel_size(voxel_size)
+    shift = _check_origin(origin, axes)
     dtype = np.dtype(dtype)
     if overwrite:
         _remove(path)
     elif path.exists():
-        return _reopen_for_resume(path, shape, dtype, chunks, axes, attrs)
-    group = zarr.open_group(str(path), mode="w", zarr_format=2)
-    array = group.create_array(
-        "0", shape=shape, chunks=chunks, dtype=dtype, compressors=COMPRESSOR, fill_value=0,
-        chunk_key_encoding={"name": "v2", "separator": "/"},
-    )
+        return _reopen_for_resume(path, shape, dtype, layout, axes, attrs, ngff)
+    group = zarr.open_group(str(path), mode="w", zarr_format=_zarr_format(ngff))
+    array = _create_array(group, "0", shape=shape, dtype=dtype, layout=layout, axes=axes,
+                          ngff=ngff)
+    claim(array)
     meta: dict[str, Any] = {"multiscales": _multiscales_metadata(
         path.name.removesuffix(".ome.zarr"), axes, [_full_scale(axes, vs)],
-        UNIT if vs is not None else None, method)}
+        UNIT if vs is not None else None, method, ngff, shift)}
     meta.update(extra or {})
-    meta.update(dict(attrs or {}))
-    group.attrs.update(meta)
+    _write_ome(group, ngff, meta)
+    group.attrs.update(dict(attrs or {}))
     return array
 
 
 def _reopen_for_resume(
-    path: Path, shape: tuple[int, ...], dtype: np.dtype, chunks: tuple[int, ...],
-    axes: tuple[str, ...], attrs: Mapping[str, Any] | None,
+    path: Path, shape: tuple[int, ...], dtype: np.dtype, layout: Layout,
+    axes: tuple[str, ...], attrs: Mapping[str, Any] | None, ngff: Ngff,
 ) -> zarr.Array:
     try:
         ms = read_multiscales(path)
@@ -384,11 +691,15 @@ def _reopen_for_resume(
     except (InputError, FileNotFoundError, KeyError, ValueError,
             zarr.errors.GroupNotFoundError, zarr.errors.ArrayNotFoundError):
         raise _exists_error(path, "") from None
-    found = (tuple(array.shape), np.dtype(array.dtype), tuple(array.chunks), ms.axes)
-    if found != (shape, dtype, chunks, axes):
+    found = (tuple(array.shape), np.dtype(array.dtype), tuple(array.chunks),
+             None if array.shards is None else tuple(array.shards), ms.axes,
+             group_version(path))
+    wanted = (shape, dtype, layout.chunks, layout.shards, axes, ngff)
+    if found != wanted:
         raise _exists_error(
-            path, f" with shape {found[0]}, dtype {found[1]}, chunks {found[2]} (not "
-                  f"{shape}, {dtype}, {chunks}), so it cannot be resumed")
+            path, f" as NGFF {found[5]} with shape {found[0]}, dtype {found[1]}, chunks "
+                  f"{found[2]}, shards {found[3]} (not NGFF {ngff}, {shape}, {dtype}, "
+                  f"{layout.chunks}, {layout.shards}), so it cannot be resumed")
     if attrs:
         zarr.open_group(str(path), mode="a").attrs.update(dict(attrs))
     return array
@@ -401,6 +712,8 @@ def create_image(
     path: PathLike, *, shape: Sequence[int], dtype: Any, chunks: Sequence[int] | None,
     voxel_size: Sequence[float] | None, axes: Sequence[str] | None = None,
     overwrite: bool = False, attrs: Mapping[str, Any] | None = None,
+    shards: Sequence[int] | None = None, origin: Sequence[float] | None = None,
+    ngff: Ngff = DEFAULT_NGFF, channel_names: Sequence[str] | None = None,
 ) -> zarr.Array:
     """Create an OME-Zarr image group with an empty level-0 array, for blockwise writers.
 
@@ -409,16 +722,27 @@ def create_image(
     path
         The image group, e.g. ``prediction.ome.zarr``.
     shape, dtype, chunks
-        Of the level-0 array (``chunks=None``: :func:`default_chunks`).
+        Of the level-0 array (``chunks=None``: :func:`default_chunks`); in 0.5 the
+        chunks are the inner chunks of the shards.
     voxel_size
         ``(z, y, x)`` in nm, or ``None`` when unknown (scale 1, no unit).
     axes
         Axis names; default ``z, y, x`` (3-D) or ``c, z, y, x`` (4-D).
     overwrite
         Replace an existing group.  Without it an existing compatible group (same
-        shape, dtype, chunks, axes) is reopened so that a writer can resume.
+        shape, dtype, chunks, shards, axes, format) is reopened so that a writer can
+        resume.
     attrs
         Extra group attributes; provenance under ``"volseg"``.
+    shards
+        Shard shape (0.5 only; whole multiples of ``chunks``); ``None``: unsharded.
+        Blocks written into the array must cover whole shards.
+    origin
+        ``(z, y, x)`` position in nm of the first voxel (the level-0 translation).
+    ngff
+        ``"0.5"`` (zarr v3) or ``"0.4"`` (zarr v2).
+    channel_names
+        Names of the ``c`` axis entries (class probabilities): ``omero`` channels.
 
     Returns
     -------
@@ -431,38 +755,103 @@ def create_image(
     OutputExistsError
         If ``path`` exists, is not compatible and ``overwrite`` is false.
     """
+    extra = None
+    if channel_names is not None:
+        extra = {"omero": omero_metadata(channel_names, dtype)}
     return _create_multiscale(
-        Path(path), shape=shape, dtype=dtype, chunks=chunks, voxel_size=voxel_size,
-        axes=axes, overwrite=overwrite, attrs=attrs, method="mean")
+        Path(path), shape=shape, dtype=dtype, chunks=chunks, shards=shards,
+        voxel_size=voxel_size, origin=origin, axes=axes, overwrite=overwrite, attrs=attrs,
+        method="mean", ngff=ngff, extra=extra)
 
 
 def create_labels(
     image_path: PathLike, name: str, *, shape: Sequence[int], dtype: Any,
     chunks: Sequence[int] | None, voxel_size: Sequence[float] | None,
     overwrite: bool = False, attrs: Mapping[str, Any] | None = None,
+    shards: Sequence[int] | None = None, origin: Sequence[float] | None = None,
+    classes: Sequence[str] | None = None, ignore_id: int | None = None,
 ) -> zarr.Array:
     """Create the label image ``image_path/labels/<name>`` with an empty level-0 array.
 
-    The image group is created (empty) when it does not exist.  ``voxel_size=None``
-    takes the image's level-0 voxel size.  See :func:`create_image` for the rest.
+    The image group must exist (with its multiscales): the labels take its format
+    and, when ``voxel_size`` / ``origin`` are ``None``, its level-0 voxel size and
+    origin.  ``classes`` / ``ignore_id`` give the ``image-label`` colours and names
+    (:func:`label_metadata`; ``None``: instance ids).  See :func:`create_image` for
+    the rest.
+
+    Raises
+    ------
+    InputError
+        If ``image_path`` is not an OME-Zarr image.
     """
     image_path = Path(image_path)
-    if voxel_size is None and (image_path / ".zattrs").exists():
-        try:
-            voxel_size = read_multiscales(image_path).voxel_size
-        except InputError:
-            voxel_size = None
-    _open_parent_group(image_path, None)
-    labels = zarr.open_group(str(image_path / "labels"), mode="a", zarr_format=2)
+    try:
+        ms = read_multiscales(image_path)
+    except (InputError, FileNotFoundError, zarr.errors.GroupNotFoundError):
+        raise InputError(f"{image_path} is not an OME-Zarr image; write the image first, or "
+                         f"write the labels as a standalone label image") from None
+    ngff: Ngff = group_version(image_path) or DEFAULT_NGFF
+    if voxel_size is None:
+        voxel_size = ms.voxel_size
+    if origin is None:
+        origin = ms.origin
+    labels = zarr.open_group(str(image_path / "labels"), mode="a",
+                             zarr_format=_zarr_format(ngff))
     array = _create_multiscale(
-        image_path / "labels" / name, shape=shape, dtype=dtype, chunks=chunks,
-        voxel_size=voxel_size, axes=None, overwrite=overwrite, attrs=attrs, method="mode",
-        extra={"image-label": {"version": NGFF_VERSION, "source": {"image": "../../"}}},
+        image_path / "labels" / name, shape=shape, dtype=dtype, chunks=chunks, shards=shards,
+        voxel_size=voxel_size, origin=origin, axes=None, overwrite=overwrite, attrs=attrs,
+        method="mode", ngff=ngff, extra={"image-label": label_metadata(
+            classes=classes, ignore_id=ignore_id, source="../../", ngff=ngff)},
     )
-    names = [str(n) for n in _as_list(labels.attrs.get("labels"))]
+    names = label_names(image_path)
     if name not in names:
-        labels.attrs["labels"] = [*names, name]
+        _write_ome(labels, ngff, {"labels": [*names, name]})
     return array
+
+
+def create_label_image(
+    path: PathLike, *, shape: Sequence[int], dtype: Any, chunks: Sequence[int] | None,
+    voxel_size: Sequence[float] | None, overwrite: bool = False,
+    attrs: Mapping[str, Any] | None = None, shards: Sequence[int] | None = None,
+    origin: Sequence[float] | None = None, ngff: Ngff = DEFAULT_NGFF,
+    classes: Sequence[str] | None = None, ignore_id: int | None = None,
+    image: PathLike | None = None,
+) -> zarr.Array:
+    """Create a standalone label image: the group at ``path`` is the label multiscale.
+
+    For outputs that are only labels (CRF, instances, predictions without
+    probabilities).  ``image`` is the image the labels belong to; its relative path
+    goes to ``image-label.source.image`` so viewers open the two together.  See
+    :func:`create_labels` and :func:`create_image` for the rest.
+    """
+    path = Path(path)
+    return _create_multiscale(
+        path, shape=shape, dtype=dtype, chunks=chunks, shards=shards, voxel_size=voxel_size,
+        origin=origin, axes=None, overwrite=overwrite, attrs=attrs, method="mode", ngff=ngff,
+        extra={"image-label": label_metadata(classes=classes, ignore_id=ignore_id,
+                                             source=source_path(path, image), ngff=ngff)})
+
+
+def image_of(path: PathLike) -> Path | None:
+    """Return the image an OME-Zarr label group belongs to (``None``: unknown or absent).
+
+    Follows ``image-label.source.image`` (relative to the group); for an image group
+    returns the group itself.
+    """
+    path = Path(path)
+    try:
+        attrs = group_attrs(path)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, TypeError):
+        return None
+    label = attrs.get("image-label")
+    if not isinstance(label, Mapping):
+        return path if "multiscales" in attrs else None
+    source = label.get("source")
+    rel = source.get("image") if isinstance(source, Mapping) else None
+    if not isinstance(rel, str):
+        return None
+    image = (path / rel).resolve()
+    return image if is_ome_zarr(image) and "multiscales" in group_attrs(image) else None
 
 
 def write_pyramid(
@@ -473,12 +862,14 @@ def write_pyramid(
 
     Each level is reduced 2× from the previous one (:mod:`volseg.io.pyramid`) and
     written with :func:`~volseg.io.store.store_blocks`, so an interrupted pyramid
-    resumes.  The multiscales metadata then lists every level.
+    resumes.  Levels keep level 0's format, chunks and shards (clipped).  The
+    multiscales metadata then lists every level.
 
     Parameters
     ----------
     group_path
-        An image or label group made by :func:`create_image` / :func:`create_labels`.
+        An image or label group made by :func:`create_image` / :func:`create_labels`
+        / :func:`create_label_image`.
     method
         ``"mean"`` for images, ``"mode"`` for labels.
     client
@@ -488,6 +879,7 @@ def write_pyramid(
     """
     path = Path(group_path)
     ms = read_multiscales(path)
+    ngff: Ngff = group_version(path) or DEFAULT_NGFF
     group = zarr.open_group(str(path), mode="a")
     base = group[ms.levels[0].path]
     assert isinstance(base, zarr.Array)
@@ -495,45 +887,45 @@ def write_pyramid(
     plan = pyramid.plan_levels(base.shape, ms.levels[0].scale, spatial)
     source = base
     for index, (shape, _scale, factors) in enumerate(plan[1:], start=1):
-        chunks = tuple(min(c, n) for c, n in zip(base.chunks, shape, strict=True))
-        target = _require_level(group, str(index), shape, chunks, base.dtype, overwrite)
-        reduced = _reduced(source, factors, chunks, method)
+        layout = _level_layout(base, shape)
+        target = _require_level(group, str(index), shape, layout, base.dtype, ms.axes, ngff,
+                                overwrite)
+        reduced = _reduced(source, factors, layout.blocks, method)
         store_blocks(reduced, target, description=f"{path.name} level {index}",
                      client=client, overwrite=overwrite)
         source = target
-    attrs = dict(group.attrs)
     unit = next((u for u in ms.units if u), None)
-    attrs["multiscales"] = _multiscales_metadata(
+    origin = ms.levels[0].translation
+    _write_ome(group, ngff, {"multiscales": _multiscales_metadata(
         ms.attrs["multiscales"][0].get("name", path.name), ms.axes,
-        [scale for _, scale, _ in plan], unit, method)
+        [scale for _, scale, _ in plan], unit, method, ngff, origin)})
     for stale in range(len(plan), len(ms.levels) + 1):
         if str(stale) in group:
             del group[str(stale)]
-    group.attrs.update(attrs)
 
 
 def _require_level(
-    group: zarr.Group, name: str, shape: tuple[int, ...], chunks: tuple[int, ...],
-    dtype: Any, overwrite: bool,
+    group: zarr.Group, name: str, shape: tuple[int, ...], layout: Layout, dtype: Any,
+    axes: Sequence[str], ngff: Ngff, overwrite: bool,
 ) -> zarr.Array:
     if name in group:
         existing = group[name]
         if (isinstance(existing, zarr.Array) and not overwrite
-                and tuple(existing.shape) == shape and tuple(existing.chunks) == chunks
-                and existing.dtype == dtype):
+                and tuple(existing.shape) == shape and tuple(existing.chunks) == layout.chunks
+                and existing.shards == layout.shards and existing.dtype == dtype):
             return existing
         del group[name]
-    return group.create_array(
-        name, shape=shape, chunks=chunks, dtype=dtype, compressors=COMPRESSOR, fill_value=0,
-        chunk_key_encoding={"name": "v2", "separator": "/"},
-    )
+    array = _create_array(group, name, shape=shape, dtype=dtype, layout=layout, axes=axes,
+                          ngff=ngff)
+    claim(array)
+    return array
 
 
 def _reduced(
-    source: zarr.Array, factors: Sequence[int], chunks: Sequence[int], method: str
+    source: zarr.Array, factors: Sequence[int], blocks: Sequence[int], method: str
 ) -> da.Array:
-    """Return the lazy 2× reduction of ``source``, blocks aligned to ``chunks``."""
-    read = tuple(c * f for c, f in zip(chunks, factors, strict=True))
+    """Return the lazy 2× reduction of ``source`` in output blocks of ``blocks``."""
+    read = tuple(c * f for c, f in zip(blocks, factors, strict=True))
     src = da.from_zarr(source, chunks=read)
     out_chunks = tuple(
         tuple(-(-b // f) for b in bc) for bc, f in zip(src.chunks, factors, strict=True))
@@ -543,23 +935,31 @@ def _reduced(
     )
 
 
-def _as_dask(array: Any, chunks: Sequence[int]) -> da.Array:
-    """Return ``array`` as a dask array in writer-sized blocks aligned to ``chunks``."""
+def _as_dask(array: Any, blocks: Sequence[int]) -> da.Array:
+    """Return ``array`` as a dask array in the writer's blocks."""
     if not isinstance(array, da.Array):
-        array = da.from_array(np.asarray(array), chunks=tuple(chunks))
-    block = writer_chunks(array.shape, chunks, array.dtype.itemsize)
-    return array.rechunk(block)
+        array = da.from_array(np.asarray(array), chunks=tuple(blocks))
+    return array.rechunk(tuple(blocks))
 
 
 def _with_z(array: Any) -> Any:
     return array[None] if array.ndim == 2 else array
 
 
+def _spatial_request(chunks: Sequence[int] | None, ndim: int) -> tuple[int, ...] | None:
+    """Chunks given for all axes (as before) or for ``z, y, x`` only → ``z, y, x``."""
+    if chunks is None:
+        return None
+    values = tuple(int(c) for c in chunks)
+    return values[-3:] if len(values) == ndim and ndim > 3 else values
+
+
 def write_image(
     array: Any, path: PathLike, *, voxel_size: Sequence[float] | None,
     chunks: Sequence[int] | None = None, axes: Sequence[str] | None = None,
     overwrite: bool = False, attrs: Mapping[str, Any] | None = None, pyramid: bool = True,
-    client: Any = None,
+    client: Any = None, ngff: Ngff = DEFAULT_NGFF, origin: Sequence[float] | None = None,
+    channel_names: Sequence[str] | None = None,
 ) -> None:
     """Write a whole array as an OME-Zarr multiscale image, out-of-core and resumable.
 
@@ -573,7 +973,9 @@ def write_image(
     voxel_size
         ``(z, y, x)`` in nm (``None``: unknown).
     chunks
-        Zarr chunk shape (default :func:`default_chunks`).
+        Chunk shape, ``z, y, x`` (or all axes); default :func:`default_chunks`.  In
+        0.5 the inner chunks; shards are writer slabs of about
+        :data:`READ_BLOCK_BYTES` (:func:`image_layout`).
     axes
         Axis names (default from the number of dimensions).
     overwrite
@@ -584,20 +986,42 @@ def write_image(
         Also build the downsampled levels (mean).
     client
         Optional ``distributed.Client``.
+    ngff
+        ``"0.5"`` or ``"0.4"``.
+    origin
+        ``(z, y, x)`` nm of the first voxel.
+    channel_names
+        Names of the ``c`` entries (``omero`` channels).
     """
     array = _with_z(array)
-    target = create_image(path, shape=array.shape, dtype=array.dtype, chunks=chunks,
-                          voxel_size=voxel_size, axes=axes, overwrite=overwrite, attrs=attrs)
-    store_blocks(_as_dask(array, target.chunks), target, description=f"writing {path}",
+    axes = tuple(axes) if axes is not None else default_axes(array.ndim)
+    layout = image_layout(array.shape, axes, np.dtype(array.dtype).itemsize, ngff=ngff,
+                          chunks=_spatial_request(chunks, array.ndim))
+    target = create_image(path, shape=array.shape, dtype=array.dtype, chunks=layout.chunks,
+                          shards=layout.shards, voxel_size=voxel_size, axes=axes,
+                          overwrite=overwrite, attrs=attrs, origin=origin, ngff=ngff,
+                          channel_names=channel_names)
+    store_blocks(_as_dask(array, layout.blocks), target, description=f"writing {path}",
                  client=client)
     if pyramid:
         write_pyramid(path, method="mean", client=client)
+
+
+def _label_array(array: Any, name: str) -> Any:
+    array = _with_z(array)
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8)
+    if not np.issubdtype(array.dtype, np.integer):
+        raise InputError(f"label image {name!r} must have an integer dtype, got {array.dtype}; "
+                         f"pass integer class or instance ids")
+    return array
 
 
 def write_labels(
     array: Any, image_path: PathLike, name: str, *, voxel_size: Sequence[float] | None = None,
     chunks: Sequence[int] | None = None, overwrite: bool = False,
     attrs: Mapping[str, Any] | None = None, pyramid: bool = True, client: Any = None,
+    classes: Sequence[str] | None = None, ignore_id: int | None = None,
 ) -> None:
     """Write an NGFF label image ``image_path/labels/<name>`` (mode pyramid).
 
@@ -606,7 +1030,7 @@ def write_labels(
     array
         Integer labels, ``(z, y, x)`` or 2-D ``(y, x)``.
     image_path
-        The image group (created empty if absent).
+        The image group (must exist; the labels take its format).
     name
         Name of the label image, e.g. ``"truth"``.
     voxel_size
@@ -614,18 +1038,43 @@ def write_labels(
     chunks, overwrite, attrs, pyramid, client
         As for :func:`write_image`.  For ``uint8`` labels the voxel count per class is
         stored under ``volseg.class_frequencies``.
+    classes, ignore_id
+        Class names and the ignore id (``image-label`` colours and properties).
     """
-    array = _with_z(array)
-    if array.dtype == np.bool_:
-        array = array.astype(np.uint8)
-    if not np.issubdtype(array.dtype, np.integer):
-        raise InputError(f"label image {name!r} must have an integer dtype, got {array.dtype}; "
-                         f"pass integer class or instance ids")
+    array = _label_array(array, name)
+    ngff: Ngff = group_version(image_path) or DEFAULT_NGFF
+    layout = image_layout(array.shape, default_axes(3), np.dtype(array.dtype).itemsize,
+                          ngff=ngff, chunks=chunks)
     target = create_labels(image_path, name, shape=array.shape, dtype=array.dtype,
-                           chunks=chunks, voxel_size=voxel_size, overwrite=overwrite,
-                           attrs=attrs)
+                           chunks=layout.chunks, shards=layout.shards, voxel_size=voxel_size,
+                           overwrite=overwrite, attrs=attrs, classes=classes,
+                           ignore_id=ignore_id)
     group_path = Path(image_path) / "labels" / name
-    store_blocks(_as_dask(array, target.chunks), target, description=f"writing {group_path}",
+    _fill_labels(array, target, group_path, layout, pyramid, client)
+
+
+def write_label_image(
+    array: Any, path: PathLike, *, voxel_size: Sequence[float] | None,
+    chunks: Sequence[int] | None = None, overwrite: bool = False,
+    attrs: Mapping[str, Any] | None = None, pyramid: bool = True, client: Any = None,
+    ngff: Ngff = DEFAULT_NGFF, origin: Sequence[float] | None = None,
+    classes: Sequence[str] | None = None, ignore_id: int | None = None,
+    image: PathLike | None = None,
+) -> None:
+    """Write a whole array as a standalone label image (see :func:`create_label_image`)."""
+    array = _label_array(array, Path(path).name)
+    layout = image_layout(array.shape, default_axes(3), np.dtype(array.dtype).itemsize,
+                          ngff=ngff, chunks=chunks)
+    target = create_label_image(
+        path, shape=array.shape, dtype=array.dtype, chunks=layout.chunks, shards=layout.shards,
+        voxel_size=voxel_size, overwrite=overwrite, attrs=attrs, origin=origin, ngff=ngff,
+        classes=classes, ignore_id=ignore_id, image=image)
+    _fill_labels(array, target, Path(path), layout, pyramid, client)
+
+
+def _fill_labels(array: Any, target: zarr.Array, group_path: Path, layout: Layout,
+                 pyramid: bool, client: Any) -> None:
+    store_blocks(_as_dask(array, layout.blocks), target, description=f"writing {group_path}",
                  client=client)
     if np.dtype(array.dtype) == np.uint8:
         store_class_frequencies(group_path, client=client)
@@ -643,7 +1092,7 @@ def class_frequencies(target: zarr.Array, client: Any = None) -> dict[str, int]:
 
     from volseg.progress import compute
 
-    blocks = da.from_zarr(target).to_delayed().ravel()
+    blocks = da.from_zarr(target, chunks=storage_chunks(target)).to_delayed().ravel()
     counts = [dask.delayed(_bincount)(b) for b in blocks]
     total = dask.delayed(sum)(counts)
     (result,) = compute(total, description="class frequencies", client=client)
@@ -670,8 +1119,8 @@ def store_class_frequencies(group_path: PathLike, *, client: Any = None) -> dict
 def image_state(path: PathLike) -> Literal["absent", "partial", "complete", "other"]:
     """Say whether an image group is absent, partially written, complete or not ours.
 
-    ``partial``: written by volseg's block store (its level 0 has a marker directory)
-    but some chunk of some level is not marked complete, or pyramid levels are
+    ``partial``: written by volseg's block store (its level 0 is claimed) but some
+    storage chunk of some level is not marked complete, or pyramid levels are
     missing.  ``other``: exists but was not written block by block by volseg (or is
     not an OME-Zarr image), so it cannot be resumed.
     """
@@ -684,7 +1133,7 @@ def image_state(path: PathLike) -> Literal["absent", "partial", "complete", "oth
     except (InputError, FileNotFoundError, KeyError, ValueError, TypeError,
             zarr.errors.GroupNotFoundError, zarr.errors.ArrayNotFoundError):
         return "other"
-    if not marker_dir(arrays[0]).exists():
+    if not is_claimed(arrays[0]):
         return "other"
     spatial = [a in ("z", "y", "x") for a in ms.axes]
     expected = len(pyramid.plan_levels(arrays[0].shape, ms.levels[0].scale, spatial))

@@ -61,6 +61,9 @@ class VolumeMeta:
     attrs
         Extra metadata: ``format`` always; for OME-Zarr the group attributes
         (provenance under ``volseg``).
+    origin
+        ``(z, y, x)`` position in nm of the first voxel (MRC header origin, OME-Zarr
+        translation), or ``None`` when it is 0 or unknown.
     """
 
     voxel_size: VoxelSize | None
@@ -68,6 +71,7 @@ class VolumeMeta:
     source: str
     kind: Literal["image", "labels"] = "image"
     attrs: dict[str, Any] = field(default_factory=dict)
+    origin: VoxelSize | None = None
 
 
 ChunksArg = Sequence[int] | None
@@ -289,10 +293,15 @@ def _chunks_for(chunks: ChunksArg, ndim: int, default: tuple[int, ...]) -> Any:
 
 
 def _voxel_from(values: Sequence[float] | None, factor: float = 1.0) -> VoxelSize | None:
-    """Return a ``(z, y, x)`` voxel size in nm from 2 or 3 values (zero/neg: unknown)."""
+    """Return a ``(z, y, x)`` voxel size in nm from 2 or 3 values (zero/neg: unknown).
+
+    Values are rounded to 12 significant digits after scaling, so ``14 Å`` is
+    ``1.4`` nm, not ``1.4000000000000001``.
+    """
     if values is None:
         return None
-    vals = [float(v) * factor for v in values]
+    vals = [omezarr.clean_number(float(v) * factor) if math.isfinite(float(v)) else float(v)
+            for v in values]
     if len(vals) == 2:
         vals = [vals[0], *vals]
     if len(vals) != 3 or not all(math.isfinite(v) and v > 0 for v in vals[1:]):
@@ -333,14 +342,26 @@ def _open_mrc(path: Path, chunks: ChunksArg) -> Opened:
                 raise ValueError("no data block")
             shape, dtype, offset = tuple(data.shape), data.dtype, int(data.offset)
             vs = mrc.voxel_size
-            voxel = _voxel_from((float(vs.z), float(vs.y), float(vs.x)), factor=0.1)
+            voxel = _voxel_from([_float32(v) for v in (vs.z, vs.y, vs.x)], factor=0.1)
+            org = mrc.header.origin
+            origin = tuple(omezarr.clean_number(_float32(v) * 0.1)
+                           for v in (org.z, org.y, org.x))
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(f"{path} is not a readable MRC file ({_first_line(exc)}); check that "
                          f"it was copied completely, or re-export it") from None
     proxy = _RawReader(str(path), offset, shape, dtype)
     default = slab_chunks(shape, dtype.itemsize)
     arr = _from_proxy(proxy, f"mrc-{_token(path)}", _chunks_for(chunks, len(shape), default))
-    return arr, voxel, {"format": "mrc"}
+    attrs: dict[str, Any] = {"format": "mrc"}
+    if any(origin) and all(math.isfinite(v) for v in origin):
+        attrs["_origin"] = origin
+    return arr, voxel, attrs
+
+
+def _float32(value: Any) -> float:
+    """Return a float32 header value as the decimal it was written as (``13.7``, not
+    ``13.699999809265137``)."""
+    return float(str(np.float32(value)))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -574,8 +595,12 @@ def _open_zarr(path: Path, dataset: str | None, level: int, chunks: ChunksArg
     if not set(ms.axes) <= set("czyx"):
         raise InputError(f"{path} has axes {ms.axes}; volseg reads (c,) z, y, x images only")
     arr = zarr.open_array(str(path / ms.levels[level].path), mode="r")
+    attrs = {"format": "ome-zarr", **ms.attrs}
+    origin = ms.level_origin(level)
+    if origin is not None:
+        attrs["_origin"] = origin
     return (da.from_zarr(arr, chunks=_zarr_chunks(chunks, arr)), ms.level_voxel_size(level),
-            {"format": "ome-zarr", **ms.attrs}, ms.axes, ms.kind)
+            attrs, ms.axes, ms.kind)
 
 
 def _zarr_chunks(chunks: ChunksArg, arr: zarr.Array) -> Any:
@@ -646,7 +671,7 @@ def open_volume(
     """
     p = Path(path).expanduser()
     if not p.exists():
-        raise InputError(f"{p} does not exist; check the path")
+        raise InputError(f"{p} does not exist; {_missing_hint(p)}")
     axes: tuple[str, ...] | None = None
     kind: Literal["image", "labels"] = "image"
     source = str(p) + (f":{dataset}" if dataset else "") + (f"[{level}]" if level else "")
@@ -662,8 +687,20 @@ def open_volume(
     if axes is not None and arr.ndim == len(axes) and len(axes) == 2:
         axes = None
     arr = _check_array(arr, p)
+    origin = attrs.pop("_origin", None)
     return arr, VolumeMeta(voxel_size=voxel, axes=axes if axes and len(axes) == arr.ndim
-                           else _axes(arr.ndim), source=source, kind=kind, attrs=attrs)
+                           else _axes(arr.ndim), source=source, kind=kind, attrs=attrs,
+                           origin=None if origin is None else tuple(origin))
+
+
+def _missing_hint(p: Path) -> str:
+    """Say what to open instead of a missing ``G/labels/<name>`` of a label image ``G``."""
+    if p.parent.name == "labels" and p.parent.parent.is_dir():
+        group = p.parent.parent
+        with contextlib.suppress(Exception):
+            if omezarr.read_multiscales(group).kind == "labels":
+                return f"{group} is itself a label image, open {group}"
+    return "check the path"
 
 
 def _open_file(p: Path, dataset: str | None, chunks: ChunksArg) -> Opened:
