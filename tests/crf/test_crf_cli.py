@@ -12,8 +12,9 @@ from volseg.crf import CRFConfig, crf_halo, crf_labels, dense_crf
 from volseg.crf.pipeline import run_crf
 from volseg.crf.testing import noisy_phantom as phantom
 from volseg.io import open_volume
-from volseg.io.omezarr import group_attrs, image_state, write_image
+from volseg.io.omezarr import group_attrs, image_of, image_state, write_image
 from volseg.io.store import marker_dir
+from volseg.io.validation import validate
 from volseg.stages import crf as crf_stage
 from volseg.workflow.stage import RunContext
 
@@ -42,8 +43,8 @@ def test_cli_writes_semantic_labels(inputs, tmp_path, capsys):
     root, truth, q, image = inputs
     out = tmp_path / "crf.ome.zarr"
     assert main(_args(root, out, "--iterations", "4", "--bilateral-sigma", "10")) == 0
-    assert "labels/semantic" in capsys.readouterr().out
-    labels, meta = open_volume(out / "labels" / "semantic")
+    assert f"wrote {out}" in capsys.readouterr().out
+    labels, meta = open_volume(out)
     assert meta.kind == "labels" and meta.voxel_size == VOXEL
     got = labels.compute()
     assert got.dtype == np.uint8 and got.shape == SHAPE
@@ -54,12 +55,18 @@ def test_cli_writes_semantic_labels(inputs, tmp_path, capsys):
     whole = dense_crf(q, image, voxel_size=VOXEL, **cfg.kernel_kwargs())
     assert np.mean(got == whole) >= 0.999
     assert np.mean(got == truth) > np.mean(np.argmax(q, 0) == truth)
-    record = group_attrs(out / "labels" / "semantic")["volseg"]
+    record = group_attrs(out)["volseg"]
     assert record["crf"]["halo"] == list(crf_halo(cfg, voxel_size=VOXEL))
     assert record["crf"]["block_size"] == list(BLOCK)
     assert record["class_names"] == ["a", "b", "c"]  # carried over from the probabilities
     assert "volseg crf" in record["command"]
-    assert image_state(out / "labels" / "semantic") == "complete"
+    assert image_state(out) == "complete"
+    # a valid standalone label image, named and coloured, pointing at its image
+    assert validate(out).model == "ImageLabel"
+    label = group_attrs(out)["image-label"]
+    assert [p["class"] for p in label["properties"]] == ["a", "b", "c"]
+    assert label["source"] == {"image": "../../crf_inputs0/image.ome.zarr/"}
+    assert image_of(out) == (root / "image.ome.zarr").resolve()
     # finished output: refused without --overwrite (exit 2), replaced with it
     assert main(_args(root, out)) == 2
     assert "--overwrite" in capsys.readouterr().err
@@ -74,7 +81,7 @@ def test_cli_compat_matrix_yaml(inputs, tmp_path):
     out = tmp_path / "m.ome.zarr"
     assert main(_args(root, out, "--compat", str(matrix), "--no-pyramid",
                       "--bilateral-weight", "0")) == 0
-    got = open_volume(out / "labels" / "semantic")[0].compute()
+    got = open_volume(out)[0].compute()
     cfg = CRFConfig(bilateral_weight=0, compatibility=[[0, 1, 3], [1, 0, 1], [3, 1, 0]])
     expected = crf_labels(da.from_array(q), None, voxel_size=VOXEL, config=cfg,
                           block_size=BLOCK).compute()
@@ -93,7 +100,7 @@ def test_resume_recomputes_only_missing_blocks(inputs, tmp_path):
     first = run_crf(root / "prediction.ome.zarr", None, out, config=cfg, block_size=BLOCK,
                     processes=2)
     assert first.report.computed_blocks == first.report.total_blocks == 8
-    level0 = out / "labels" / "semantic" / "0"
+    level0 = out / "0"
     arr = zarr.open_array(str(level0), mode="r+")
     done = arr[...].astype(np.int64) + 1  # class ids + 1: never 0
     expected = crf_labels(open_volume(root / "prediction.ome.zarr")[0], None, voxel_size=VOXEL,
@@ -104,7 +111,7 @@ def test_resume_recomputes_only_missing_blocks(inputs, tmp_path):
     markers = sorted(marker_dir(arr).iterdir())
     assert len(markers) >= 8
     markers[0].unlink()
-    assert image_state(out / "labels" / "semantic") == "partial"
+    assert image_state(out) == "partial"
     second = run_crf(root / "prediction.ome.zarr", None, out, config=cfg, block_size=BLOCK,
                      processes=1)
     assert second.state_before == "partial"
@@ -123,8 +130,8 @@ def test_stage_runs_then_skips(inputs, tmp_path):
     assert config.probabilities == "prediction.ome.zarr" and config.output == "crf.ome.zarr"
     summary = crf_stage.run(config, ctx)
     assert summary["blocks"] == 8 and summary["computed_blocks"] == 8
-    assert (tmp_path / "crf.ome.zarr" / "labels" / "semantic").exists()
-    attrs = group_attrs(tmp_path / "crf.ome.zarr" / "labels" / "semantic")["volseg"]
+    assert validate(tmp_path / "crf.ome.zarr").model == "ImageLabel"
+    attrs = group_attrs(tmp_path / "crf.ome.zarr")["volseg"]
     assert attrs["stage"] == "crf" and attrs["workflow"] == "t"
     assert crf_stage.run(config, ctx)["status"] == "complete (skipped)"
     with pytest.raises(ValueError):

@@ -25,7 +25,7 @@ crf:
   block_size: [24, 48, 48]
   processes: 1
 instances:
-  labels: crf.ome.zarr/labels/semantic
+  labels: crf.ome.zarr
   classes: [2]
   connectivity: 26
   min_size: 20
@@ -54,13 +54,13 @@ def test_workflow_synth_crf_instances(tmp_path):
     outcomes = run_workflow(workflow, base_dir=tmp_path)
     status = {o.name: o.status for o in outcomes}
     assert status["crf"] == "ran" and status["instances"] == "ran"
-    crf, _ = open_volume(out / "crf.ome.zarr" / "labels" / "semantic")
+    crf, _ = open_volume(out / "crf.ome.zarr")
     crf = crf.compute()
     before = np.mean(np.argmax(p, 0) == truth)
     after = np.mean(crf == truth)
     print(f"synthetic FIB-SEM: accuracy {before:.4f} -> {after:.4f} after the CRF")
     assert after > before
-    inst, _ = open_volume(out / "instances.ome.zarr" / "labels" / "instances")
+    inst, _ = open_volume(out / "instances.ome.zarr")
     inst = inst.compute()
     table = read_table(out / "instances.csv")
     assert inst.max() == len(table["id"]) > 0

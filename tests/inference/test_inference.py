@@ -323,14 +323,16 @@ def test_monai_parity_on_local_cluster(client, tmp_path, volume: np.ndarray) -> 
     ref = monai_reference(spec.normalization.apply(raw), fnet, PATCH, 0.25)
     assert np.abs(y - ref).max() < 1e-4
     # both outputs written from one graph on the cluster, equal to the local result
-    from volseg.inference.pipeline import store_together
+    from volseg.io.store import store_arrays
 
-    root = zarr.open_group(str(tmp_path / "o.zarr"), mode="w", zarr_format=2)
-    lab = root.create_array("l", shape=SHAPE, chunks=(3, 5, 5), dtype=np.uint8)
-    prob = root.create_array("p", shape=(3, *SHAPE), chunks=(3, 3, 5, 5), dtype=np.float32)
-    assert store_together([(logits_to_labels(out), lab),
-                           (logits_to_probabilities(out), prob)], description="t",
-                          client=client) == (out.npartitions, out.npartitions)
+    root = zarr.open_group(str(tmp_path / "o.zarr"), mode="w", zarr_format=3)
+    lab = root.create_array("l", shape=SHAPE, chunks=(3, 5, 5), shards=(3, 5, 5),
+                            dtype=np.uint8)
+    prob = root.create_array("p", shape=(3, *SHAPE), chunks=(3, 3, 5, 5),
+                             shards=(3, 3, 5, 5), dtype=np.float32)
+    report = store_arrays([(logits_to_labels(out), lab), (logits_to_probabilities(out), prob)],
+                          description="t", client=client)
+    assert report.total_blocks == report.computed_blocks == out.npartitions
     assert np.array_equal(lab[...], logits_to_labels(y))
     np.testing.assert_allclose(prob[...], logits_to_probabilities(y), atol=1e-6)
     stats = client.run(cache_stats)

@@ -12,8 +12,9 @@ from volseg.cli import main
 from volseg.instances import read_table
 from volseg.instances.pipeline import run_instances
 from volseg.io import open_volume
-from volseg.io.omezarr import group_attrs, image_state, write_labels
+from volseg.io.omezarr import group_attrs, image_of, image_state, write_image, write_label_image
 from volseg.io.store import marker_dir
+from volseg.io.validation import validate
 from volseg.stages import instances as instances_stage
 from volseg.workflow.stage import RunContext
 
@@ -27,7 +28,10 @@ def semantic(tmp_path_factory):
     rng = np.random.default_rng(5)
     field = ndi.gaussian_filter(rng.standard_normal(SHAPE), 1.5) * 8
     sem = ((field.round().clip(-3, 3) + 3).astype(np.uint8)) % 7
-    write_labels(sem, root / "crf.ome.zarr", "semantic", voxel_size=VOXEL, chunks=(16, 16, 16))
+    write_image(np.zeros(SHAPE, np.uint8), root / "image.ome.zarr", voxel_size=VOXEL,
+                chunks=(16, 16, 16))
+    write_label_image(sem, root / "crf.ome.zarr", voxel_size=VOXEL, chunks=(16, 16, 16),
+                      classes=[f"c{i}" for i in range(7)], image=root / "image.ome.zarr")
     return root, sem
 
 
@@ -48,7 +52,7 @@ def _bijective(a, b):
 
 
 def _args(root, out, table, *extra):
-    return ["instances", "--labels", str(root / "crf.ome.zarr" / "labels" / "semantic"),
+    return ["instances", "--labels", str(root / "crf.ome.zarr"),
             "--classes", "2", "5", "--connectivity", "18", "--min-size", "4",
             "--output", str(out), "--table", str(table), "--block", "11", "13", "17", *extra]
 
@@ -58,7 +62,7 @@ def test_cli_writes_instances_and_table(semantic, tmp_path, capsys):
     out, table = tmp_path / "instances.ome.zarr", tmp_path / "instances.csv"
     assert main(_args(root, out, table)) == 0
     assert "objects" in capsys.readouterr().out
-    labels, meta = open_volume(out / "labels" / "instances")
+    labels, meta = open_volume(out)
     got = labels.compute()
     assert meta.kind == "labels" and meta.voxel_size == VOXEL and got.dtype == np.uint32
     ref = _reference(sem, [2, 5], 18, 4)
@@ -73,8 +77,13 @@ def test_cli_writes_instances_and_table(semantic, tmp_path, capsys):
         mean = np.bincount(ids, weights=coord)[1:] / np.bincount(ids)[1:]
         np.testing.assert_allclose(cols[col], mean * size, rtol=1e-12)
     assert set(cols["class"].tolist()) <= {2, 5}
-    record = group_attrs(out / "labels" / "instances")["volseg"]
+    attrs = group_attrs(out)
+    record = attrs["volseg"]
     assert record["instances"]["objects"] == n and "volseg instances" in record["command"]
+    # a valid label image of ids: no class colours or names, the image it belongs to
+    assert validate(out).model == "ImageLabel"
+    assert "colors" not in attrs["image-label"] and "properties" not in attrs["image-label"]
+    assert image_of(out) == (root / "image.ome.zarr").resolve()
     # finished: refused without --overwrite, replaced with it
     assert main(_args(root, out, table)) == 2
     assert main(_args(root, out, table, "--overwrite", "--no-pyramid")) == 0
@@ -83,10 +92,10 @@ def test_cli_writes_instances_and_table(semantic, tmp_path, capsys):
 def test_resume_after_interruption(semantic, tmp_path):
     root, _ = semantic
     out = tmp_path / "r.ome.zarr"
-    src = root / "crf.ome.zarr" / "labels" / "semantic"
+    src = root / "crf.ome.zarr"
     kw = dict(classes=[2, 5], connectivity=26, min_size=2, block_size=(16, 17, 19))
     first = run_instances(src, out, table=tmp_path / "t.csv", **kw)
-    level0 = out / "labels" / "instances" / "0"
+    level0 = out / "0"
     arr = zarr.open_array(str(level0), mode="r+")
     done = arr[...]
     # simulate an interruption: the data is gone and one block's marker is missing
@@ -94,7 +103,7 @@ def test_resume_after_interruption(semantic, tmp_path):
     markers = sorted(marker_dir(arr).iterdir())
     assert len(markers) >= first.report.total_blocks > 1
     markers[0].unlink()
-    assert image_state(out / "labels" / "instances") == "partial"
+    assert image_state(out) == "partial"
     second = run_instances(src, out, table=tmp_path / "t.csv", **kw)
     assert second.state_before == "partial"
     assert second.report.computed_blocks == 1
@@ -108,7 +117,7 @@ def test_stage_runs_then_skips(semantic, tmp_path):
     root, sem = semantic
     ctx = RunContext(workdir=tmp_path, base_dir=root)
     config = instances_stage.Config(classes=[3], connectivity=6, block_size=(16, 16, 16))
-    assert config.labels == "crf.ome.zarr/labels/semantic" and config.table == "instances.csv"
+    assert config.labels == "crf.ome.zarr" and config.table == "instances.csv"
     summary = instances_stage.run(config, ctx)  # labels found via base_dir (external)
     ref = _reference(sem, [3], 6, 0)
     assert summary["objects"] == int(ref.max())

@@ -203,7 +203,7 @@ def test_stage_runs_with_workflow_paths(volumes: dict, tmp_path: Path) -> None:
     with pytest.raises(OutputExistsError):
         stage.run(config, ctx)
     defaults = stage.Config()
-    assert defaults.prediction == "crf.ome.zarr/labels/semantic"
+    assert defaults.prediction == "crf.ome.zarr"
     assert defaults.truth == "image.ome.zarr/labels/truth"
     assert defaults.report == "report" and defaults.probabilities is None
 

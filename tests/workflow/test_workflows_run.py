@@ -127,7 +127,7 @@ def test_fibsem_shrunk_run_on_the_threaded_scheduler(tmp_path: Path) -> None:
     )
     assert _run(wf, tmp_path) == [
         "synth", "train", "predict", "crf", "instances", "evaluate", "preview"]
-    crf, meta = open_volume(out / "crf.ome.zarr" / "labels" / "semantic")
+    crf, meta = open_volume(out / "crf.ome.zarr")
     assert crf.shape == (32, 96, 96) and meta.voxel_size == pytest.approx((5.0, 5.0, 5.0))
     assert int(crf.max().compute()) < 7
     header = (out / "instances.csv").read_text().splitlines()[0].split(",")

@@ -3,7 +3,8 @@
 Reads the class probabilities (``prediction.ome.zarr``, axes ``c, z, y, x``, uint8
 ``q/255`` or float) and the image, runs a fully connected CRF (Gaussian smoothness
 kernel + bilateral intensity kernel, widths in nm) block by block with a halo, and
-writes ``OUTPUT/labels/semantic`` (uint8 class ids, mode pyramid). An interrupted run
+writes ``OUTPUT`` as a label image (uint8 class ids, mode pyramid, class names and
+colours; NGFF 0.5 with one shard per block unless ``--ngff 0.4``). An interrupted run
 resumes; a finished output is refused unless ``--overwrite``.
 """
 
@@ -22,7 +23,7 @@ from volseg.crf.pipeline import run_crf
 from volseg.errors import ConfigError, InputError
 
 NAME = "crf"
-HELP = "refine class probabilities with a blockwise dense CRF (labels/semantic)"
+HELP = "refine class probabilities with a blockwise dense CRF (a label image)"
 ORDER = 50
 
 
@@ -35,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="image for the bilateral term (needed unless "
                              "--bilateral-weight 0)")
     parser.add_argument("--output", required=True, metavar="O.ome.zarr",
-                        help="output group; labels go to O.ome.zarr/labels/semantic")
+                        help="output label image (OME-Zarr)")
     parser.add_argument("--gaussian-sigma", type=_common.positive_float, metavar="NM",
                         default=d.gaussian_sigma_nm,
                         help=f"smoothness kernel width in nm (default {d.gaussian_sigma_nm:g})")
@@ -71,6 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="local worker processes (default: all cores; pydensecrf2 holds "
                              "the GIL, so the CRF runs in processes, not threads)")
     _common.add_voxel_size(parser)
+    _common.add_chunks(parser, default="64 64 64, divisors of the block; in NGFF 0.5 the "
+                                       "inner chunks of the shards")
+    _common.add_ngff(parser)
     parser.add_argument("--no-pyramid", action="store_true",
                         help="write level 0 only (no downsampled levels)")
     _common.add_overwrite(parser)
@@ -126,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
         args.probabilities, args.image, args.output, config=config,
         voxel_size=args.voxel_size, block_size=args.block,
         memory_budget=args.memory_budget * 2**20, overwrite=args.overwrite, attrs=attrs,
-        processes=args.processes, pyramid=not args.no_pyramid,
+        processes=args.processes, pyramid=not args.no_pyramid, ngff=args.ngff,
+        chunks=args.chunks,
     )
     info = result.to_dict()
     resumed = ""

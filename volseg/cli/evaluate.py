@@ -2,10 +2,10 @@
 
 Examples::
 
-    volseg evaluate --prediction crf.ome.zarr/labels/semantic \\
+    volseg evaluate --prediction crf.ome.zarr \\
         --truth image.ome.zarr/labels/truth --probabilities prediction.ome.zarr \\
         --report report
-    volseg evaluate --prediction instances.ome.zarr/labels/instances \\
+    volseg evaluate --prediction instances.ome.zarr \\
         --truth image.ome.zarr/labels/cells --instances --report report-instances
 
 Inputs are anything :func:`volseg.io.open_volume` opens.  All metrics are computed
@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--prediction",
         required=True,
         metavar="P",
-        help="predicted labels (e.g. crf.ome.zarr/labels/semantic)",
+        help="predicted labels (e.g. crf.ome.zarr)",
     )
     parser.add_argument(
         "--truth",

@@ -18,14 +18,15 @@ from volseg.errors import ConfigError
 from volseg.instances.pipeline import DEFAULT_BLOCK, run_instances
 
 NAME = "instances"
-HELP = "connected components of chosen classes (labels/instances + object table)"
+HELP = "connected components of chosen classes (an instance label image + object table)"
 ORDER = 60
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``instances``' arguments."""
     parser.add_argument("--labels", required=True, metavar="L",
-                        help="semantic labels, e.g. crf.ome.zarr/labels/semantic")
+                        help="semantic labels, e.g. crf.ome.zarr or "
+                             "prediction.ome.zarr/labels/semantic")
     parser.add_argument("--classes", required=True, nargs="+", type=_class_id, metavar="C",
                         help="class ids whose connected components become objects")
     parser.add_argument("--connectivity", type=int, choices=(6, 18, 26), default=26,
@@ -33,13 +34,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-size", type=int, default=0, metavar="N",
                         help="drop objects with fewer voxels (default 0: keep all)")
     parser.add_argument("--output", required=True, metavar="O.ome.zarr",
-                        help="output group; ids go to O.ome.zarr/labels/instances")
+                        help="output label image of object ids (OME-Zarr)")
     parser.add_argument("--table", metavar="O.csv",
                         help="per-object table (.csv, or .parquet when pyarrow is installed)")
     parser.add_argument("--block", nargs=3, type=_common.positive_int, metavar=("Z", "Y", "X"),
                         help="block size in voxels (default "
                              f"{' '.join(map(str, DEFAULT_BLOCK))})")
     _common.add_voxel_size(parser)
+    _common.add_chunks(parser, default="64 64 64, divisors of the block; in NGFF 0.5 the "
+                                       "inner chunks of the shards")
+    _common.add_ngff(parser)
     parser.add_argument("--no-pyramid", action="store_true",
                         help="write level 0 only (no downsampled levels)")
     _common.add_overwrite(parser)
@@ -64,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         args.labels, args.output, classes=args.classes, connectivity=args.connectivity,
         min_size=args.min_size, table=args.table, block_size=args.block,
         voxel_size=args.voxel_size, overwrite=args.overwrite, attrs=attrs,
-        pyramid=not args.no_pyramid,
+        pyramid=not args.no_pyramid, ngff=args.ngff, chunks=args.chunks,
     )
     info = result.to_dict()
     resumed = ""

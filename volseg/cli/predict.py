@@ -2,9 +2,11 @@
 
 Reads the image (usually ``image.ome.zarr``), maps the network over overlapping
 blocks with Dask and blends the patches as MONAI's sliding window does (each patch
-evaluated once), then writes ``OUTPUT/labels/semantic`` (uint8 class ids) and, with
-``--probabilities``, the class probabilities as the multiscale image ``OUTPUT``
-(axes ``c, z, y, x``) — both from one Dask graph.  An interrupted run resumes where
+evaluated once), then writes the labels (uint8 class ids, with class names and
+colours) and, with ``--probabilities``, the class probabilities as the multiscale
+image ``OUTPUT`` (axes ``c, z, y, x``; labels in ``OUTPUT/labels/semantic``) — both
+from one Dask graph; without probabilities ``OUTPUT`` is the label image.  NGFF 0.5
+(zarr v3, one shard per block) unless ``--ngff 0.4``.  An interrupted run resumes where
 it stopped; a finished output is refused unless ``--overwrite``.
 """
 
@@ -39,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", required=True, metavar="IMAGE.ome.zarr",
                         help="input volume (OME-Zarr or any format `volseg info` reads)")
     parser.add_argument("--output", required=True, metavar="OUT.ome.zarr",
-                        help="output group: OUT/labels/semantic and the probabilities")
+                        help="output group: the probabilities with OUT/labels/semantic, "
+                             "or (without --probabilities) the label image")
     parser.add_argument("--patch", nargs=3, type=_common.positive_int, metavar=("Z", "Y", "X"),
                         help="patch (output window) size (default: the model's)")
     parser.add_argument("--overlap", type=_fraction, default=0.25, metavar="F",
@@ -58,8 +61,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tta", action="store_true",
                         help="average the logits over flips (8 in 3-D, 4 in-plane in 2.5-D)")
     parser.add_argument("--block", nargs=3, type=_common.positive_int, metavar=("Z", "Y", "X"),
-                        help="block (= output chunk) size (default: two patch strides per axis; "
+                        help="block (= output shard) size (default: two patch strides per axis; "
                              "multiples of the stride need the least memory)")
+    _common.add_chunks(parser, default="64 64 64, divisors of the block; in NGFF 0.5 the "
+                                       "inner chunks of the shards")
+    _common.add_ngff(parser)
     parser.add_argument("--no-pyramid", action="store_true",
                         help="write level 0 only (no downsampled levels)")
     _common.add_overwrite(parser)
@@ -73,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         blend=args.blend, batch_size=args.batch_size, device=args.device,
         precision=args.precision, probabilities=args.probabilities, tta=args.tta,
         block_size=args.block, overwrite=args.overwrite, attrs=attrs,
-        pyramid=not args.no_pyramid,
+        pyramid=not args.no_pyramid, ngff=args.ngff, chunks=args.chunks,
     )
     resumed = ""
     if result.skipped_blocks:

@@ -43,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="noise level (default: the kind's; see volseg.synth)")
     parser.add_argument("--blur", type=_common.non_negative_float,
                         help="blur sigma in voxels (default: the kind's)")
+    _common.add_ngff(parser)
     _common.add_overwrite(parser)
 
 
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         annotated_slices=args.annotated_slices, noise=args.noise, blur=args.blur)
     provenance = _common.output_attrs(NAME, ["kind", "output"], args)["volseg"]
     result = write_phantom(phantom, args.output, provenance=provenance,
-                           overwrite=args.overwrite, if_complete="error")
+                           overwrite=args.overwrite, if_complete="error", ngff=args.ngff)
     print_report(phantom, result)
     return 0
 

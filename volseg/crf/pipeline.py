@@ -1,7 +1,11 @@
-"""The CRF from files to files: probabilities + image OME-Zarr → ``O/labels/semantic``.
+"""The CRF from files to files: probabilities + image OME-Zarr → the label image ``O``.
 
-Shared by the ``crf`` workflow stage and the ``volseg crf`` command; the only place
-of :mod:`volseg.crf` that touches files (through :mod:`volseg.io`).
+The output ``O`` (e.g. ``crf.ome.zarr``) is a standalone NGFF label image (uint8
+class ids, mode pyramid) with the class names and colours of the probabilities and
+``image-label.source`` pointing to the image, so it validates and opens in viewers
+beside the image.  Shared by the ``crf`` workflow stage and the ``volseg crf``
+command; the only place of :mod:`volseg.crf` that touches files (through
+:mod:`volseg.io`).
 """
 
 from __future__ import annotations
@@ -19,13 +23,9 @@ import numpy as np
 
 from volseg.crf.blockwise import CRFConfig, block_bytes, crf_halo, crf_labels
 from volseg.errors import InputError, OutputExistsError
-from volseg.io import StoreReport, open_volume, store_blocks
-from volseg.io.omezarr import create_labels, image_state, write_pyramid
+from volseg.io import StoreReport, omezarr, open_volume, store_blocks
 
-__all__ = ["LABEL_NAME", "CRFRunResult", "crf_output_state", "default_processes", "run_crf"]
-
-#: The label image the CRF writes: ``<output>/labels/semantic``.
-LABEL_NAME = "semantic"
+__all__ = ["CRFRunResult", "crf_output_state", "default_processes", "run_crf"]
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,8 @@ class CRFRunResult:
 
 
 def crf_output_state(output: str | Path) -> str:
-    """``absent`` / ``partial`` / ``complete`` / ``other`` for ``output/labels/semantic``."""
-    return image_state(Path(output) / "labels" / LABEL_NAME)
+    """``absent`` / ``partial`` / ``complete`` / ``other`` for the label image ``output``."""
+    return omezarr.image_state(Path(output))
 
 
 def _voxel_size(
@@ -76,6 +76,18 @@ def _voxel_size(
     raise InputError(
         "the probabilities and image have no voxel size; pass --voxel-size Z Y X (nm)"
     )
+
+
+def _class_names(probabilities: str | Path, n_classes: int, record: Mapping[str, Any]
+                 ) -> list[str] | None:
+    """The class names of the probability channels (``None``: not recorded)."""
+    names = record.get("class_names")
+    if not isinstance(names, list):
+        try:
+            names = omezarr.class_names(probabilities)
+        except Exception:  # a plain array or a file without group metadata
+            names = None
+    return [str(n) for n in names] if names and len(names) == n_classes else None
 
 
 def default_processes() -> int:
@@ -109,8 +121,10 @@ def run_crf(
     client: Any = None,
     processes: int | None = None,
     pyramid: bool = True,
+    ngff: str | None = None,
+    chunks: Sequence[int] | None = None,
 ) -> CRFRunResult:
-    """Run the blockwise dense CRF and write ``output/labels/semantic`` (uint8).
+    """Run the blockwise dense CRF and write the label image ``output`` (uint8).
 
     Parameters
     ----------
@@ -121,14 +135,14 @@ def run_crf(
         The image (``z, y, x``) for the bilateral term; may be ``None`` when the
         bilateral weight is 0.
     output
-        The output OME-Zarr group (e.g. ``crf.ome.zarr``); the labels go to
-        ``output/labels/semantic`` with a mode pyramid.
+        The output label image (e.g. ``crf.ome.zarr``), with a mode pyramid.
     config
         CRF parameters.
     voxel_size
         ``(z, y, x)`` nm; default: from the probabilities, else from the image.
     block_size
-        Core block (and zarr chunk) size; ``None`` chooses it from ``memory_budget``.
+        Core block size (the shards in NGFF 0.5); ``None`` chooses it from
+        ``memory_budget``.
     memory_budget
         Bytes per block (per worker thread) when ``block_size`` is ``None``.
     overwrite
@@ -147,6 +161,11 @@ def run_crf(
         peak memory is about ``processes ×`` the per-block estimate.
     pyramid
         Also write the downsampled levels.
+    ngff
+        ``"0.5"`` or ``"0.4"`` (default :data:`volseg.io.omezarr.DEFAULT_NGFF`).
+    chunks
+        ``(z, y, x)`` chunks (inner chunks in 0.5); see
+        :func:`volseg.io.omezarr.block_layout`.
 
     Raises
     ------
@@ -157,11 +176,10 @@ def run_crf(
     """
     start = time.perf_counter()
     output = Path(output)
+    version = omezarr.check_ngff(ngff or omezarr.DEFAULT_NGFF)
     state = crf_output_state(output)
     if not overwrite and state in ("complete", "other"):
-        raise OutputExistsError(
-            f"{output / 'labels' / LABEL_NAME} exists; pass --overwrite to replace it"
-        )
+        raise OutputExistsError(f"{output} exists; pass --overwrite to replace it")
     probs, pmeta = open_volume(probabilities)
     if probs.ndim != 4:
         raise InputError(
@@ -210,20 +228,26 @@ def run_crf(
         for key in ("class_names", "ignore_id"):
             if key in source and key not in record:
                 record[key] = source[key]
+    names = _class_names(probabilities, n_classes, record)
+    if names is not None:
+        record.setdefault("class_names", names)
     all_attrs["volseg"] = record
     shape = (int(lazy.shape[0]), int(lazy.shape[1]), int(lazy.shape[2]))
-    target = create_labels(
-        output, LABEL_NAME, shape=shape, dtype=np.uint8, chunks=core, voxel_size=vs,
-        overwrite=overwrite, attrs=all_attrs,
+    layout = omezarr.block_layout(shape, core, ("z", "y", "x"), ngff=version, chunks=chunks)
+    belongs_to = (omezarr.image_of(image) if image is not None else None) or omezarr.image_of(
+        probabilities)
+    target = omezarr.create_label_image(
+        output, shape=shape, dtype=np.uint8, chunks=layout.chunks, shards=layout.shards,
+        voxel_size=vs, overwrite=overwrite, attrs=all_attrs, origin=pmeta.origin, ngff=version,
+        classes=names, ignore_id=record.get("ignore_id"), image=belongs_to,
     )
     with _scheduler(client, processes):
         report = store_blocks(lazy, target, description="dense CRF", client=client,
                               overwrite=overwrite)
     if pyramid:
-        write_pyramid(output / "labels" / LABEL_NAME, method="mode", client=client,
-                      overwrite=overwrite)
+        omezarr.write_pyramid(output, method="mode", client=client, overwrite=overwrite)
     return CRFRunResult(
-        output=output / "labels" / LABEL_NAME, shape=shape, n_classes=n_classes,
+        output=output, shape=shape, n_classes=n_classes,
         voxel_size=vs, halo=halo, block_size=core, block_bytes=peak, report=report,
         state_before=state, seconds=time.perf_counter() - start,
     )

@@ -298,7 +298,7 @@ def run_predict(
         record["ignore_id"] = int(spec.ignore_id)
     group_attrs = {**dict(attrs or {}), "volseg": record}
     vs, origin = meta.voxel_size, meta.origin
-    names = {"classes": classes, "ignore_id": spec.ignore_id}
+    ignore_id = spec.ignore_id
     lab_layout = omezarr.block_layout(shape, block, ("z", "y", "x"), ngff=version,
                                       chunks=chunks)
     pairs: list[tuple[da.Array, zarr.Array]] = []
@@ -316,12 +316,13 @@ def run_predict(
         ltarget = omezarr.create_labels(
             out, LABEL_NAME, shape=shape, dtype=np.uint8, chunks=lab_layout.chunks,
             shards=lab_layout.shards, voxel_size=vs, overwrite=overwrite, attrs=group_attrs,
-            origin=origin, **names)
+            origin=origin, classes=classes, ignore_id=ignore_id)
     else:
         ltarget = omezarr.create_label_image(
             out, shape=shape, dtype=np.uint8, chunks=lab_layout.chunks,
             shards=lab_layout.shards, voxel_size=vs, overwrite=overwrite, attrs=group_attrs,
-            origin=origin, ngff=version, image=omezarr.image_of(image), **names)
+            origin=origin, ngff=version, image=omezarr.image_of(Path(image)), classes=classes,
+            ignore_id=ignore_id)
     pairs.insert(0, (logits_to_labels(logits), ltarget))
     t0 = time.perf_counter()
     if client is None:  # local threads share this process's cache: load it up front

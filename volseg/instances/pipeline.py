@@ -1,7 +1,12 @@
-"""Instances from files to files: semantic labels → ``O/labels/instances`` + object table.
+"""Instances from files to files: semantic labels → the label image ``O`` + object table.
 
-Shared by the ``instances`` workflow stage and the ``volseg instances`` command; the
-only place of :mod:`volseg.instances` that touches files (through :mod:`volseg.io`).
+The output ``O`` (e.g. ``instances.ome.zarr``) is a standalone NGFF label image of
+object ids (uint32, or uint64 when needed) without colours or properties — viewers
+colour ids themselves, and the per-object table is a file beside it (recorded under
+``volseg.instances.table``) — with ``image-label.source`` pointing to the image the
+semantic labels belong to.  Shared by the ``instances`` workflow stage and the
+``volseg instances`` command; the only place of :mod:`volseg.instances` that touches
+files (through :mod:`volseg.io`).
 """
 
 from __future__ import annotations
@@ -15,14 +20,11 @@ from typing import Any
 from volseg.errors import InputError, OutputExistsError
 from volseg.instances.blockwise import label_instances
 from volseg.instances.table import write_table
-from volseg.io import StoreReport, open_volume, store_blocks
-from volseg.io.omezarr import create_labels, image_state, write_pyramid
+from volseg.io import StoreReport, omezarr, open_volume, store_blocks
 
-__all__ = ["LABEL_NAME", "InstancesRunResult", "instances_output_state", "run_instances"]
+__all__ = ["DEFAULT_BLOCK", "InstancesRunResult", "instances_output_state", "run_instances"]
 
-#: The label image written: ``<output>/labels/instances``.
-LABEL_NAME = "instances"
-#: Default block (and the largest zarr chunk) size.
+#: Default block size (the shards in NGFF 0.5).
 DEFAULT_BLOCK = (128, 128, 128)
 
 
@@ -64,15 +66,14 @@ class InstancesRunResult:
 
 
 def instances_output_state(output: str | Path) -> str:
-    """``absent`` / ``partial`` / ``complete`` / ``other`` for ``output/labels/instances``."""
-    return image_state(Path(output) / "labels" / LABEL_NAME)
+    """``absent`` / ``partial`` / ``complete`` / ``other`` for the label image ``output``."""
+    return omezarr.image_state(Path(output))
 
 
-def _chunks(block: Sequence[int], shape: Sequence[int]) -> tuple[int, int, int]:
-    """Zarr chunks: 64 where the block is a multiple of 64, else the block itself."""
-    out = [b if b % 64 else 64 for b in (min(int(b), int(s)) for b, s in zip(block, shape,
-                                                                            strict=True))]
-    return (out[0], out[1], out[2])
+def _image_of(labels: str | Path) -> Path | None:
+    """The image the semantic labels belong to (their ``image-label.source``)."""
+    image = omezarr.image_of(labels)
+    return None if image == Path(labels).resolve() else image
 
 
 def run_instances(
@@ -89,21 +90,23 @@ def run_instances(
     attrs: Mapping[str, Any] | None = None,
     client: Any = None,
     pyramid: bool = True,
+    ngff: str | None = None,
+    chunks: Sequence[int] | None = None,
 ) -> InstancesRunResult:
-    """Label objects blockwise and write ``output/labels/instances`` and the table.
+    """Label objects blockwise and write the label image ``output`` and the table.
 
     Parameters
     ----------
     labels
-        Semantic labels ``(z, y, x)``, e.g. ``crf.ome.zarr/labels/semantic``.
+        Semantic labels ``(z, y, x)``, e.g. ``crf.ome.zarr``.
     output
-        Output OME-Zarr group (e.g. ``instances.ome.zarr``).
+        Output label image (e.g. ``instances.ome.zarr``).
     classes, connectivity, min_size
         See :func:`volseg.instances.label_instances`.
     table
         Object table path (``.csv``; ``.parquet`` with pyarrow), or ``None``.
     block_size
-        Block size ``(z, y, x)``; default 128³.
+        Block size ``(z, y, x)``; default 128³ (the shards in NGFF 0.5).
     voxel_size
         ``(z, y, x)`` nm for the centroids; default: the input's.
     overwrite
@@ -116,16 +119,17 @@ def run_instances(
         Optional ``distributed.Client``.
     pyramid
         Also write the downsampled levels (mode).
+    ngff, chunks
+        Output format and ``(z, y, x)`` chunks (see :func:`volseg.io.omezarr.block_layout`).
     """
     start = time.perf_counter()
     output = Path(output)
+    version = omezarr.check_ngff(ngff or omezarr.DEFAULT_NGFF)
     table_path = None if table is None else Path(table)
     state = instances_output_state(output)
     if not overwrite:
         if state in ("complete", "other"):
-            raise OutputExistsError(
-                f"{output / 'labels' / LABEL_NAME} exists; pass --overwrite to replace it"
-            )
+            raise OutputExistsError(f"{output} exists; pass --overwrite to replace it")
         if state == "absent" and table_path is not None and table_path.exists():
             raise OutputExistsError(f"{table_path} exists; pass --overwrite to replace it")
     sem, meta = open_volume(labels)
@@ -137,7 +141,6 @@ def run_instances(
     if len(block) != 3 or min(block) < 1:
         raise InputError(f"block size must be three positive integers, got {block}")
     shape = tuple(int(s) for s in sem.shape)
-    chunks = _chunks(block, shape)
     result = label_instances(
         sem, classes=classes, connectivity=connectivity, min_size=min_size,
         voxel_size=vs or (1.0, 1.0, 1.0), block_size=block, client=client,
@@ -152,20 +155,21 @@ def run_instances(
         "block_size": list(block),
     }
     all_attrs["volseg"] = record
-    target = create_labels(
-        output, LABEL_NAME, shape=shape, dtype=result.labels.dtype, chunks=chunks,
-        voxel_size=vs, overwrite=overwrite, attrs=all_attrs,
+    layout = omezarr.block_layout(shape, block, ("z", "y", "x"), ngff=version, chunks=chunks)
+    target = omezarr.create_label_image(
+        output, shape=shape, dtype=result.labels.dtype, chunks=layout.chunks,
+        shards=layout.shards, voxel_size=vs, overwrite=overwrite, attrs=all_attrs,
+        origin=meta.origin, ngff=version, image=_image_of(labels),
     )
-    report = store_blocks(result.labels, target, description="instances: relabel",
-                          client=client, overwrite=overwrite)
+    report = store_blocks(result.labels.rechunk(layout.blocks), target,
+                          description="instances: relabel", client=client, overwrite=overwrite)
     if pyramid:
-        write_pyramid(output / "labels" / LABEL_NAME, method="mode", client=client,
-                      overwrite=overwrite)
+        omezarr.write_pyramid(output, method="mode", client=client, overwrite=overwrite)
     if table_path is not None:
         # on a resume the table is recomputed identically, so replacing it is safe
         write_table(result.table, table_path, overwrite=True)
     return InstancesRunResult(
-        output=output / "labels" / LABEL_NAME, table=table_path, shape=shape,
+        output=output, table=table_path, shape=shape,
         dtype=str(result.labels.dtype), n_objects=len(result.table),
         n_merged=result.n_merged, n_provisional=result.n_provisional,
         voxel_size=None if vs is None else (vs[0], vs[1], vs[2]),

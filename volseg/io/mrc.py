@@ -4,9 +4,9 @@
 ``mrcfile.new_mmap``: one z-slab is computed, copied into the memory-mapped data
 block and released before the next one, so a tomogram far larger than memory can be
 written.  The file is written as ``<path>.partial`` and renamed when finished, so a
-crash leaves no truncated ``path``.  The voxel size goes into the header in ångström
-(MRC convention; volseg works in nanometres) and the header statistics (``dmin``,
-``dmax``, ``dmean``, ``rms``) are accumulated over the slabs.
+crash leaves no truncated ``path``.  The voxel size and the origin go into the
+header in ångström (MRC convention; volseg works in nanometres) and the header
+statistics (``dmin``, ``dmax``, ``dmean``, ``rms``) are accumulated over the slabs.
 
 :class:`MrcSlabWriter` is the underlying writer, for callers that produce several
 volumes from one computation (``volseg synth`` writes a tomogram and its mask).
@@ -132,6 +132,9 @@ class MrcSlabWriter:
     labels
         Text labels for the header (at most 9 are kept, each cut to 80 characters;
         mrcfile adds a tenth, "Created by mrcfile.py").
+    origin_nm
+        ``(z, y, x)`` position of the first voxel in nanometres (the header's
+        ``origin``, stored in ångström), or ``None`` (0).
 
     Raises
     ------
@@ -148,6 +151,7 @@ class MrcSlabWriter:
         voxel_size_nm: Sequence[float] | None,
         overwrite: bool = False,
         labels: Sequence[str] = (),
+        origin_nm: Sequence[float] | None = None,
     ) -> None:
         self.path = Path(path)
         self.shape = tuple(int(s) for s in shape)
@@ -162,6 +166,12 @@ class MrcSlabWriter:
                 raise InputError(f"{self.path}: voxel size must be three positive numbers "
                                  f"(z y x, nm), got {tuple(voxel_size_nm)}")
         self.voxel_size_nm = None if voxel_size_nm is None else vs
+        if origin_nm is not None:
+            org = tuple(float(v) for v in origin_nm)
+            if len(org) != 3 or not all(math.isfinite(v) for v in org):
+                raise InputError(f"{self.path}: origin must be three finite numbers (z y x, nm), "
+                                 f"got {tuple(origin_nm)}")
+        self.origin_nm = None if origin_nm is None else org
         self.labels = [str(t)[:80] for t in labels][:9]  # mrcfile adds its own label
         if self.path.exists() and not overwrite:
             raise OutputExistsError(f"{self.path} exists; pass --overwrite to replace it")
@@ -230,6 +240,9 @@ class MrcSlabWriter:
         if self.voxel_size_nm is not None:
             z, y, x = (10.0 * v for v in self.voxel_size_nm)  # nm -> Å
             mrc.voxel_size = (x, y, z)
+        if self.origin_nm is not None:
+            oz, oy, ox = (10.0 * v for v in self.origin_nm)
+            mrc.header.origin.x, mrc.header.origin.y, mrc.header.origin.z = ox, oy, oz
         dmin, dmax, dmean, rms = self.stats()
         mrc.header.dmin, mrc.header.dmax, mrc.header.dmean = dmin, dmax, dmean
         mrc.header.rms = rms
@@ -294,6 +307,7 @@ def write_mrc(
     mode: int | None = None,
     labels: Sequence[str] = (),
     client: Any = None,
+    origin_nm: Sequence[float] | None = None,
 ) -> Path:
     """Write a ``(z, y, x)`` volume to an MRC file, one slab at a time.
 
@@ -318,6 +332,8 @@ def write_mrc(
         Header text labels (at most 9 of 80 characters are kept).
     client
         Optional ``distributed.Client`` that computes the slabs.
+    origin_nm
+        ``(z, y, x)`` nm position of the first voxel, stored in the header (Å).
 
     Returns
     -------
@@ -350,7 +366,7 @@ def write_mrc(
                          f"{tuple(array.shape)}")
     mrc_mode = default_mode(array.dtype) if mode is None else int(mode)
     with MrcSlabWriter(path, array.shape, mode=mrc_mode, voxel_size_nm=voxel_size_nm,
-                       overwrite=overwrite, labels=labels) as writer:
+                       overwrite=overwrite, labels=labels, origin_nm=origin_nm) as writer:
         for z0, z1 in z_slabs(array):
             slab = array[z0:z1]
             if isinstance(slab, da.Array):

@@ -96,10 +96,11 @@ PathLike = str | Path
 
 def check_ngff(version: str) -> Ngff:
     """Return ``version`` if volseg writes it, else raise :class:`ConfigError`."""
-    if version not in NGFF_VERSIONS:
-        raise ConfigError(f"NGFF version {version!r} is not supported; choose one of "
-                          f"{', '.join(NGFF_VERSIONS)}")
-    return version  # type: ignore[return-value]
+    for known in NGFF_VERSIONS:
+        if version == known:
+            return known
+    raise ConfigError(f"NGFF version {version!r} is not supported; choose one of "
+                      f"{', '.join(NGFF_VERSIONS)}")
 
 
 def _compressor_v3() -> Any:
@@ -204,7 +205,7 @@ def group_version(path: PathLike) -> Ngff | None:
     """
     try:
         group = zarr.open_group(str(path), mode="r")
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, TypeError):
+    except (OSError, zarr.errors.GroupNotFoundError, ValueError, TypeError):
         return None
     return "0.5" if group.metadata.zarr_format == 3 else "0.4"
 
@@ -274,7 +275,7 @@ def is_ome_zarr(path: PathLike) -> bool:
     """Return whether ``path`` is a Zarr group with multiscales or labels metadata."""
     try:
         attrs = group_attrs(path)
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, TypeError):
+    except (OSError, zarr.errors.GroupNotFoundError, ValueError, TypeError):
         return False
     return "multiscales" in attrs or "labels" in attrs
 
@@ -283,7 +284,7 @@ def label_names(image_path: PathLike) -> list[str]:
     """Return the names of the label images listed in ``image_path/labels``."""
     try:
         return [str(n) for n in _as_list(group_attrs(Path(image_path) / "labels").get("labels"))]
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, TypeError):
+    except (OSError, zarr.errors.GroupNotFoundError, ValueError, TypeError):
         return []
 
 
@@ -841,7 +842,7 @@ def image_of(path: PathLike) -> Path | None:
     path = Path(path)
     try:
         attrs = group_attrs(path)
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, TypeError):
+    except (OSError, zarr.errors.GroupNotFoundError, ValueError, TypeError):
         return None
     label = attrs.get("image-label")
     if not isinstance(label, Mapping):

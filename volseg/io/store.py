@@ -431,7 +431,7 @@ class BlockTarget:
 
     def open(self) -> zarr.Array:
         """Open the array for writing."""
-        return zarr.open_array(store=self.store, path=self.path or None, mode="r+")
+        return zarr.open_array(store=self.store, path=self.path, mode="r+")
 
     def directory(self) -> Path:
         """The array's directory (local stores only)."""
@@ -603,9 +603,9 @@ def plan_writes(
         total += 1
         box = tuple(slice(int(s[i]), int(s[i + 1])) for s, i in zip(starts, idx, strict=True))
         regions, names, todo = [], [], False
-        for (array, _), target, finished in zip(pairs, targets, done, strict=True):
+        for (array, _), block_target, finished in zip(pairs, targets, done, strict=True):
             region = tuple(slice(0, n) for n in array.shape[:array.ndim - len(grid)]) + box
-            ranges = chunk_ranges(region, target.unit)
+            ranges = chunk_ranges(region, block_target.unit)
             todo = todo or not finished[tuple(slice(a, b) for a, b in ranges)].all()
             regions.append(region)
             names.append(marker_name(ranges))

@@ -45,7 +45,7 @@ class Config(StageConfig):
     output: str = Field("image.ome.zarr", description="OME-Zarr image in the workflow dir")
     dataset: str | None = Field(None, description="dataset inside HDF5 / Zarr / N5 input")
     chunks: tuple[int, int, int] | None = Field(
-        None, description="zarr chunks z y x (default 64 64 64)")
+        None, description="zarr chunks z y x (default: output.chunks, else 64 64 64)")
     voxel_size: tuple[float, float, float] | None = Field(
         None, description="voxel size z y x in nm (overrides the input's)")
     labels: dict[str, str | LabelSource] = Field(
@@ -66,9 +66,9 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
         summary["image"] = "complete (skipped)"
     else:
         result = convert_image(
-            ctx.resolve(config.input), output, dataset=config.dataset, chunks=config.chunks,
-            voxel_size=config.voxel_size, overwrite=ctx.overwrite, attrs=attrs,
-            client=ctx.client)
+            ctx.resolve(config.input), output, dataset=config.dataset,
+            chunks=config.chunks or ctx.output.chunks, voxel_size=config.voxel_size,
+            overwrite=ctx.overwrite, attrs=attrs, client=ctx.client, ngff=ctx.output.ngff)
         summary["image"] = _brief(result)
     for name, source in config.labels.items():
         src = source if isinstance(source, LabelSource) else LabelSource(path=source)
@@ -76,8 +76,9 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
             summary["labels"][name] = "complete (skipped)"
             continue
         result = convert_labels(
-            ctx.resolve(src.path), output, name, dataset=src.dataset, chunks=config.chunks,
-            overwrite=ctx.overwrite, attrs=attrs, client=ctx.client, values=src.values)
+            ctx.resolve(src.path), output, name, dataset=src.dataset,
+            chunks=config.chunks or ctx.output.chunks, overwrite=ctx.overwrite, attrs=attrs,
+            client=ctx.client, values=src.values)
         summary["labels"][name] = _brief(result)
     return summary
 

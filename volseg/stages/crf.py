@@ -5,7 +5,7 @@ Example::
     crf:
       probabilities: prediction.ome.zarr   # default (c, z, y, x; uint8 or float)
       image: image.ome.zarr                # default (bilateral term)
-      output: crf.ome.zarr                 # default; writes labels/semantic
+      output: crf.ome.zarr                 # default; a label image
       gaussian_sigma_nm: 10
       gaussian_weight: 3
       bilateral_sigma_nm: 20
@@ -46,7 +46,7 @@ class Config(StageConfig):
     probabilities: str = Field("prediction.ome.zarr",
                                description="class probabilities (c, z, y, x)")
     image: str = Field("image.ome.zarr", description="image for the bilateral term")
-    output: str = Field("crf.ome.zarr", description="output group (labels/semantic)")
+    output: str = Field("crf.ome.zarr", description="output label image")
     gaussian_sigma_nm: float = Field(_D.gaussian_sigma_nm, gt=0,
                                      description="smoothness kernel width (nm)")
     gaussian_weight: float = Field(_D.gaussian_weight, ge=0,
@@ -99,7 +99,7 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
     """Run the CRF (or skip a finished one); return a JSON-able summary."""
     output = ctx.path(config.output)
     if not ctx.overwrite and crf_output_state(output) == "complete":
-        return {"output": str(output / "labels" / "semantic"), "status": "complete (skipped)"}
+        return {"output": str(output), "status": "complete (skipped)"}
     attrs = {"volseg": {**ctx.provenance, "stage": NAME, "config": config.to_dict()}}
     image = ctx.resolve(config.image) if config.bilateral_weight > 0 else None
     result = run_crf(
@@ -107,5 +107,6 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
         voxel_size=config.voxel_size, block_size=config.block_size,
         memory_budget=config.memory_budget_mib * 2**20, overwrite=ctx.overwrite,
         attrs=attrs, client=ctx.client, processes=config.processes,
+        ngff=ctx.output.ngff, chunks=ctx.output.chunks,
     )
     return result.to_dict()

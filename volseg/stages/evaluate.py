@@ -3,13 +3,13 @@
 Example::
 
     evaluate:
-      prediction: crf.ome.zarr/labels/semantic     # default
+      prediction: crf.ome.zarr     # default
       truth: image.ome.zarr/labels/truth           # default; may be sparse (ignore label)
       probabilities: prediction.ome.zarr           # optional: AP and PR curves
       ignore_label: 255                            # default; null evaluates every voxel
       classes: [cytoplasm, membrane, mito]         # optional; default from label attrs
       instances:                                   # optional: connectomics metrics
-        prediction: instances.ome.zarr/labels/instances
+        prediction: instances.ome.zarr
         truth: image.ome.zarr/labels/cells
       report: report                               # default
 
@@ -37,7 +37,7 @@ class InstanceInputs(StageConfig):
     """The instance volumes to compare (globally consistent ids, 0 = background)."""
 
     prediction: str = Field(
-        "instances.ome.zarr/labels/instances", description="predicted instance labels"
+        "instances.ome.zarr", description="predicted instance labels"
     )
     truth: str = Field(description="ground-truth instance labels")
 
@@ -46,7 +46,7 @@ class Config(StageConfig):
     """What to evaluate and where to write the report."""
 
     prediction: str | None = Field(
-        "crf.ome.zarr/labels/semantic",
+        "crf.ome.zarr",
         description="predicted semantic labels (null: only evaluate instances)",
     )
     truth: str = Field("image.ome.zarr/labels/truth", description="ground-truth semantic labels")

@@ -16,7 +16,8 @@ Without ``classes`` the labels (or the chosen channel) are written as they are. 
 file lands in the workflow directory (an absolute ``output`` anywhere else).  It is
 written slab by slab (memory bounded by one z-slab) into ``<output>.partial`` and
 renamed when complete, so it is complete or absent.  MRC files carry the voxel size
-in ångström in the header; TIFF files are ImageJ hyperstacks with the voxel size in
+and the origin (the OME-Zarr translation, e.g. from the MRC the volume came from) in
+ångström in the header; TIFF files are ImageJ hyperstacks with the voxel size in
 nanometres (``spacing``, resolution, ``unit: nm``) and zlib compression.
 
 Each file carries a stamp of the settings that made it (an MRC header label, the
@@ -275,7 +276,8 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
     if is_mrc(output):
         mode = _mrc_mode(config, array.dtype)
         write_mrc(array, output, voxel_size_nm=voxel_size, overwrite=True, mode=mode,
-                  labels=[stamp, f"from {source.name}"[:80]], client=ctx.client)
+                  labels=[stamp, f"from {source.name}"[:80]], client=ctx.client,
+                  origin_nm=meta.origin)
         stored = f"MRC mode {mode}"
     else:
         dtype = _tiff_dtype(config, array.dtype)

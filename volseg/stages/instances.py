@@ -3,11 +3,11 @@
 Example::
 
     instances:
-      labels: crf.ome.zarr/labels/semantic   # default
+      labels: crf.ome.zarr                   # default
       classes: [2, 5]                        # class ids that become objects
       connectivity: 26                       # 6, 18 or 26
       min_size: 100                          # voxels; smaller objects are dropped
-      output: instances.ome.zarr             # default; writes labels/instances
+      output: instances.ome.zarr             # default; a label image of object ids
       table: instances.csv                   # default; .parquet with pyarrow
       block_size: [128, 128, 128]            # default
 
@@ -31,11 +31,11 @@ ORDER = 60
 class Config(StageConfig):
     """Which classes, how connected, how small is too small, and where to write."""
 
-    labels: str = Field("crf.ome.zarr/labels/semantic", description="semantic labels")
+    labels: str = Field("crf.ome.zarr", description="semantic labels")
     classes: list[int] = Field(min_length=1, description="class ids that become objects")
     connectivity: Literal[6, 18, 26] = Field(26, description="6, 18 or 26")
     min_size: int = Field(0, ge=0, description="drop objects with fewer voxels")
-    output: str = Field("instances.ome.zarr", description="output group (labels/instances)")
+    output: str = Field("instances.ome.zarr", description="output label image of object ids")
     table: str | None = Field("instances.csv", description="per-object table (.csv/.parquet)")
     block_size: tuple[int, int, int] = Field(DEFAULT_BLOCK, description="block size z y x")
     voxel_size: tuple[float, float, float] | None = Field(
@@ -62,12 +62,13 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
     table = None if config.table is None else ctx.path(config.table)
     if (not ctx.overwrite and instances_output_state(output) == "complete"
             and (table is None or table.exists())):
-        return {"output": str(output / "labels" / "instances"), "status": "complete (skipped)"}
+        return {"output": str(output), "status": "complete (skipped)"}
     attrs = {"volseg": {**ctx.provenance, "stage": NAME, "config": config.to_dict()}}
     result = run_instances(
         ctx.resolve(config.labels), output, classes=config.classes,
         connectivity=config.connectivity, min_size=config.min_size, table=table,
         block_size=config.block_size, voxel_size=config.voxel_size,
-        overwrite=ctx.overwrite, attrs=attrs, client=ctx.client,
+        overwrite=ctx.overwrite, attrs=attrs, client=ctx.client, ngff=ctx.output.ngff,
+        chunks=ctx.output.chunks,
     )
     return result.to_dict()

@@ -5,7 +5,7 @@ Example::
     predict:
       model: model.safetensors          # default (a product of ``train``)
       input: image.ome.zarr             # default
-      output: prediction.ome.zarr       # default; labels/semantic + probabilities
+      output: prediction.ome.zarr       # default; probabilities + labels/semantic
       patch_size: null                  # default: the model's
       overlap: 0.25
       blend: gaussian                   # gaussian | bump | constant
@@ -40,7 +40,8 @@ class Config(StageConfig):
     model: str = Field("model.safetensors", description="trained model file")
     input: str = Field("image.ome.zarr", description="input image")
     output: str = Field("prediction.ome.zarr",
-                        description="output group (labels/semantic + probabilities)")
+                        description="output group: probabilities + labels/semantic (without "
+                                    "probabilities: a label image)")
     patch_size: tuple[int, int, int] | None = Field(
         None, description="patch z y x (default: the model's)")
     overlap: float = Field(0.25, ge=0, lt=1, description="overlap of neighbouring patches")
@@ -84,6 +85,7 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
         patch_size=config.patch_size, overlap=config.overlap, blend=config.blend,
         batch_size=config.batch_size, device=config.device, precision=config.precision,
         probabilities=config.probabilities, tta=config.tta, block_size=config.block_size,
-        overwrite=ctx.overwrite, attrs=attrs, client=ctx.client,
+        overwrite=ctx.overwrite, attrs=attrs, client=ctx.client, ngff=ctx.output.ngff,
+        chunks=ctx.output.chunks,
     )
     return result.to_dict()

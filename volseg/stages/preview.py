@@ -21,7 +21,7 @@ class Config(StageConfig):
     """Which volumes to show and where to write the PNGs."""
 
     image: str = "image.ome.zarr"
-    prediction: str | None = "crf.ome.zarr/labels/semantic"
+    prediction: str | None = "crf.ome.zarr"
     truth: str | None = "image.ome.zarr/labels/truth"
     output: str = "preview"
     position: tuple[int, int, int] | None = Field(

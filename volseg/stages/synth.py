@@ -11,10 +11,12 @@ Example::
       blur: 1.0
       output: image.ome.zarr       # default; labels/truth and labels/annotation beside it
 
-OME-Zarr outputs (any kind) hold the image, ``labels/truth`` and, when slices are
-annotated, ``labels/annotation`` (ignore id 255).  The label groups carry
-``volseg.class_names``, ``volseg.ignore_id`` and ``volseg.class_frequencies``; the
-image carries the provenance.  A cryo-ET phantom may instead be written as MRC
+OME-Zarr outputs (any kind; NGFF 0.5 unless the workflow's ``output.ngff`` says
+0.4) hold the image, ``labels/truth`` and, when slices are annotated,
+``labels/annotation`` (ignore id 255).  The label groups carry the class names and
+colours as NGFF ``image-label`` metadata and ``volseg.class_names``,
+``volseg.ignore_id`` and ``volseg.class_frequencies``; the image carries the
+provenance.  A cryo-ET phantom may instead be written as MRC
 (``output`` ending ``.mrc``): the tomogram plus ``<stem>_mask.mrc``, written slab by
 slab with the voxel size in Å in the header (:class:`volseg.io.mrc.MrcSlabWriter`).
 
@@ -34,6 +36,7 @@ import numpy as np
 from pydantic import Field
 
 from volseg.errors import ConfigError, OutputExistsError
+from volseg.ngff import DEFAULT_NGFF
 from volseg.synth import KINDS, Phantom
 from volseg.workflow.stage import RunContext, StageConfig
 
@@ -161,6 +164,8 @@ def write_phantom(
     overwrite: bool = False,
     if_complete: Literal["error", "skip"] = "error",
     client: Any = None,
+    ngff: str | None = None,
+    chunks: tuple[int, int, int] | None = None,
 ) -> WriteResult:
     """Write a phantom as OME-Zarr (image + label groups) or, for cryo-ET, as MRC.
 
@@ -180,6 +185,10 @@ def write_phantom(
         rerun).  A partially written OME-Zarr output is resumed in either case.
     client
         Optional ``distributed.Client``.
+    ngff
+        OME-Zarr version (default :data:`volseg.ngff.DEFAULT_NGFF`).
+    chunks
+        Zarr chunks ``z, y, x`` (0.5: inner chunks); default: the phantom's blocks.
     """
     t0 = time.perf_counter()
     if is_mrc(output):
@@ -187,14 +196,15 @@ def write_phantom(
                             if_complete=if_complete, client=client)
     else:
         result = _write_omezarr(phantom, Path(output), provenance=provenance,
-                                overwrite=overwrite, if_complete=if_complete, client=client)
+                                overwrite=overwrite, if_complete=if_complete, client=client,
+                                ngff=ngff or DEFAULT_NGFF, chunks=chunks)
     result.seconds = time.perf_counter() - t0
     return result
 
 
 def _write_omezarr(
     phantom: Phantom, output: Path, *, provenance: dict[str, Any], overwrite: bool,
-    if_complete: str, client: Any,
+    if_complete: str, client: Any, ngff: str, chunks: tuple[int, int, int] | None,
 ) -> WriteResult:
     from volseg.io import omezarr
 
@@ -214,21 +224,23 @@ def _write_omezarr(
             return WriteResult([str(p) for p in groups.values()],
                                _by_name(phantom, _stored_frequencies(groups["truth"])),
                                skipped=True)
-    chunks = tuple(int(c[0]) for c in phantom.image.chunks)
+    zchunks = chunks or tuple(int(c[0]) for c in phantom.image.chunks)
     image_attrs = {"volseg": {**provenance, "synth": phantom.extra}}
     if overwrite or states["image"] != "complete":
         # with overwrite this replaces the whole group, stale label groups included
-        omezarr.write_image(phantom.image, output, voxel_size=phantom.voxel_size, chunks=chunks,
-                            overwrite=overwrite, attrs=image_attrs, client=client)
+        omezarr.write_image(phantom.image, output, voxel_size=phantom.voxel_size,
+                            chunks=zchunks, overwrite=overwrite, attrs=image_attrs,
+                            client=client, ngff=omezarr.check_ngff(ngff))
     for name, array in labels.items():
         if not overwrite and states[name] == "complete":
             continue
         more: dict[str, Any] = {}
         if name == "annotation":
             more["annotated_slices"] = list(phantom.annotated_slices)
-        omezarr.write_labels(array, output, name, voxel_size=phantom.voxel_size, chunks=chunks,
-                             overwrite=overwrite, attrs=_label_attrs(phantom, provenance, **more),
-                             client=client)
+        omezarr.write_labels(array, output, name, voxel_size=phantom.voxel_size,
+                             chunks=zchunks, overwrite=overwrite,
+                             attrs=_label_attrs(phantom, provenance, **more), client=client,
+                             classes=phantom.class_names, ignore_id=phantom.ignore_id)
     return WriteResult([str(p) for p in groups.values()],
                        _by_name(phantom, _stored_frequencies(groups["truth"])))
 
@@ -288,7 +300,8 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
     output = ctx.path(config.output)
     provenance = {**ctx.provenance, "stage": NAME, "config": config.to_dict()}
     result = write_phantom(phantom, output, provenance=provenance, overwrite=ctx.overwrite,
-                           if_complete="skip", client=ctx.client)
+                           if_complete="skip", client=ctx.client, ngff=ctx.output.ngff,
+                           chunks=ctx.output.chunks)
     return summary(phantom, result)
 
 

@@ -43,9 +43,13 @@ class StageOutcome:
 
 
 def _chain_hashes(workflow: Workflow) -> dict[str, str]:
-    """Return each stage's chained config hash (changes when it or an upstream stage changes)."""
+    """Return each stage's chained config hash (changes when it or an upstream stage changes).
+
+    The chain starts from the output format (``output``), which every stage writes in.
+    """
     hashes: dict[str, str] = {}
-    previous = ""
+    output = workflow.config.output.model_dump(mode="json")  # type: ignore[attr-defined]
+    previous = hashlib.sha256(json.dumps(output, sort_keys=True).encode()).hexdigest()
     for module, config in workflow.stages():
         text = json.dumps(config.to_dict(), sort_keys=True)
         previous = hashlib.sha256(f"{previous}|{module.NAME}|{text}".encode()).hexdigest()
@@ -144,7 +148,8 @@ def run_workflow(
             stage_record = dict(record, stage=module.NAME, stage_config=config.to_dict(),
                                 started=started)
             ctx = RunContext(workdir=workdir, base_dir=base_dir, overwrite=overwrite,
-                             provenance=stage_record, client=client)
+                             provenance=stage_record, client=client,
+                             output=workflow.config.output)  # type: ignore[attr-defined]
             t0 = time.perf_counter()
             summary = module.run(config, ctx) or {}
             seconds = time.perf_counter() - t0

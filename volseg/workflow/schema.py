@@ -5,6 +5,7 @@ A workflow file is a mapping with a few top-level keys and one key per stage::
     name: demo
     output_dir: runs/demo          # relative to the current directory
     cluster: {type: threads}       # see volseg.cluster
+    output: {ngff: "0.5"}          # OME-Zarr format of every output (0.4 or 0.5)
     synth: {...}                   # one optional section per stage (volseg.stages.*)
     train: {...}
     predict: {...}
@@ -30,6 +31,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, create_model
 
 from volseg.cluster import ClusterConfig, ThreadsCluster
+from volseg.workflow.stage import OutputConfig
 from volseg.yamlconfig import load_yaml_config, parse_override
 
 __all__ = ["Workflow", "load_workflow", "parse_override", "stage_modules", "workflow_model"]
@@ -58,6 +60,7 @@ def workflow_model() -> type[BaseModel]:
         "description": (str, ""),
         "output_dir": (str | None, None),
         "cluster": (ClusterConfig, ThreadsCluster()),
+        "output": (OutputConfig, OutputConfig()),
     }
     for module in stage_modules():
         fields[module.NAME] = (module.Config | None, None)

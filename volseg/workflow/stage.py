@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from volseg.ngff import DEFAULT_NGFF, Ngff
 
 
 class StageConfig(BaseModel):
@@ -36,6 +38,30 @@ class StageConfig(BaseModel):
     def from_dict(cls, data: dict[str, Any]) -> StageConfig:
         """Validate ``data`` into a config (raises ``pydantic.ValidationError``)."""
         return cls.model_validate(data)
+
+
+class OutputConfig(BaseModel):
+    """How every stage writes its OME-Zarr outputs (the workflow's top-level ``output``).
+
+    Example::
+
+        output:
+          ngff: "0.5"             # 0.5: zarr v3, one shard per block; 0.4: zarr v2
+          chunks: [64, 64, 64]    # z y x chunks (in 0.5 the inner chunks of the shards)
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ngff: Ngff = Field(DEFAULT_NGFF, description="OME-NGFF version written (0.4 or 0.5)")
+    chunks: tuple[int, int, int] | None = Field(
+        None, description="chunks z y x (default 64 64 64, divisors of each stage's blocks)")
+
+    @field_validator("chunks")
+    @classmethod
+    def _positive(cls, value: tuple[int, int, int] | None) -> tuple[int, int, int] | None:
+        if value is not None and min(value) < 1:
+            raise ValueError("chunks must be positive")
+        return value
 
 
 @dataclass(frozen=True)
@@ -56,6 +82,8 @@ class RunContext:
     client
         A ``distributed.Client`` when the workflow runs on a cluster, else ``None``
         (the local threaded scheduler is used).
+    output
+        Format and chunks of the OME-Zarr outputs.
     """
 
     workdir: Path
@@ -63,6 +91,7 @@ class RunContext:
     overwrite: bool = False
     provenance: dict[str, Any] = field(default_factory=dict)
     client: Any = None
+    output: OutputConfig = field(default_factory=OutputConfig)
 
     def path(self, p: str | Path) -> Path:
         """Resolve a product path: relative paths live in :attr:`workdir`."""
