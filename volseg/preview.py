@@ -11,21 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
-PLANES = ("xy", "xz", "yz")
+from volseg.colors import class_rgb_float
 
-# Distinguishable colours (tab10 without grey), RGB in [0, 1].
-_PALETTE = np.array(
-    [
-        [0.12, 0.47, 0.71], [1.00, 0.50, 0.05], [0.17, 0.63, 0.17], [0.84, 0.15, 0.16],
-        [0.58, 0.40, 0.74], [0.55, 0.34, 0.29], [0.89, 0.47, 0.76], [0.74, 0.74, 0.13],
-        [0.09, 0.75, 0.81],
-    ]
-)
+PLANES = ("xy", "xz", "yz")
 
 
 def class_colour(label: int) -> np.ndarray:
-    """Return the RGB colour used for ``label`` (cycled from a fixed palette)."""
-    return _PALETTE[int(label) % len(_PALETTE)]
+    """Return the RGB colour (in [0, 1]) of ``label``: the table of :mod:`volseg.colors`,
+    which the OME-Zarr label metadata uses too."""
+    return np.asarray(class_rgb_float(label))
 
 
 def to_grey(image: np.ndarray, *, low: float = 1.0, high: float = 99.0) -> np.ndarray:

@@ -195,7 +195,7 @@ def test_create_image_resumes_refuses_and_overwrites(tmp_path: Path) -> None:
     path = tmp_path / "pred.ome.zarr"
     first = omezarr.create_image(path, shape=(20, 30, 40), dtype="float32", chunks=(8, 8, 8),
                                  voxel_size=(1, 1, 1))
-    with pytest.raises(OutputExistsError, match="as NGFF 0.5 .* cannot be resumed"):
+    with pytest.raises(OutputExistsError, match=r"as NGFF 0\.5 .* cannot be resumed"):
         omezarr.create_image(path, shape=(20, 30, 40), dtype="float32", chunks=(8, 8, 8),
                              voxel_size=(1, 1, 1), ngff="0.4")
     store_blocks(da.ones((20, 30, 40), chunks=(8, 16, 16), dtype="float32"), first,

@@ -1,15 +1,25 @@
-"""Workflow stage ``preview``: orthogonal-slice PNGs of image, prediction and truth."""
+"""Workflow stage ``preview``: orthogonal-slice PNGs of image, prediction and truth.
+
+It also prints how to open the products in a viewer, and returns the same in its
+summary: a ``napari --plugin napari-ome-zarr ...`` command line listing the image
+and every OME-Zarr product of the workflow directory (label images open as labels
+layers with their class names and colours, probabilities as one layer per class),
+and neuroglancer source lines, ``zarr3://`` for NGFF 0.5 groups and ``zarr2://``
+for 0.4, for the products served over HTTP from the workflow directory.
+"""
 
 from __future__ import annotations
 
+import shlex
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import Field
 
 from volseg.errors import OutputExistsError
-from volseg.io import open_volume
+from volseg.io import omezarr, open_volume
 from volseg.preview import PLANES, overlay, plane_slices, save_panels
 from volseg.workflow.stage import RunContext, StageConfig
 
@@ -52,6 +62,31 @@ def _group_of(path: str) -> str:
     return head + sep if sep else path
 
 
+NEUROGLANCER_BASE = "http://localhost:8000"
+"""Where the neuroglancer lines assume the workflow directory is served (with CORS)."""
+
+
+def viewer_products(ctx: RunContext, config: Config) -> list[Path]:
+    """The groups to open: the image, the prediction's group, then every other product."""
+    named = [Path(_group_of(str(ctx.path(p)))) for p in (config.image, config.prediction) if p]
+    others = sorted(ctx.workdir.glob("*.ome.zarr")) if ctx.workdir.is_dir() else []
+    products: list[Path] = []
+    for path in [*named, *others]:
+        if path.exists() and omezarr.is_ome_zarr(path) and path not in products:
+            products.append(path)
+    return products
+
+
+def neuroglancer_source(path: Path, workdir: Path, base: str = NEUROGLANCER_BASE) -> str:
+    """Return the neuroglancer layer source of an OME-Zarr group served from ``workdir``."""
+    scheme = "zarr3" if omezarr.group_version(path) == "0.5" else "zarr2"
+    try:
+        rel = path.resolve().relative_to(workdir.resolve()).as_posix()
+    except ValueError:
+        rel = path.name
+    return f"{scheme}://{base}/{rel}/"
+
+
 def run(config: Config, ctx: RunContext) -> dict[str, Any]:
     """Write ``xy.png``, ``xz.png`` and ``yz.png`` and print how to open the results."""
     out = ctx.path(config.output)
@@ -78,13 +113,13 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
         save_panels(targets[plane], panels, title=f"{plane} plane through (z,y,x)={position}",
                     aspect=aspects[plane])
     print(f"volseg: previews written to {out}/{{xy,xz,yz}}.png", file=sys.stderr)
-    products = sorted({_group_of(str(ctx.path(p))) for p in (config.image, config.prediction) if p})
-    print(
-        "volseg: open in napari:  napari --plugin napari-ome-zarr " + " ".join(products)
-        + "\nvolseg: or in neuroglancer: serve the folder over HTTP and add "
-        "zarr://http://localhost:PORT/<name>.ome.zarr as a layer",
-        file=sys.stderr,
-    )
+    products = viewer_products(ctx, config)
+    napari = ["napari", "--plugin", "napari-ome-zarr", *map(str, products)]
+    sources = [neuroglancer_source(p, ctx.workdir) for p in products]
+    print("volseg: open in napari:  " + shlex.join(napari), file=sys.stderr)
+    print(f"volseg: or in neuroglancer: serve {ctx.workdir} with CORS on "
+          f"{NEUROGLANCER_BASE} (e.g. `npx http-server --cors -p 8000`) and add the layer "
+          f"sources:\n  " + "\n  ".join(sources), file=sys.stderr)
     return {"previews": [str(p) for p in targets.values()], "position": list(position),
-            "products": products}
+            "products": [str(p) for p in products], "napari": napari, "neuroglancer": sources}
 
