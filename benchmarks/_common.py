@@ -110,3 +110,13 @@ def disk_usage(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def file_count(path: Path) -> int:
+    """Number of files under ``path`` (what a cluster file system has to hold)."""
+    return sum(1 for p in path.rglob("*") if p.is_file())
+
+
+def load_average() -> float:
+    """The 1-minute load average (other jobs on the host change the timings)."""
+    return round(os.getloadavg()[0], 2)

@@ -19,11 +19,18 @@ random weights), same patch geometry (patch, overlap, Gaussian blending with
     run).  (c') is the same with the network converted to channels-last, as volseg
     runs model files on the CPU, to show how much of (b)/(c) that layout explains;
 (d) peak RSS of the processes of (b) and (c) (psutil sampling of the process tree,
-    and the kernel's ``ru_maxrss``).
+    and the kernel's ``ru_maxrss``);
+(e) output formats: (b) runs once per ``--formats`` entry each round (default NGFF
+    0.5, zarr v3 with one shard per block and 64³ inner chunks, then NGFF 0.4, zarr v2
+    with 64³-ish chunks, and NGFF 0.4 with one chunk per block, the layout before
+    shards), reporting the block-phase and with-pyramid throughput, the ratios
+    0.5 / 0.4 (target: 0.5 costs at most 10 %) and the number of files each writes.
+    Chunks are the divisors of the block nearest 64.  The first format is the one
+    compared with MONAI.
 
 The host's speed drifts by 20-30 % over minutes, so (b) and (c) run alternately
-``--rounds`` times (default 2) and the fastest run of each is compared (all runs
-are in the JSON).
+``--rounds`` times (default 2) and the fastest run of each is compared (all runs,
+with the load average before each, are in the JSON).
 
 Targets on a CPU: (b) >= 0.9 (c) and peak RSS (b) <= 1/4 peak RSS (c).  With a GPU:
 (b) >= 0.8 (a) / redundancy and (b) >= (c), where redundancy = evaluated patch
@@ -60,7 +67,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import SCRATCH, machine, run_measured, write_result
+from _common import SCRATCH, file_count, load_average, machine, run_measured, write_result
 
 WORK = SCRATCH / "bench_predict"
 MIB = 2**20
@@ -74,12 +81,12 @@ def make_inputs(shape: tuple[int, int, int], patch: tuple[int, int, int], classe
     import numpy as np
     import torch
 
-    from volseg.io.omezarr import write_image
+    from volseg.io.omezarr import image_state, write_image
     from volseg.models import ModelSpec, Normalization, build_model, save_model
 
     WORK.mkdir(parents=True, exist_ok=True)
     image = WORK / f"image_{'x'.join(map(str, shape))}.ome.zarr"
-    if not (image / "0" / ".zarray").exists():
+    if image_state(image) != "complete":
         rng = da.random.default_rng(seed)
         noise = rng.normal(128.0, 40.0, size=shape, chunks=(64, 256, 256))
         volume = da.clip(noise, 0, 255).astype(np.uint8)
@@ -174,15 +181,22 @@ def _child(argv: list[str]) -> dict[str, Any]:
 
 
 def run_volseg(image: Path, model: Path, args: argparse.Namespace,
-               voxels: int) -> dict[str, Any]:
+               voxels: int, ngff: str) -> dict[str, Any]:
     """(b) one ``volseg predict`` run in a fresh process; its phases from its summary."""
-    out = WORK / "prediction.ome.zarr"
+    from volseg.inference.api import default_block_size
+
+    version, _, variant = ngff.partition("-")
+    out = WORK / f"prediction-{ngff}.ome.zarr"
     cmd = [sys.executable, "-m", "volseg", "predict", "--model", str(model), "--input",
            str(image), "--output", str(out), "--probabilities", "uint8",
            "--overlap", str(args.overlap), "--batch-size", str(args.batch_size),
-           "--device", args.device, "--overwrite"]
+           "--device", args.device, "--overwrite", "--ngff", version]
+    block = args.block or default_block_size(args.shape, args.patch, "3d", args.overlap)
     if args.block:
         cmd += ["--block", *map(str, args.block)]
+    if variant == "blockchunks":  # the 0.4 layout before shards: one chunk per block
+        cmd += ["--chunks", *map(str, block)]
+    load = load_average()
     run = run_measured(cmd)
     if run.returncode != 0:
         raise RuntimeError(f"volseg predict failed:\n{run.stderr[-3000:]}")
@@ -191,8 +205,11 @@ def run_volseg(image: Path, model: Path, args: argparse.Namespace,
         "block_s": r"computed in ([0-9.]+) s", "model_s": r"network loaded in ([0-9.]+) s",
         "pyramid_s": r"pyramids in ([0-9.]+) s", "run_s": r"([0-9.]+) s in all",
     }
-    b: dict[str, Any] = {"command_s": run.seconds, "peak_rss_bytes": run.peak_rss_bytes,
-                         "stdout": text.strip()}
+    b: dict[str, Any] = {"ngff": ngff, "command_s": run.seconds,
+                         "peak_rss_bytes": run.peak_rss_bytes, "stdout": text.strip(),
+                         "load_average_before": load, "files": file_count(out),
+                         "files_level0": file_count(out / "0")
+                         + file_count(out / "labels" / "semantic" / "0")}
     for key, pattern in phases.items():
         found = re.search(pattern, text)
         if found is None:
@@ -202,17 +219,20 @@ def run_volseg(image: Path, model: Path, args: argparse.Namespace,
     b["voxels_per_s_with_pyramids"] = voxels / (b["block_s"] + b["pyramid_s"])
     b["voxels_per_s_command"] = voxels / run.seconds
     b.update(output_checksums(out))
-    print(f"(b) volseg: blocks {b['block_s']:.1f} s ({b['voxels_per_s'] / 1e6:.3f} "
+    print(f"(b) volseg NGFF {ngff}: blocks {b['block_s']:.1f} s ({b['voxels_per_s'] / 1e6:.3f} "
           f"Mvoxels/s), + pyramids {b['pyramid_s']:.1f} s, network {b['model_s']:.1f} s, "
-          f"whole command {run.seconds:.1f} s, peak RSS {run.peak_rss_bytes / MIB:.0f} MiB")
+          f"whole command {run.seconds:.1f} s, peak RSS {run.peak_rss_bytes / MIB:.0f} MiB, "
+          f"{b['files']} files ({b['files_level0']} at level 0), load {load}")
     return b
 
 
 def run_monai(image: Path, model: Path, args: argparse.Namespace, voxels: int,
               channels_last: bool) -> dict[str, Any]:
     """(c) or (c') in a fresh process."""
+    load = load_average()
     c = _child(["--child", "monai", str(model), str(image), str(args.overlap),
                 str(args.batch_size), str(int(channels_last))])
+    c["load_average_before"] = load
     c["voxels_per_s"] = voxels / c["inference_s"]
     c["voxels_per_s_whole_run"] = voxels / c["wall_s"]
     label = "(c')" if channels_last else "(c)"
@@ -241,6 +261,11 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=2,
                    help="alternating runs of (b) and (c); the fastest of each counts")
     p.add_argument("--skip-monai", action="store_true")
+    p.add_argument("--formats", nargs="+", default=["0.5", "0.4", "0.4-blockchunks"],
+                   choices=["0.4", "0.5", "0.4-blockchunks"],
+                   help="NGFF versions (b) writes, each every round (first: vs MONAI); "
+                        "0.4-blockchunks: NGFF 0.4 with one chunk per block (the layout "
+                        "volseg wrote before shards)")
     p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -269,12 +294,15 @@ def main() -> int:
     print(f"(a) forward: {fwd['voxels_per_s'] / 1e6:.3f} Mvoxels/s of patches "
           f"(batch {args.batch_size}, {fwd['torch_threads']} torch threads)")
 
-    b_runs: list[dict[str, Any]] = []
+    by_format: dict[str, list[dict[str, Any]]] = {f: [] for f in args.formats}
     c_runs: list[dict[str, Any]] = []
-    for _ in range(max(1, args.rounds)):
-        b_runs.append(run_volseg(image, model, args, voxels))
+    for round_ in range(max(1, args.rounds)):
+        order = args.formats if round_ % 2 == 0 else args.formats[::-1]
+        for ngff in order:
+            by_format[ngff].append(run_volseg(image, model, args, voxels, ngff))
         if not args.skip_monai:
             c_runs.append(run_monai(image, model, args, voxels, channels_last=False))
+    b_runs = by_format[args.formats[0]]
     b = _fastest(b_runs, "block_s")
     c = _fastest(c_runs, "inference_s") if c_runs else None
     c_last = None if args.skip_monai else run_monai(image, model, args, voxels, True)
@@ -282,7 +310,28 @@ def main() -> int:
     figures: dict[str, Any] = {
         "redundancy": redundancy,
         "b_over_a_times_redundancy": b["voxels_per_s"] * redundancy / fwd["voxels_per_s"],
+        "formats": {},
     }
+    for ngff, runs in by_format.items():
+        best = _fastest(runs, "block_s")
+        with_pyr = max(runs, key=lambda r: r["voxels_per_s_with_pyramids"])
+        figures["formats"][ngff] = {
+            "block_voxels_per_s": best["voxels_per_s"],
+            "with_pyramids_voxels_per_s": with_pyr["voxels_per_s_with_pyramids"],
+            "files": best["files"], "files_level0": best["files_level0"]}
+        print(f"(e) NGFF {ngff}: best blocks {best['voxels_per_s'] / 1e6:.3f} Mvoxels/s, with "
+              f"pyramids {with_pyr['voxels_per_s_with_pyramids'] / 1e6:.3f} Mvoxels/s, "
+              f"{best['files']} files ({best['files_level0']} at level 0)")
+    for base in ("0.4", "0.4-blockchunks"):
+        if {base, "0.5"} <= set(by_format):
+            f04, f05 = figures["formats"][base], figures["formats"]["0.5"]
+            key = f"ngff05_over_{base.replace('.', '').replace('-', '_')}"
+            figures[f"{key}_blocks"] = f05["block_voxels_per_s"] / f04["block_voxels_per_s"]
+            figures[f"{key}_with_pyramids"] = (f05["with_pyramids_voxels_per_s"]
+                                               / f04["with_pyramids_voxels_per_s"])
+            print(f"(e) throughput NGFF 0.5 / {base}: blocks {figures[f'{key}_blocks']:.3f}, "
+                  f"with pyramids {figures[f'{key}_with_pyramids']:.3f} (target >= 0.9); "
+                  f"files {f05['files']} vs {f04['files']}")
     if c is not None and c_last is not None:
         rss = max(r["peak_rss_bytes"] for r in b_runs) / min(
             r["peak_rss_bytes"] for r in c_runs)
@@ -314,9 +363,10 @@ def main() -> int:
         "config": {"shape": shape, "patch": patch, "overlap": args.overlap,
                    "batch_size": args.batch_size, "classes": args.classes,
                    "widths": args.widths, "device": args.device, "block": args.block,
-                   "patches": len(grid), "rounds": args.rounds},
+                   "patches": len(grid), "rounds": args.rounds, "formats": args.formats},
         "a_forward": fwd, "b_volseg": b, "c_monai": c, "c_monai_channels_last": c_last,
-        "b_runs": b_runs, "c_runs": c_runs, "figures": figures, "machine": machine(),
+        "b_runs": b_runs, "b_runs_by_format": by_format, "c_runs": c_runs,
+        "figures": figures, "machine": machine(),
     })
     print(f"wrote {path}")
     return 0

@@ -20,7 +20,8 @@ from torch import nn
 from volseg.cli import main
 from volseg.inference import logits_to_labels, logits_to_probabilities, predict_logits
 from volseg.inference.pipeline import output_state, stream_plan
-from volseg.io.omezarr import group_attrs
+from volseg.io import open_volume
+from volseg.io.omezarr import group_attrs, image_of
 from volseg.io.store import CLAIM
 from volseg.io.validation import validate
 
@@ -236,3 +237,25 @@ def test_nan_in_the_input_is_a_one_line_error(inputs: tuple[Path, Path], tmp_pat
     assert "NaN" in err and "(7, 11, 13)" in err and "\n" not in err
     assert str(image) in err  # names the file
     assert image_state(out) != "complete"  # no probabilities: out is the label image
+
+
+@pytest.mark.parametrize("ngff", ["0.4", "0.5"])
+def test_labels_only_output_is_a_valid_label_image(inputs: tuple[Path, Path], tmp_path: Path,
+                                                   ngff: str) -> None:
+    image, model = inputs
+    out = tmp_path / "labels.ome.zarr"
+    assert main(["predict", "--model", str(model), "--input", str(image), "--output", str(out),
+                 "--block", "8", "20", "18", "--chunks", "4", "8", "64", "--ngff", ngff,
+                 "--device", "cpu"]) == 0
+    assert validate(out).model == "ImageLabel" and validate(out).version == ngff
+    level0 = zarr.open_array(str(out / "0"))
+    # chunks: the divisors of the block nearest the request; 0.5: one shard per block
+    assert level0.chunks == (4, 10, 18)
+    assert level0.shards == (None if ngff == "0.4" else (8, 20, 18))
+    attrs = group_attrs(out)
+    assert [p["class"] for p in attrs["image-label"]["properties"]][:3] == [
+        "bg", "membrane", "mito"]
+    assert image_of(out) == image.resolve()
+    assert output_state(out, "none") == "complete"
+    labels, meta = open_volume(out)
+    assert meta.kind == "labels" and labels.shape == SHAPE

@@ -206,3 +206,39 @@ def test_volseg_run_refuses_a_foreign_output_with_status_2(
     with mrcfile.open(out / "membranes.mrc") as mrc:
         assert np.array_equal(mrc.data, (_labels() == 1).astype(np.int8))
         assert mrc.voxel_size.tolist() == pytest.approx((12.5, 15.0, 20.0))
+
+
+@pytest.mark.parametrize("ngff", ["0.4", "0.5"])
+def test_mrc_origin_and_voxel_size_survive_convert_and_export(tmp_path: Path, ngff: str) -> None:
+    """Header origin (100, 200, 300) Å -> NGFF translation (nm) -> the exported header."""
+    from volseg.io.convert import convert_image
+    from volseg.io.omezarr import group_attrs
+
+    data = np.random.default_rng(2).integers(0, 200, size=(9, 40, 600), dtype=np.int16)
+    source = tmp_path / "tomo.mrc"
+    with mrcfile.new(str(source)) as mrc:
+        mrc.set_data(data)
+        mrc.voxel_size = (14.0, 14.0, 14.0)  # 1.4 nm, which float32 * 0.1 gets wrong
+        mrc.header.origin.x, mrc.header.origin.y, mrc.header.origin.z = 100.0, 200.0, 300.0
+    meta = open_volume(source)[1]
+    assert meta.voxel_size == (1.4, 1.4, 1.4) and meta.origin == (30.0, 20.0, 10.0)
+    out = tmp_path / "tomo.ome.zarr"
+    convert_image(source, out, ngff=ngff)  # type: ignore[arg-type]
+    datasets = group_attrs(out)["multiscales"][0]["datasets"]
+    assert datasets[0]["coordinateTransformations"] == [
+        {"type": "scale", "scale": [1.4, 1.4, 1.4]},
+        {"type": "translation", "translation": [30.0, 20.0, 10.0]}]
+    # level 1 (2.8 nm voxels): half a voxel more, so the voxel centres stay in place
+    assert datasets[1]["coordinateTransformations"] == [
+        {"type": "scale", "scale": [2.8, 2.8, 2.8]},
+        {"type": "translation", "translation": [30.7, 20.7, 10.7]}]
+    metadata = (out / ("zarr.json" if ngff == "0.5" else ".zattrs")).read_text()
+    assert "1.4000000000000001" not in metadata and "1.4," in metadata
+    assert open_volume(out)[1].origin == (30.0, 20.0, 10.0)
+    config = export.Config(input=str(out), output="back.mrc")
+    export.run(config, RunContext(workdir=tmp_path))
+    with mrcfile.open(str(tmp_path / "back.mrc")) as mrc:
+        origin = mrc.header.origin
+        assert (float(origin.x), float(origin.y), float(origin.z)) == (100.0, 200.0, 300.0)
+        assert mrc.voxel_size.tolist() == pytest.approx((14.0, 14.0, 14.0))
+        assert np.array_equal(mrc.data, data)

@@ -238,3 +238,57 @@ def test_image_state(tmp_path: Path) -> None:
     plain = tmp_path / "plain.zarr"
     zarr.open_group(str(plain), mode="w").attrs["x"] = 1
     assert omezarr.image_state(plain) == "other"
+
+
+def test_nearest_divisor_and_block_layouts_by_hand() -> None:
+    assert [omezarr.nearest_divisor(n, 64) for n in (192, 96, 97, 8, 64, 200)] == [
+        64, 48, 97, 8, 64, 50]
+    lay = omezarr.block_layout((7, 100, 500, 500), (7, 64, 192, 192), "czyx", ngff="0.5")
+    assert lay == omezarr.Layout((7, 64, 64, 64), (7, 64, 192, 192), (7, 64, 192, 192))
+    # 0.4: the same chunks, no shards; blocks clipped to the volume
+    assert omezarr.block_layout((30, 40, 50), (64, 64, 64), "zyx", ngff="0.4") == \
+        omezarr.Layout((30, 40, 50), None, (30, 40, 50))
+    assert omezarr.block_layout((100, 100, 100), (96, 96, 96), "zyx", ngff="0.5",
+                                chunks=(32, 32, 96)).chunks == (32, 32, 96)
+    # whole-array writes: 0.5 shards are slabs of whole chunks of about SHARD_BYTES
+    big = omezarr.image_layout((1065, 1536, 2048), "zyx", 1, ngff="0.5")
+    assert big.chunks == (64, 64, 64) and big.shards == big.blocks
+    assert big.shards is not None and big.shards[0] == 64
+    assert np.prod(big.shards) <= omezarr.SHARD_BYTES
+    assert all(s % c == 0 for s, c in zip(big.shards, big.chunks, strict=True))
+    small = omezarr.image_layout((1065, 1536, 2048), "zyx", 1, ngff="0.4")
+    assert small.shards is None and np.prod(small.blocks) <= omezarr.READ_BLOCK_BYTES
+    with pytest.raises(Exception, match="not supported"):
+        omezarr.check_ngff("0.6")
+
+
+@pytest.mark.parametrize("ngff", ["0.4", "0.5"])
+def test_standalone_label_image_and_its_source(tmp_path: Path, ngff: str) -> None:
+    labels = np.zeros((6, 40, 300), np.uint8)
+    labels[:, :, 100:] = 2
+    omezarr.write_image(np.ones((6, 40, 300), np.uint8), tmp_path / "img.ome.zarr",
+                        voxel_size=(2, 1, 1), ngff=ngff, origin=(10, 0, 0))
+    path = tmp_path / "seg.ome.zarr"
+    omezarr.write_label_image(labels, path, voxel_size=(2, 1, 1), ngff=ngff,
+                              origin=(10, 0, 0), classes=["bg", "x", "y"],
+                              image=tmp_path / "img.ome.zarr")
+    assert validate(path).model == "ImageLabel"
+    attrs = _zattrs(path)
+    assert attrs["image-label"]["source"] == {"image": "../img.ome.zarr/"}
+    assert omezarr.image_of(path) == (tmp_path / "img.ome.zarr").resolve()
+    assert omezarr.class_names(path) == ["bg", "x", "y"]
+    assert attrs["volseg"]["class_frequencies"] == {"0": 6 * 40 * 100, "2": 6 * 40 * 200}
+    array, meta = open_volume(path)
+    assert meta.kind == "labels" and meta.origin == (10.0, 0.0, 0.0)
+    np.testing.assert_array_equal(array.compute(), labels)
+    assert omezarr.image_state(path) == "complete"
+    # a labels/<name> that is not there names the label image instead
+    with pytest.raises(InputError, match="is itself a label image"):
+        open_volume(path / "labels" / "semantic")
+    # labels need an image to belong to
+    with pytest.raises(InputError, match="not an OME-Zarr image"):
+        omezarr.write_labels(labels, tmp_path / "nothing.ome.zarr", "x")
+    # labels added to an image take its format
+    omezarr.write_labels(labels, tmp_path / "img.ome.zarr", "seg")
+    assert omezarr.group_version(tmp_path / "img.ome.zarr" / "labels" / "seg") == ngff
+    assert validate(tmp_path / "img.ome.zarr").model == "Image"

@@ -16,15 +16,19 @@ import numpy as np
 import pytest
 import zarr
 
+from volseg.io import store
 from volseg.io.store import (
     CLAIM,
     MARKER_DIR,
+    StoreMarkers,
     StoreReport,
     check_alignment,
     completed_chunks,
     forget_chunk,
     is_complete,
+    storage_chunks,
     store_blocks,
+    v2_layout,
 )
 
 SHAPE = (37, 61, 83)
@@ -212,3 +216,74 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path: Path) -> None:
     undisturbed = _target(tmp_path / "u.zarr")
     store_blocks(_source(Counter(), chunks=CHUNKS), undisturbed, description="reference")
     np.testing.assert_array_equal(target[:], undisturbed[:])
+
+
+def _sharded(path: Path, shards: tuple[int, int, int] = CHUNKS) -> zarr.Array:
+    """A zarr v3 array whose storage chunks are shards of 2 x 2 x 2 inner chunks."""
+    inner = tuple(s // 2 for s in shards)
+    return zarr.create_array(str(path), shape=SHAPE, chunks=inner, shards=shards,
+                             dtype=np.uint16, fill_value=0, zarr_format=3)
+
+
+def test_sharded_targets_get_one_task_per_shard(tmp_path: Path) -> None:
+    target = _sharded(tmp_path / "s.zarr")
+    assert storage_chunks(target) == CHUNKS and target.chunks == (5, 8, 10)
+    counter = Counter()
+    report = store_blocks(_source(counter), target, description="sharded")
+    assert report == StoreReport(total_blocks=12, computed_blocks=12, skipped_blocks=0)
+    np.testing.assert_array_equal(target[:], _expected())
+    # markers name shard ranges; a block covering 2 x 2 x 2 shards is one task
+    assert len(completed_chunks(target)) == 80 and is_complete(target)
+    shard_files = [p for p in (tmp_path / "s.zarr" / "c").rglob("*") if p.is_file()]
+    assert len(shard_files) == 80  # one object per shard, not per inner chunk (640)
+    # blocks aligned to the inner chunks but splitting shards are refused
+    with pytest.raises(ValueError, match="split zarr chunks of size 10"):
+        store_blocks(_source(Counter(), chunks=(5, 32, 40)), _sharded(tmp_path / "t.zarr"),
+                     description="x")
+
+
+def test_a_torn_shard_is_rewritten_on_resume(tmp_path: Path) -> None:
+    """A shard half-written by a killed run would fail zarr's checksum on a rewrite."""
+    target = _sharded(tmp_path / "s.zarr")
+    store_blocks(_source(Counter()), target, description="first")
+    shard = tmp_path / "s.zarr" / "c" / "1" / "1" / "2"  # shard (1, 1, 2): block (0, 0, 1)
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])  # torn
+    with pytest.raises(ValueError, match="checksum"):  # what zarr alone would do
+        target[10:20, 16:32, 40:60] = 1
+    assert forget_chunk(target, (1, 1, 2)) == 1  # the kill came before the marker
+    counter = Counter()
+    report = store_blocks(_source(counter), target, description="resume")
+    assert (report.computed_blocks, counter.calls) == (1, 1)
+    np.testing.assert_array_equal(target[:], _expected())
+
+
+def test_markers_live_in_the_array_store_whatever_it_is() -> None:
+    """Markers are keys of the array's own store: a memory store works like a folder."""
+    from zarr.storage import MemoryStore
+
+    store = MemoryStore()
+    target = zarr.create_array(store, shape=SHAPE, chunks=(5, 8, 10), shards=CHUNKS,
+                               dtype=np.uint16, fill_value=0, zarr_format=3)
+    assert v2_layout(target) is None
+    report = store_blocks(_source(Counter()), target, description="memory")
+    assert report.computed_blocks == 12 and is_complete(target)
+    names = StoreMarkers(store, "").names()
+    assert CLAIM in names and "2-4_2-4_4-5" in names and len(names) == 13
+    np.testing.assert_array_equal(target[:], _expected())
+    counter = Counter()
+    assert store_blocks(_source(counter), target, description="again").skipped_blocks == 12
+    assert counter.calls == 0
+
+
+def test_the_direct_v2_switch_writes_the_same_through_zarr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast = _target(tmp_path / "fast.zarr")
+    assert v2_layout(fast) is not None
+    store_blocks(_source(Counter()), fast, description="fast")
+    monkeypatch.setattr(store, "DIRECT_V2", False)
+    slow = _target(tmp_path / "zarr.zarr")
+    assert v2_layout(slow) is None
+    store_blocks(_source(Counter()), slow, description="through zarr")
+    np.testing.assert_array_equal(fast[:], slow[:])
+    np.testing.assert_array_equal(slow[:], _expected())

@@ -143,13 +143,30 @@ def write_n5(array: np.ndarray, directory: Path, *, compression: str = "gzip",
     return root, "raw"
 
 
-def write_ome_zarr(array: np.ndarray, directory: Path) -> Written:
-    """Write ``array`` with volseg's own OME-Zarr writer (voxel size 5 × 4 × 4 nm)."""
-    from volseg.io.omezarr import write_image
+def write_zarr3_sharded(array: np.ndarray, directory: Path) -> Written:
+    """Write ``array`` as a sharded Zarr format 3 array ``sharded.zarr`` (odd shards)."""
+    import zarr
 
-    path = directory / "volume.ome.zarr"
-    write_image(array, path, voxel_size=(5.0, 4.0, 4.0), chunks=(16, 16, 16))
+    path = directory / "sharded.zarr"
+    z = zarr.create_array(str(path), shape=array.shape, chunks=(5, 7, 9), shards=(10, 21, 27),
+                          dtype=array.dtype, zarr_format=3)
+    z[:] = array
     return path, None
+
+
+def write_ome_zarr(array: np.ndarray, directory: Path, ngff: str = "0.5") -> Written:
+    """Write ``array`` with volseg's own OME-Zarr writer (voxel size 5 × 4 × 4 nm)."""
+    from volseg.io.omezarr import check_ngff, write_image
+
+    path = directory / f"volume-{ngff}.ome.zarr"
+    write_image(array, path, voxel_size=(5.0, 4.0, 4.0), chunks=(16, 16, 16),
+                ngff=check_ngff(ngff))
+    return path, None
+
+
+def write_ome_zarr_04(array: np.ndarray, directory: Path) -> Written:
+    """Write ``array`` as NGFF 0.4 (zarr v2) with volseg's writer."""
+    return write_ome_zarr(array, directory, ngff="0.4")
 
 
 WRITERS: dict[str, Callable[[np.ndarray, Path], Written]] = {
@@ -161,8 +178,10 @@ WRITERS: dict[str, Callable[[np.ndarray, Path], Written]] = {
     "npy": write_npy,
     "zarr2": write_zarr2,
     "zarr3": write_zarr3_group,
+    "zarr3-sharded": write_zarr3_sharded,
     "n5": write_n5,
     "ome-zarr": write_ome_zarr,
+    "ome-zarr-0.4": write_ome_zarr_04,
 }
 """Every format, by name; all take a ``uint8`` or ``uint16`` ``(z, y, x)`` array."""
 
