@@ -8,6 +8,7 @@ import shlex
 from collections.abc import Sequence
 from typing import Any
 
+from volseg.options import Options
 from volseg.provenance import provenance
 
 
@@ -111,14 +112,17 @@ def command_line(name: str, positional: Sequence[str], args: argparse.Namespace)
     return shlex.join(parts)
 
 
-def output_attrs(name: str, positional: Sequence[str], args: argparse.Namespace
-                 ) -> dict[str, Any]:
+def output_attrs(name: str, positional: Sequence[str], args: argparse.Namespace,
+                 validated: Options | None = None) -> dict[str, Any]:
     """Return group attributes recording how the command made its output.
 
-    ``positional`` names the attributes of ``args`` that are positional arguments.
+    ``positional`` names the attributes of ``args`` that are positional arguments;
+    ``validated``, the command's options object, completes the recorded config with
+    the defaults of the flags not given.
     """
+    config = {**(validated.to_dict() if validated is not None else {}), **options(args)}
     return {"volseg": provenance(command=command_line(name, positional, args),
-                                 config=options(args))}
+                                 config=config)}
 
 
 def format_bytes(n: float) -> str:
