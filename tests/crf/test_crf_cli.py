@@ -9,7 +9,7 @@ import zarr
 
 from volseg.cli import main
 from volseg.crf import CRFConfig, crf_halo, crf_labels, dense_crf
-from volseg.crf.pipeline import run_crf
+from volseg.crf.pipeline import CRFOptions, run_crf
 from volseg.crf.testing import noisy_phantom as phantom
 from volseg.io import open_volume
 from volseg.io.omezarr import group_attrs, image_state, write_image
@@ -90,8 +90,8 @@ def test_resume_recomputes_only_missing_blocks(inputs, tmp_path):
     out = tmp_path / "r.ome.zarr"
     cfg = CRFConfig(bilateral_weight=0)
     # two local worker processes (the default without a cluster is one per core)
-    first = run_crf(root / "prediction.ome.zarr", None, out, config=cfg, block_size=BLOCK,
-                    processes=2)
+    first = run_crf(root / "prediction.ome.zarr", None, out,
+                    CRFOptions(bilateral_weight=0, block_size=BLOCK, processes=2))
     assert first.report.computed_blocks == first.report.total_blocks == 8
     level0 = out / "labels" / "semantic" / "0"
     arr = zarr.open_array(str(level0), mode="r+")
@@ -105,8 +105,8 @@ def test_resume_recomputes_only_missing_blocks(inputs, tmp_path):
     assert len(markers) >= 8
     markers[0].unlink()
     assert image_state(out / "labels" / "semantic") == "partial"
-    second = run_crf(root / "prediction.ome.zarr", None, out, config=cfg, block_size=BLOCK,
-                     processes=1)
+    second = run_crf(root / "prediction.ome.zarr", None, out,
+                     CRFOptions(bilateral_weight=0, block_size=BLOCK, processes=1))
     assert second.state_before == "partial"
     assert second.report.computed_blocks == 1 and second.report.skipped_blocks == 7
     again = zarr.open_array(str(level0), mode="r")[...].astype(np.int64) + 1

@@ -121,6 +121,8 @@ def output_attrs(name: str, positional: Sequence[str], args: argparse.Namespace,
     the defaults of the flags not given.
     """
     config = {**(validated.to_dict() if validated is not None else {}), **options(args)}
+    config = {k: str(v) if isinstance(v, float) and not math.isfinite(v) else v
+              for k, v in config.items()}  # JSON has no nan
     return {"volseg": provenance(command=command_line(name, positional, args),
                                  config=config)}
 

@@ -30,8 +30,9 @@ from volseg.options import Options
 
 _O = TypeVar("_O", bound=Options)
 
-#: Metavars of three-value flags.
+#: Metavars of three-value flags, and of one number or word.
 ZYX = ("Z", "Y", "X")
+_METAVARS: dict[Any, str] = {int: "N", float: "X", str: "TEXT"}
 
 
 def _strip_none(annotation: Any) -> Any:
@@ -109,7 +110,7 @@ def argument_spec(name: str, field: FieldInfo) -> dict[str, Any]:
         return spec
     scalar = _scalar(annotation)
     if scalar is not None:
-        spec["type"] = scalar
+        spec.update(type=scalar, metavar=_METAVARS[annotation])
         return spec
     if origin is tuple:
         items = get_args(annotation)

@@ -9,10 +9,11 @@ from typing import Any
 import dask.array as da
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from volseg.crf.kernel import compatibility_matrix, dense_crf
 from volseg.errors import ConfigError, InputError
+from volseg.options import Options
 
 __all__ = [
     "BYTES_PER_VOXEL_BASE",
@@ -42,7 +43,7 @@ def check_compatibility(value: float | list[list[float]]) -> float | list[list[f
     return value
 
 
-class CRFConfig(BaseModel):
+class CRFConfig(Options):
     """Parameters of the dense CRF (widths in nanometres), frozen and validated.
 
     Attributes
@@ -60,16 +61,18 @@ class CRFConfig(BaseModel):
         Halo in voxels ``(z, y, x)``; ``None`` derives it with :func:`crf_halo`.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    gaussian_sigma_nm: float = Field(default=10.0, gt=0)
-    gaussian_weight: float = Field(default=3.0, ge=0)
-    bilateral_sigma_nm: float = Field(default=20.0, gt=0)
-    bilateral_intensity: float = Field(default=10.0, gt=0)
-    bilateral_weight: float = Field(default=2.0, ge=0)
-    compatibility: float | list[list[float]] = 1.0
-    iterations: int = Field(default=5, ge=0, le=100)
-    halo: tuple[int, int, int] | None = None
+    gaussian_sigma_nm: float = Field(10.0, gt=0, description="smoothness kernel width in nm")
+    gaussian_weight: float = Field(3.0, ge=0, description="smoothness kernel weight, 0 = off")
+    bilateral_sigma_nm: float = Field(20.0, gt=0, description="bilateral spatial width in nm")
+    bilateral_intensity: float = Field(
+        10.0, gt=0, description="bilateral intensity width in image units")
+    bilateral_weight: float = Field(2.0, ge=0, description="bilateral weight, 0 = off")
+    compatibility: float | list[list[float]] = Field(
+        1.0, description="Potts weight (cost of two different labels) or a C x C cost matrix")
+    iterations: int = Field(5, ge=0, le=100, description="mean-field iterations")
+    halo: tuple[int, int, int] | None = Field(
+        None, description="halo in voxels z y x (default: derived from the kernel widths, "
+                          "weights and iterations)")
 
     @field_validator("compatibility")
     @classmethod
