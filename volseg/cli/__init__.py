@@ -25,6 +25,7 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+from typing import NoReturn
 
 from volseg import __version__
 from volseg.errors import EXIT_USAGE, VolsegError
@@ -56,7 +57,7 @@ def _command_modules(only: str | None = None) -> list[ModuleType]:
 class _Parser(argparse.ArgumentParser):
     """Argument errors exit with status 2 and one line, like every other user error."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"volseg: error: {message} (see `{self.prog} --help`)\n")
 
 

@@ -272,7 +272,7 @@ def choose_block_size(
                 grown = True
         if not grown:
             break
-    return tuple(core)  # type: ignore[return-value]
+    return (core[0], core[1], core[2])
 
 
 def _crf_block(

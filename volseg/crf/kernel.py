@@ -85,8 +85,8 @@ def compatibility_matrix(compatibility: Compatibility, n_classes: int) -> npt.ND
     ConfigError
         If the matrix is not ``C × C`` or not finite.
     """
-    if np.isscalar(compatibility):
-        weight = float(compatibility)  # type: ignore[arg-type]
+    if isinstance(compatibility, (int, float, np.number)):
+        weight = float(compatibility)
         if not np.isfinite(weight):
             raise ConfigError(f"compatibility weight must be finite, got {weight}")
         mu = weight * (1.0 - np.eye(n_classes))

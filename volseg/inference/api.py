@@ -18,7 +18,8 @@ from volseg.inference.blockwise import ModelCall, dense_map, overlap_add
 from volseg.inference.cache import ModelRef, get_model
 from volseg.inference.dense import receptive_field as _receptive_field
 from volseg.inference.options import PredictOptions
-from volseg.inference.predictor import Kind, Predictor, resolve_device
+from volseg.inference.predictor import Predictor, resolve_device
+from volseg.models.registry import Kind
 from volseg.models.spec import ModelSpec, Normalization
 from volseg.options import Options, PositiveSize3
 
