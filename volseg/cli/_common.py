@@ -25,67 +25,6 @@ def add_dataset(parser: argparse.ArgumentParser) -> None:
                         help="dataset inside an HDF5 file, Zarr group or N5 container")
 
 
-def add_chunks(parser: argparse.ArgumentParser, default: str = "64 64 64") -> None:
-    """Add ``--chunks Z Y X`` (positive integers)."""
-    parser.add_argument("--chunks", nargs=3, type=positive_int, metavar=("Z", "Y", "X"),
-                        help=f"output chunk shape in voxels (default {default})")
-
-
-def add_voxel_size(parser: argparse.ArgumentParser) -> None:
-    """Add ``--voxel-size Z Y X`` in nanometres."""
-    parser.add_argument("--voxel-size", nargs=3, type=positive_float, metavar=("Z", "Y", "X"),
-                        help="voxel size in nm (overrides what the input file says)")
-
-
-def _integer(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-
-
-def _finite(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text} must be a finite number")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """``argparse`` type: an integer ≥ 1."""
-    value = _integer(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """``argparse`` type: an integer ≥ 0."""
-    value = _integer(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 0")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """``argparse`` type: a finite number ≥ 0."""
-    value = _finite(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} must be a non-negative number")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """``argparse`` type: a finite number > 0."""
-    value = _finite(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} must be a positive number")
-    return value
-
-
 def options(args: argparse.Namespace) -> dict[str, Any]:
     """Return the parsed options as plain data (internal keys dropped)."""
     return {k: v for k, v in vars(args).items()
