@@ -51,7 +51,7 @@ def test_cli_writes_semantic_labels(inputs, tmp_path, capsys):
     expected = crf_labels(da.from_array(q), da.from_array(image), voxel_size=VOXEL, config=cfg,
                           block_size=BLOCK).compute()
     np.testing.assert_array_equal(got, expected)
-    whole = dense_crf(q, image, voxel_size=VOXEL, **cfg.kernel_kwargs())
+    whole = dense_crf(q, image, cfg, voxel_size=VOXEL)
     assert np.mean(got == whole) >= 0.999
     assert np.mean(got == truth) > np.mean(np.argmax(q, 0) == truth)
     record = group_attrs(out / "labels" / "semantic")["volseg"]
