@@ -41,7 +41,13 @@ def main() -> int:
     import torch
     import zarr
 
-    from volseg.inference.api import logits_to_labels, logits_to_probabilities, predict_logits
+    from volseg.inference.api import (
+        Network,
+        logits_to_labels,
+        logits_to_probabilities,
+        predict_logits,
+    )
+    from volseg.inference.options import PredictOptions
     from volseg.inference.pipeline import quantize
     from volseg.inference.stream import plan_in_order
     from volseg.io.omezarr import block_layout
@@ -57,8 +63,12 @@ def main() -> int:
     x = da.zeros(shape, chunks=block, dtype=np.float32)
     net = torch.nn.Conv3d(1, args.classes, 1)
     t0 = time.perf_counter()
-    logits = predict_logits(x, net, patch_size=tuple(args.patch), device="cpu",
-                            block_size=block, out_channels=args.classes)
+    logits = predict_logits(
+        x,
+        net,
+        PredictOptions(patch_size=tuple(args.patch), device="cpu", block_size=block),
+        network=Network(out_channels=args.classes),
+    )
     t1 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         # NGFF 0.5 layout: one shard per block, 64^3-ish inner chunks

@@ -18,7 +18,13 @@ from monai.inferers import sliding_window_inference
 from torch import nn
 
 from volseg.cli import main
-from volseg.inference import logits_to_labels, logits_to_probabilities, predict_logits
+from volseg.inference import (
+    Network,
+    PredictOptions,
+    logits_to_labels,
+    logits_to_probabilities,
+    predict_logits,
+)
 from volseg.inference.pipeline import output_state, stream_plan
 from volseg.io import open_volume
 from volseg.io.omezarr import group_attrs, image_of
@@ -82,21 +88,21 @@ def test_cli_writes_labels_and_probabilities(inputs: tuple[Path, Path], tmp_path
     assert isinstance(ref, torch.Tensor)
     p_ref = torch.softmax(ref[0], 0).numpy()
     assert np.abs(probs.astype(np.float64) - p_ref * 255).max() <= 0.5 + 1e-3
-    logits = predict_logits(raw, model, overlap=0.5, device="cpu").compute()
+    logits = predict_logits(raw, model, PredictOptions(overlap=0.5, device="cpu")).compute()
     assert np.abs(logits - ref[0].numpy()).max() < 1e-4
     assert np.array_equal(labels, logits_to_labels(logits))
     # metadata: c axis for the probabilities, provenance, an NGFF label image
     attrs = group_attrs(out)
     assert [a["name"] for a in attrs["multiscales"][0]["axes"]] == ["c", "z", "y", "x"]
     assert attrs["volseg"]["predict"]["classes"] == ["bg", "membrane", "mito"]
-    assert [c["label"] for c in attrs["omero"]["channels"]] == ["bg", "membrane", "mito"]
     assert "volseg predict" in attrs["volseg"]["command"]
+    assert [c["label"] for c in attrs["omero"]["channels"]] == ["bg", "membrane", "mito"]
     assert group_attrs(out / "labels")["labels"] == ["semantic"]
     label = group_attrs(out / "labels" / "semantic")["image-label"]
     assert [p["class"] for p in label["properties"]][:3] == ["bg", "membrane", "mito"]
     assert len(label["colors"]) == len(label["properties"])
-    assert output_state(out, "uint8") == "complete"
     assert validate(out).model == "Image" and validate(out / "labels" / "semantic")
+    assert output_state(out, "uint8") == "complete"
 
     # a finished output is refused (exit 2) unless --overwrite
     assert main(argv) == 2
@@ -132,8 +138,10 @@ def test_labels_and_probabilities_come_from_one_graph(tmp_path: Path, zarr_forma
     shape, patch = (12, 17, 15), (6, 6, 6)
     x = np.random.default_rng(1).normal(size=shape).astype(np.float32)
     rec = Recorder()
-    logits = predict_logits(x, rec, patch_size=patch, overlap=0.5, block_size=(5, 6, 7),
-                            out_channels=2, device="cpu")
+    logits = predict_logits(x, rec,
+                            PredictOptions(patch_size=patch, overlap=0.5, block_size=(5, 6, 7),
+                                           device="cpu"),
+                            network=Network(out_channels=2))
     root = zarr.open_group(str(tmp_path / "o.zarr"), mode="w",
                            zarr_format=zarr_format)  # type: ignore[arg-type]
     # zarr v3: one shard per block, inner chunks smaller than it
@@ -159,9 +167,17 @@ def test_labels_and_probabilities_come_from_one_graph(tmp_path: Path, zarr_forma
 
 
 def _markers(path: Path) -> int:
-    """Blocks marked done in the label image (the writer's claim key not counted)."""
-    d = path / "labels" / "semantic" / "0" / ".volseg_done"
-    return len([n for n in os.listdir(d) if n != CLAIM]) if d.is_dir() else 0
+    """Blocks marked done in both outputs (the writer's claim keys not counted).
+
+    One task writes a block of the labels, then of the probabilities, each followed by
+    its marker: a kill between the two leaves the block to redo.
+    """
+    def names(d: Path) -> set[str]:
+        return {n for n in os.listdir(d) if n != CLAIM} if d.is_dir() else set()
+
+    labels = names(path / "labels" / "semantic" / "0" / ".volseg_done")
+    probs = {n.split("_", 1)[1] for n in names(path / "0" / ".volseg_done")}  # drop c range
+    return len(labels & probs)
 
 
 def test_interrupt_and_resume_equals_undisturbed_run(tmp_path: Path,
@@ -236,7 +252,7 @@ def test_nan_in_the_input_is_a_one_line_error(inputs: tuple[Path, Path], tmp_pat
     err = capsys.readouterr().err.strip()
     assert "NaN" in err and "(7, 11, 13)" in err and "\n" not in err
     assert str(image) in err  # names the file
-    assert image_state(out) != "complete"  # no probabilities: out is the label image
+    assert image_state(out / "labels" / "semantic") != "complete"
 
 
 @pytest.mark.parametrize("ngff", ["0.4", "0.5"])
@@ -245,8 +261,8 @@ def test_labels_only_output_is_a_valid_label_image(inputs: tuple[Path, Path], tm
     image, model = inputs
     out = tmp_path / "labels.ome.zarr"
     assert main(["predict", "--model", str(model), "--input", str(image), "--output", str(out),
-                 "--block", "8", "20", "18", "--chunks", "4", "8", "64", "--ngff", ngff,
-                 "--device", "cpu"]) == 0
+                 "--probabilities", "none", "--block", "8", "20", "18",
+                 "--chunks", "4", "8", "64", "--ngff", ngff, "--device", "cpu"]) == 0
     assert validate(out).model == "ImageLabel" and validate(out).version == ngff
     level0 = zarr.open_array(str(out / "0"))
     # chunks: the divisors of the block nearest the request; 0.5: one shard per block

@@ -211,7 +211,7 @@ def test_volseg_run_refuses_a_foreign_output_with_status_2(
 @pytest.mark.parametrize("ngff", ["0.4", "0.5"])
 def test_mrc_origin_and_voxel_size_survive_convert_and_export(tmp_path: Path, ngff: str) -> None:
     """Header origin (100, 200, 300) Å -> NGFF translation (nm) -> the exported header."""
-    from volseg.io.convert import convert_image
+    from volseg.io.convert import ConvertOptions, convert_image
     from volseg.io.omezarr import group_attrs
 
     data = np.random.default_rng(2).integers(0, 200, size=(9, 40, 600), dtype=np.int16)
@@ -223,7 +223,7 @@ def test_mrc_origin_and_voxel_size_survive_convert_and_export(tmp_path: Path, ng
     meta = open_volume(source)[1]
     assert meta.voxel_size == (1.4, 1.4, 1.4) and meta.origin == (30.0, 20.0, 10.0)
     out = tmp_path / "tomo.ome.zarr"
-    convert_image(source, out, ngff=ngff)  # type: ignore[arg-type]
+    convert_image(source, out, ConvertOptions(ngff=ngff))  # type: ignore[arg-type]
     datasets = group_attrs(out)["multiscales"][0]["datasets"]
     assert datasets[0]["coordinateTransformations"] == [
         {"type": "scale", "scale": [1.4, 1.4, 1.4]},

@@ -90,14 +90,14 @@ def _open_in_napari(command: list[str]) -> Any:
 
 
 def _label_colours(layer: Any) -> dict[int, tuple[int, ...]]:
-    return {int(k): tuple(int(round(float(v) * 255)) for v in rgba)
+    return {int(k): tuple(round(float(v) * 255) for v in rgba)
             for k, rgba in layer.colormap.color_dict.items() if k is not None}
 
 
 def test_napari_opens_the_products_with_names_colours_and_nm_scale(
     demo: tuple[Path, dict[str, Any]]
 ) -> None:
-    out, preview = demo
+    _, preview = demo
     viewer = _open_in_napari(preview["napari"])
     layers = {layer.name: layer for layer in viewer.layers}
     for layer in layers.values():  # every layer in nanometres, 5 nm voxels

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from volseg.cli import _common
+from volseg.cli._options import add_options, parse_options
 from volseg.errors import InputError
+from volseg.io.convert import ConvertOptions
 
 if TYPE_CHECKING:
     from volseg.io.convert import ConvertResult
@@ -49,11 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output", nargs="?",
                         help="output OME-Zarr group, e.g. image.ome.zarr (omit with "
                              "--labels-of)")
-    _common.add_chunks(parser, default="64 64 64; 1 256 256 for a single section; in "
-                                       "NGFF 0.5 the inner chunks of the shards")
-    _common.add_ngff(parser)
-    _common.add_voxel_size(parser)
-    _common.add_dataset(parser)
+    add_options(parser, ConvertOptions, metavars={"dataset": "NAME"})
     parser.add_argument("--labels", action="store_true",
                         help="the input is a label volume: write an NGFF label image")
     parser.add_argument("--labels-of", metavar="IMAGE",
@@ -64,8 +62,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="OLD=NEW", type=_value_pair,
                         help="labels: map a raw value to a class id, e.g. --map 255=1 "
                              "(repeatable; values not listed are kept)")
-    parser.add_argument("--no-pyramid", action="store_true",
-                        help="write level 0 only (no downsampled levels)")
     _common.add_overwrite(parser)
 
 
@@ -81,11 +77,7 @@ def _value_pair(text: str) -> tuple[int, int]:
 
 def run(args: argparse.Namespace) -> int:
     """Convert and print a short summary; return the exit status."""
-    from volseg.io.convert import (  # heavy: import when used
-        convert_image,
-        convert_label_image,
-        convert_labels,
-    )
+    from volseg.io.convert import convert_image, convert_label_image, convert_labels
 
     labels = bool(args.labels or args.labels_of)
     if args.values and not labels:
@@ -94,24 +86,22 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give either OUTPUT or --labels-of IMAGE, not both")
     if not args.labels_of and not args.output:
         raise InputError("missing OUTPUT: give an output path such as image.ome.zarr")
-    common = {
-        "dataset": args.dataset, "chunks": args.chunks, "voxel_size": args.voxel_size,
-        "overwrite": args.overwrite, "pyramid": not args.no_pyramid,
-    }
-    attrs = _common.output_attrs(NAME, ["input", "output"], args)
+    options = parse_options(ConvertOptions, args)
+    attrs = _common.output_attrs(NAME, ["input", "output"], args, options)
+    values = dict(args.values) or None
     if args.labels_of:
         image = Path(args.labels_of)
         if not image.exists():
             raise InputError(f"{image} does not exist; convert the image first or drop "
                              f"--labels-of")
-        result = convert_labels(args.input, image, args.name, attrs=attrs,
-                                values=dict(args.values) or None, **common)
+        result = convert_labels(args.input, image, args.name, options, values=values,
+                                overwrite=args.overwrite, attrs=attrs)
     elif labels:
-        result = convert_label_image(args.input, args.output, attrs=attrs,
-                                     values=dict(args.values) or None, ngff=args.ngff,
-                                     **common)
+        result = convert_label_image(args.input, args.output, options, values=values,
+                                     overwrite=args.overwrite, attrs=attrs)
     else:
-        result = convert_image(args.input, args.output, attrs=attrs, ngff=args.ngff, **common)
+        result = convert_image(args.input, args.output, options, overwrite=args.overwrite,
+                               attrs=attrs)
     print(summary(result))
     return 0
 

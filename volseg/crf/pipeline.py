@@ -3,9 +3,13 @@
 The output ``O`` (e.g. ``crf.ome.zarr``) is a standalone NGFF label image (uint8
 class ids, mode pyramid) with the class names and colours of the probabilities and
 ``image-label.source`` pointing to the image, so it validates and opens in viewers
-beside the image.  Shared by the ``crf`` workflow stage and the ``volseg crf``
-command; the only place of :mod:`volseg.crf` that touches files (through
-:mod:`volseg.io`).
+beside the image.
+
+:class:`CRFOptions` is the one options object of the operation: the kernel parameters
+(:class:`volseg.crf.CRFConfig`) plus how the volume is cut into blocks and computed.
+:func:`run_crf` takes it whole, the ``crf`` workflow stage's config is it plus the
+paths, and ``volseg crf``'s flags are generated from it.  This is the only place of
+:mod:`volseg.crf` that touches files (through :mod:`volseg.io`).
 """
 
 from __future__ import annotations
@@ -16,16 +20,68 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask
 import numpy as np
+from pydantic import Field
 
 from volseg.crf.blockwise import CRFConfig, block_bytes, crf_halo, crf_labels
 from volseg.errors import InputError, OutputExistsError
 from volseg.io import StoreReport, omezarr, open_volume, store_blocks
+from volseg.ngff import DEFAULT_NGFF, Ngff
+from volseg.options import PositiveSize3, VoxelSize3, options_of
 
-__all__ = ["CRFRunResult", "crf_output_state", "default_processes", "run_crf"]
+if TYPE_CHECKING:
+    from distributed import Client
+
+__all__ = ["CRFOptions", "CRFRunResult", "crf_output_state", "default_processes", "run_crf"]
+
+
+class CRFOptions(CRFConfig):
+    """The options of a CRF run: kernel parameters, blocks, voxel size, processes, pyramid.
+
+    Attributes
+    ----------
+    block_size
+        Core block size ``(z, y, x)`` (the shards in NGFF 0.5); ``None`` chooses it from
+        ``memory_budget_mib``.
+    memory_budget_mib
+        Memory per block (per worker) when ``block_size`` is ``None``.
+    voxel_size
+        ``(z, y, x)`` nm; default: the probabilities', else the image's.
+    processes
+        Without a cluster: compute the blocks on this many local worker processes
+        (``None``: dask's ``num_workers`` setting, else all cores; 1: the threaded
+        scheduler).  pydensecrf2 holds the GIL during inference, so threads would run
+        the CRF of one block at a time; each process holds one block at a time, so
+        peak memory is about ``processes ×`` the per-block estimate.
+    pyramid
+        Also write the downsampled levels.
+    ngff
+        OME-Zarr version written: ``"0.5"`` (zarr v3, one shard per block) or ``"0.4"``.
+    chunks
+        ``(z, y, x)`` zarr chunks (0.5: inner chunks), the divisors of the block nearest
+        these (default 64³).
+
+    See :class:`volseg.crf.CRFConfig` for the kernel parameters (widths in nm).
+    """
+
+    block_size: PositiveSize3 | None = Field(
+        None, description="block size z y x in voxels (default: from the memory budget)")
+    memory_budget_mib: int = Field(2048, ge=16, description="memory per block in MiB when "
+                                                            "no block size is given")
+    voxel_size: VoxelSize3 | None = Field(
+        None, description="voxel size z y x in nm (default: the inputs')")
+    processes: int | None = Field(
+        None, ge=1, description="local worker processes without a cluster (default: all "
+                                "cores; pydensecrf2 holds the GIL)")
+    pyramid: bool = Field(True, description="write the downsampled levels")
+    ngff: Ngff = Field(DEFAULT_NGFF, description="OME-NGFF version written: 0.5 = zarr v3 "
+                                                 "with one shard per block, 0.4 = zarr v2")
+    chunks: PositiveSize3 | None = Field(
+        None, description="chunks z y x, the divisors of the block nearest these (default "
+                          "64 64 64; in NGFF 0.5 the inner chunks of the shards)")
 
 
 @dataclass(frozen=True)
@@ -66,18 +122,6 @@ def crf_output_state(output: str | Path) -> str:
     return omezarr.image_state(Path(output))
 
 
-def _voxel_size(
-    given: Sequence[float] | None, *metas: Any
-) -> tuple[float, float, float]:
-    for candidate in (given, *(m.voxel_size for m in metas if m is not None)):
-        if candidate is not None:
-            vs = tuple(float(v) for v in candidate)
-            return (vs[0], vs[1], vs[2])
-    raise InputError(
-        "the probabilities and image have no voxel size; pass --voxel-size Z Y X (nm)"
-    )
-
-
 def _class_names(probabilities: str | Path, n_classes: int, record: Mapping[str, Any]
                  ) -> list[str] | None:
     """The class names of the probability channels (``None``: not recorded)."""
@@ -90,6 +134,18 @@ def _class_names(probabilities: str | Path, n_classes: int, record: Mapping[str,
     return [str(n) for n in names] if names and len(names) == n_classes else None
 
 
+def _voxel_size(
+    given: Sequence[float] | None, *metas: Any
+) -> tuple[float, float, float]:
+    for candidate in (given, *(m.voxel_size for m in metas if m is not None)):
+        if candidate is not None:
+            vs = tuple(float(v) for v in candidate)
+            return (vs[0], vs[1], vs[2])
+    raise InputError(
+        "the probabilities and image have no voxel size; pass --voxel-size Z Y X (nm)"
+    )
+
+
 def default_processes() -> int:
     """Worker processes for a CRF without a cluster: dask's ``num_workers`` or all cores."""
     configured = dask.config.get("num_workers", None)
@@ -97,7 +153,7 @@ def default_processes() -> int:
 
 
 @contextlib.contextmanager
-def _scheduler(client: Any, processes: int | None) -> Iterator[None]:
+def _scheduler(client: Client | None, processes: int | None) -> Iterator[None]:
     """Run on local worker processes when there is no cluster (the kernel holds the GIL)."""
     n = default_processes() if processes is None else int(processes)
     if client is not None or n <= 1:
@@ -111,18 +167,11 @@ def run_crf(
     probabilities: str | Path,
     image: str | Path | None,
     output: str | Path,
+    options: CRFOptions | None = None,
     *,
-    config: CRFConfig,
-    voxel_size: Sequence[float] | None = None,
-    block_size: Sequence[int] | None = None,
-    memory_budget: int = 2 * 1024**3,
     overwrite: bool = False,
     attrs: Mapping[str, Any] | None = None,
-    client: Any = None,
-    processes: int | None = None,
-    pyramid: bool = True,
-    ngff: str | None = None,
-    chunks: Sequence[int] | None = None,
+    client: Client | None = None,
 ) -> CRFRunResult:
     """Run the blockwise dense CRF and write the label image ``output`` (uint8).
 
@@ -136,15 +185,9 @@ def run_crf(
         bilateral weight is 0.
     output
         The output label image (e.g. ``crf.ome.zarr``), with a mode pyramid.
-    config
-        CRF parameters.
-    voxel_size
-        ``(z, y, x)`` nm; default: from the probabilities, else from the image.
-    block_size
-        Core block size (the shards in NGFF 0.5); ``None`` chooses it from
-        ``memory_budget``.
-    memory_budget
-        Bytes per block (per worker thread) when ``block_size`` is ``None``.
+    options
+        Kernel parameters, blocks, voxel size, processes and pyramid
+        (:class:`CRFOptions`, used whole; default: its defaults).
     overwrite
         Replace an existing output; otherwise a complete output is refused and a
         partial one (an interrupted run) resumed.
@@ -153,19 +196,6 @@ def run_crf(
         are added under ``volseg.crf``.
     client
         Optional ``distributed.Client``.
-    processes
-        Without a client: compute the blocks on this many local worker processes
-        (``None``: dask's ``num_workers`` setting, else all cores; 1: the threaded
-        scheduler). pydensecrf2 holds the GIL during inference, so threads would run
-        the CRF of one block at a time; each process holds one block at a time, so
-        peak memory is about ``processes ×`` the per-block estimate.
-    pyramid
-        Also write the downsampled levels.
-    ngff
-        ``"0.5"`` or ``"0.4"`` (default :data:`volseg.io.omezarr.DEFAULT_NGFF`).
-    chunks
-        ``(z, y, x)`` chunks (inner chunks in 0.5); see
-        :func:`volseg.io.omezarr.block_layout`.
 
     Raises
     ------
@@ -175,8 +205,9 @@ def run_crf(
         If the inputs are missing or do not fit together.
     """
     start = time.perf_counter()
+    config = options or CRFOptions()
+    voxel_size = config.voxel_size
     output = Path(output)
-    version = omezarr.check_ngff(ngff or omezarr.DEFAULT_NGFF)
     state = crf_output_state(output)
     if not overwrite and state in ("complete", "other"):
         raise OutputExistsError(f"{output} exists; pass --overwrite to replace it")
@@ -209,7 +240,7 @@ def run_crf(
     n_classes = int(probs.shape[0])
     lazy = crf_labels(
         probs, img if config.bilateral_weight > 0 else None, voxel_size=vs, config=config,
-        block_size=block_size, memory_budget=memory_budget,
+        block_size=config.block_size, memory_budget=config.memory_budget_mib * 2**20,
     )
     halo = crf_halo(config, voxel_size=vs)
     core = (int(lazy.chunks[0][0]), int(lazy.chunks[1][0]), int(lazy.chunks[2][0]))
@@ -219,7 +250,8 @@ def run_crf(
     record = dict(all_attrs.get("volseg") or {})
     record["crf"] = {
         "probabilities": str(probabilities), "image": None if image is None else str(image),
-        "config": config.model_dump(mode="json"), "voxel_size_nm": list(vs),
+        "config": options_of(CRFConfig, config).to_dict(),
+        "voxel_size_nm": list(vs),
         "halo": list(halo), "block_size": list(core), "block_peak_bytes_estimate": peak,
     }
     # keep class names (and the ignore id) of the probabilities for later stages
@@ -233,18 +265,19 @@ def run_crf(
         record.setdefault("class_names", names)
     all_attrs["volseg"] = record
     shape = (int(lazy.shape[0]), int(lazy.shape[1]), int(lazy.shape[2]))
-    layout = omezarr.block_layout(shape, core, ("z", "y", "x"), ngff=version, chunks=chunks)
+    layout = omezarr.block_layout(shape, core, ("z", "y", "x"), ngff=config.ngff,
+                                  chunks=config.chunks)
     belongs_to = (omezarr.image_of(image) if image is not None else None) or omezarr.image_of(
         probabilities)
     target = omezarr.create_label_image(
         output, shape=shape, dtype=np.uint8, chunks=layout.chunks, shards=layout.shards,
-        voxel_size=vs, overwrite=overwrite, attrs=all_attrs, origin=pmeta.origin, ngff=version,
-        classes=names, ignore_id=record.get("ignore_id"), image=belongs_to,
+        voxel_size=vs, overwrite=overwrite, attrs=all_attrs, origin=pmeta.origin,
+        ngff=config.ngff, classes=names, ignore_id=record.get("ignore_id"), image=belongs_to,
     )
-    with _scheduler(client, processes):
+    with _scheduler(client, config.processes):
         report = store_blocks(lazy, target, description="dense CRF", client=client,
                               overwrite=overwrite)
-    if pyramid:
+    if config.pyramid:
         omezarr.write_pyramid(output, method="mode", client=client, overwrite=overwrite)
     return CRFRunResult(
         output=output, shape=shape, n_classes=n_classes,

@@ -19,31 +19,36 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import dask.array as da
 import numpy as np
 import zarr
 
-from volseg.errors import ConfigError, InputError, OutputExistsError
+from volseg.errors import InputError, OutputExistsError
 from volseg.inference.api import (
-    default_block_size,
+    Network,
+    geometry,
     logits_to_labels,
     logits_to_probabilities,
     model_ref,
     predict_logits,
 )
+from volseg.inference.options import PROBABILITY_DTYPES, PredictOptions
 from volseg.inference.stream import compute_in_order
 
 if TYPE_CHECKING:
+    from distributed import Client
+
     from volseg.io.store import WritePlan
 
+__all__ = ["LABEL_NAME", "PROBABILITY_DTYPES", "PredictResult", "labels_path", "output_state",
+           "quantize", "run_predict", "stream_plan"]
+
 LABEL_NAME = "semantic"
-ProbabilityDtype = Literal["none", "uint8", "float16", "float32"]
-PROBABILITY_DTYPES: tuple[str, ...] = ("none", "uint8", "float16", "float32")
 
 
 @dataclass(frozen=True)
@@ -189,23 +194,11 @@ def run_predict(
     model: str | os.PathLike[str],
     image: str | os.PathLike[str],
     output: str | os.PathLike[str],
+    options: PredictOptions | None = None,
     *,
-    patch_size: Sequence[int] | None = None,
-    overlap: float = 0.25,
-    blend: str = "gaussian",
-    sigma_scale: float = 0.125,
-    batch_size: int = 4,
-    device: str = "auto",
-    precision: str = "fp32",
-    probabilities: str = "uint8",
-    tta: bool = False,
-    block_size: Sequence[int] | None = None,
     overwrite: bool = False,
     attrs: Mapping[str, Any] | None = None,
-    client: Any = None,
-    pyramid: bool = True,
-    ngff: str | None = None,
-    chunks: Sequence[int] | None = None,
+    client: Client | None = None,
 ) -> PredictResult:
     """Predict a volume with a model file and write labels (and probabilities) as OME-Zarr.
 
@@ -219,15 +212,16 @@ def run_predict(
         OME-Zarr image).
     output
         The output group: the probability image ``output`` (``c, z, y, x``) with its
-        label image ``output/labels/semantic`` (uint8), or, with
-        ``probabilities="none"``, ``output`` as a standalone label image.
-    patch_size, overlap, blend, sigma_scale, batch_size, device, precision, tta
-        See :func:`volseg.inference.predict_logits`.
-    probabilities
-        ``"none"``, ``"uint8"`` (``round(255 p)``), ``"float16"`` or ``"float32"``.
-    block_size
-        Blocks ``(z, y, x)`` (default :func:`volseg.inference.default_block_size`):
-        the shards in NGFF 0.5, whole multiples of the chunks in 0.4.
+        label image ``output/labels/semantic`` (uint8), or, when
+        ``options.probabilities`` is ``"none"``, ``output`` as a standalone label image.
+    options
+        The prediction's options (:class:`volseg.inference.PredictOptions`), used
+        whole: the sliding window (see :func:`volseg.inference.predict_logits`),
+        ``probabilities`` (``"none"``, ``"uint8"`` = ``round(255 p)``, ``"float16"``,
+        ``"float32"``), ``pyramid`` (also write the downsampled levels), ``ngff``
+        (``"0.5"``: zarr v3, one shard per block; ``"0.4"``: zarr v2) and ``chunks``
+        (the divisors of the block nearest to these, default 64³:
+        :func:`volseg.io.omezarr.block_layout`).
     overwrite
         Replace existing outputs; otherwise a complete output raises
         :class:`OutputExistsError` and a partial one is resumed.
@@ -235,15 +229,6 @@ def run_predict(
         Extra group attributes (provenance under ``"volseg"``).
     client
         A ``distributed.Client`` or ``None`` (local threads).
-    pyramid
-        Also write the downsampled levels.
-    ngff
-        ``"0.5"`` (zarr v3, one shard per block) or ``"0.4"`` (zarr v2); default
-        :data:`volseg.io.omezarr.DEFAULT_NGFF`.
-    chunks
-        ``(z, y, x)`` chunks (0.5: inner chunks of the shards); the divisors of the
-        block nearest to these (default 64³) are used
-        (:func:`volseg.io.omezarr.block_layout`).
 
     Raises
     ------
@@ -259,10 +244,8 @@ def run_predict(
     from volseg.models import read_spec
 
     start = time.perf_counter()
-    if probabilities not in PROBABILITY_DTYPES:
-        raise ConfigError(f"probabilities must be one of {PROBABILITY_DTYPES}, got "
-                          f"{probabilities!r}")
-    version = omezarr.check_ngff(ngff or omezarr.DEFAULT_NGFF)
+    options = options or PredictOptions()
+    probabilities = options.probabilities
     out = Path(output)
     state = output_state(out, probabilities)
     if not overwrite and state in ("complete", "other"):
@@ -275,41 +258,38 @@ def run_predict(
             arr.ndim == 3 and spec.in_channels != 1):
         raise InputError(f"{image}: the model expects {spec.in_channels} image channel(s), "
                          f"got an array of shape {tuple(arr.shape)}")
-    shape = tuple(int(n) for n in arr.shape[-3:])
-    patch = tuple(int(p) for p in (patch_size or spec.patch_size))
-    block = tuple(int(b) for b in (
-        block_size or default_block_size(shape, patch, spec.kind, overlap)))
-    block = tuple(max(1, min(b, n)) for b, n in zip(block, shape, strict=True))
-    logits = predict_logits(
-        arr, model, patch_size=patch, overlap=overlap, blend=blend, sigma_scale=sigma_scale,
-        batch_size=batch_size, device=device, precision=precision, tta=tta,
-        block_size=block, source=str(image))
+    shape = (int(arr.shape[-3]), int(arr.shape[-2]), int(arr.shape[-1]))
+    network = Network.from_spec(spec)
+    patch, block = geometry(shape, options, network)
+    window = options.model_copy(update={"patch_size": patch, "block_size": block})
+    logits = predict_logits(arr, model, window, network=network, source=str(image))
     nclass = int(logits.shape[0])
-    classes = [str(c) for c in spec.classes]
     record = dict((attrs or {}).get("volseg") or {})
+    classes = [str(c) for c in spec.classes]
     record["predict"] = {
         "model": str(model), "image": str(image), "classes": classes,
-        "kind": spec.kind, "patch_size": list(patch), "overlap": overlap, "blend": blend,
-        "sigma_scale": sigma_scale, "tta": tta, "precision": precision,
-        "block_size": list(block), "probabilities": probabilities, "ngff": version,
+        "kind": spec.kind, "patch_size": list(patch), "overlap": options.overlap,
+        "blend": options.blend, "sigma_scale": options.sigma_scale, "tta": options.tta,
+        "precision": options.precision, "block_size": list(block),
+        "probabilities": probabilities, "ngff": options.ngff,
     }
     record["class_names"] = classes
     if spec.ignore_id is not None:
         record["ignore_id"] = int(spec.ignore_id)
     group_attrs = {**dict(attrs or {}), "volseg": record}
-    vs, origin = meta.voxel_size, meta.origin
-    ignore_id = spec.ignore_id
-    lab_layout = omezarr.block_layout(shape, block, ("z", "y", "x"), ngff=version,
-                                      chunks=chunks)
+    vs, origin, ngff, ignore_id = meta.voxel_size, meta.origin, options.ngff, spec.ignore_id
+    lab_layout = omezarr.block_layout(shape, block, ("z", "y", "x"), ngff=ngff,
+                                      chunks=options.chunks)
     pairs: list[tuple[da.Array, zarr.Array]] = []
     prob_path = None
     if probabilities != "none":
         prob_layout = omezarr.block_layout((nclass, *shape), (nclass, *block),
-                                           ("c", "z", "y", "x"), ngff=version, chunks=chunks)
+                                           ("c", "z", "y", "x"), ngff=ngff,
+                                           chunks=options.chunks)
         ptarget = omezarr.create_image(
             out, shape=(nclass, *shape), dtype=probabilities, chunks=prob_layout.chunks,
             shards=prob_layout.shards, voxel_size=vs, axes=("c", "z", "y", "x"),
-            overwrite=overwrite, attrs=group_attrs, origin=origin, ngff=version,
+            overwrite=overwrite, attrs=group_attrs, origin=origin, ngff=ngff,
             channel_names=classes)
         pairs.append((quantize(logits_to_probabilities(logits), probabilities), ptarget))
         prob_path = out
@@ -321,18 +301,18 @@ def run_predict(
         ltarget = omezarr.create_label_image(
             out, shape=shape, dtype=np.uint8, chunks=lab_layout.chunks,
             shards=lab_layout.shards, voxel_size=vs, overwrite=overwrite, attrs=group_attrs,
-            origin=origin, ngff=version, image=omezarr.image_of(Path(image)), classes=classes,
+            origin=origin, ngff=ngff, image=omezarr.image_of(Path(image)), classes=classes,
             ignore_id=ignore_id)
     pairs.insert(0, (logits_to_labels(logits), ltarget))
     t0 = time.perf_counter()
     if client is None:  # local threads share this process's cache: load it up front
-        get_model(model_ref(model, spec.kind), resolve_device(device))
+        get_model(model_ref(model, spec.kind), resolve_device(options.device))
     t1 = time.perf_counter()
     report = store_arrays(pairs, description="predict", client=client, overwrite=overwrite,
                           executor=stream_plan)
     t2 = time.perf_counter()
     labels = labels_path(out, probabilities)
-    if pyramid:
+    if options.pyramid:
         omezarr.write_pyramid(labels, method="mode", client=client, overwrite=overwrite)
         if prob_path is not None:
             omezarr.write_pyramid(prob_path, method="mean", client=client, overwrite=overwrite)
@@ -341,8 +321,8 @@ def run_predict(
     computed_voxels = computed / max(total, 1) * float(np.prod(shape))
     return PredictResult(
         output=out, labels=labels, probabilities=prob_path,
-        shape=shape, classes=tuple(spec.classes), patch_size=patch,  # type: ignore[arg-type]
-        block_size=block, total_blocks=total, computed_blocks=computed,  # type: ignore[arg-type]
+        shape=shape, classes=tuple(spec.classes), patch_size=patch,
+        block_size=block, total_blocks=total, computed_blocks=computed,
         skipped_blocks=total - computed, seconds=time.perf_counter() - start,
         model_seconds=t1 - t0, block_seconds=t2 - t1, pyramid_seconds=t3 - t2,
         voxels_per_second=computed_voxels / (t2 - t1) if computed else 0.0,

@@ -4,28 +4,86 @@ The output ``O`` (e.g. ``instances.ome.zarr``) is a standalone NGFF label image 
 object ids (uint32, or uint64 when needed) without colours or properties — viewers
 colour ids themselves, and the per-object table is a file beside it (recorded under
 ``volseg.instances.table``) — with ``image-label.source`` pointing to the image the
-semantic labels belong to.  Shared by the ``instances`` workflow stage and the
-``volseg instances`` command; the only place of :mod:`volseg.instances` that touches
-files (through :mod:`volseg.io`).
+semantic labels belong to.
+
+:class:`InstanceOptions` is the operation's one options object: :func:`run_instances`
+takes it whole, the ``instances`` workflow stage's config is it plus the paths, and
+``volseg instances``'s flags are generated from it.  This is the only place of
+:mod:`volseg.instances` that touches files (through :mod:`volseg.io`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, field_validator
 
 from volseg.errors import InputError, OutputExistsError
 from volseg.instances.blockwise import label_instances
 from volseg.instances.table import write_table
 from volseg.io import StoreReport, omezarr, open_volume, store_blocks
+from volseg.ngff import DEFAULT_NGFF, Ngff
+from volseg.options import Options, PositiveSize3, VoxelSize3
 
-__all__ = ["DEFAULT_BLOCK", "InstancesRunResult", "instances_output_state", "run_instances"]
+if TYPE_CHECKING:
+    from distributed import Client
+
+__all__ = ["DEFAULT_BLOCK", "InstanceOptions", "InstancesRunResult", "instances_output_state",
+           "run_instances"]
 
 #: Default block size (the shards in NGFF 0.5).
 DEFAULT_BLOCK = (128, 128, 128)
+
+
+class InstanceOptions(Options):
+    """Which classes become objects, how they connect, and how the volume is cut.
+
+    Attributes
+    ----------
+    classes
+        Class ids whose connected components become objects.
+    connectivity
+        6 (faces), 18 (+ edges) or 26 (+ corners).
+    min_size
+        Objects with fewer voxels are dropped (0 keeps all).
+    block_size
+        Block size ``(z, y, x)`` (the shards in NGFF 0.5).
+    voxel_size
+        ``(z, y, x)`` nm for the centroids; default: the labels'.
+    pyramid
+        Also write the downsampled levels (mode).
+    ngff
+        OME-Zarr version written: ``"0.5"`` (zarr v3, one shard per block) or ``"0.4"``.
+    chunks
+        ``(z, y, x)`` zarr chunks (0.5: inner chunks), the divisors of the block nearest
+        these (default 64³).
+    """
+
+    classes: list[int] = Field(min_length=1, description="class ids whose connected "
+                                                         "components become objects")
+    connectivity: Literal[6, 18, 26] = Field(26, description="6 (faces), 18 (+edges) or 26 "
+                                                             "(+corners)")
+    min_size: int = Field(0, ge=0, description="drop objects with fewer voxels (0: keep all)")
+    block_size: PositiveSize3 = Field(DEFAULT_BLOCK, description="block size z y x in voxels")
+    voxel_size: VoxelSize3 | None = Field(
+        None, description="voxel size z y x in nm (default: the labels')")
+    pyramid: bool = Field(True, description="write the downsampled levels")
+    ngff: Ngff = Field(DEFAULT_NGFF, description="OME-NGFF version written: 0.5 = zarr v3 "
+                                                 "with one shard per block, 0.4 = zarr v2")
+    chunks: PositiveSize3 | None = Field(
+        None, description="chunks z y x, the divisors of the block nearest these (default "
+                          "64 64 64; in NGFF 0.5 the inner chunks of the shards)")
+
+    @field_validator("classes")
+    @classmethod
+    def _ids(cls, value: list[int]) -> list[int]:
+        if any(not 0 <= c <= 65534 for c in value):
+            raise ValueError("class ids must be in 0..65534")
+        return value
 
 
 @dataclass(frozen=True)
@@ -79,19 +137,12 @@ def _image_of(labels: str | Path) -> Path | None:
 def run_instances(
     labels: str | Path,
     output: str | Path,
+    options: InstanceOptions,
     *,
-    classes: Sequence[int],
-    connectivity: int = 26,
-    min_size: int = 0,
     table: str | Path | None = None,
-    block_size: Sequence[int] | None = None,
-    voxel_size: Sequence[float] | None = None,
     overwrite: bool = False,
     attrs: Mapping[str, Any] | None = None,
-    client: Any = None,
-    pyramid: bool = True,
-    ngff: str | None = None,
-    chunks: Sequence[int] | None = None,
+    client: Client | None = None,
 ) -> InstancesRunResult:
     """Label objects blockwise and write the label image ``output`` and the table.
 
@@ -101,14 +152,12 @@ def run_instances(
         Semantic labels ``(z, y, x)``, e.g. ``crf.ome.zarr``.
     output
         Output label image (e.g. ``instances.ome.zarr``).
-    classes, connectivity, min_size
-        See :func:`volseg.instances.label_instances`.
+    options
+        Classes, connectivity, minimum size, blocks, voxel size, pyramid, format and
+        chunks (:class:`InstanceOptions`, used whole; see
+        :func:`volseg.instances.label_instances`).
     table
         Object table path (``.csv``; ``.parquet`` with pyarrow), or ``None``.
-    block_size
-        Block size ``(z, y, x)``; default 128³ (the shards in NGFF 0.5).
-    voxel_size
-        ``(z, y, x)`` nm for the centroids; default: the input's.
     overwrite
         Replace existing outputs. Otherwise a complete output is refused and a
         partial one resumed (the first pass is recomputed — it is deterministic —
@@ -117,14 +166,9 @@ def run_instances(
         Group attributes (provenance under ``"volseg"``).
     client
         Optional ``distributed.Client``.
-    pyramid
-        Also write the downsampled levels (mode).
-    ngff, chunks
-        Output format and ``(z, y, x)`` chunks (see :func:`volseg.io.omezarr.block_layout`).
     """
     start = time.perf_counter()
     output = Path(output)
-    version = omezarr.check_ngff(ngff or omezarr.DEFAULT_NGFF)
     table_path = None if table is None else Path(table)
     state = instances_output_state(output)
     if not overwrite:
@@ -135,11 +179,10 @@ def run_instances(
     sem, meta = open_volume(labels)
     if sem.ndim != 3:
         raise InputError(f"{labels}: semantic labels must be z, y, x, got {sem.ndim} axes")
-    vs_in = voxel_size if voxel_size is not None else meta.voxel_size
+    vs_in = options.voxel_size if options.voxel_size is not None else meta.voxel_size
     vs = None if vs_in is None else tuple(float(v) for v in vs_in)
-    block = tuple(int(b) for b in (block_size or DEFAULT_BLOCK))
-    if len(block) != 3 or min(block) < 1:
-        raise InputError(f"block size must be three positive integers, got {block}")
+    block = options.block_size
+    classes, connectivity, min_size = options.classes, options.connectivity, options.min_size
     shape = tuple(int(s) for s in sem.shape)
     result = label_instances(
         sem, classes=classes, connectivity=connectivity, min_size=min_size,
@@ -155,15 +198,16 @@ def run_instances(
         "block_size": list(block),
     }
     all_attrs["volseg"] = record
-    layout = omezarr.block_layout(shape, block, ("z", "y", "x"), ngff=version, chunks=chunks)
+    layout = omezarr.block_layout(shape, block, ("z", "y", "x"), ngff=options.ngff,
+                                  chunks=options.chunks)
     target = omezarr.create_label_image(
         output, shape=shape, dtype=result.labels.dtype, chunks=layout.chunks,
         shards=layout.shards, voxel_size=vs, overwrite=overwrite, attrs=all_attrs,
-        origin=meta.origin, ngff=version, image=_image_of(labels),
+        origin=meta.origin, ngff=options.ngff, image=_image_of(labels),
     )
-    report = store_blocks(result.labels.rechunk(layout.blocks), target,
-                          description="instances: relabel", client=client, overwrite=overwrite)
-    if pyramid:
+    report = store_blocks(result.labels, target, description="instances: relabel",
+                          client=client, overwrite=overwrite)  # blocks = shards
+    if options.pyramid:
         omezarr.write_pyramid(output, method="mode", client=client, overwrite=overwrite)
     if table_path is not None:
         # on a resume the table is recomputed identically, so replacing it is safe

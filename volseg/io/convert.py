@@ -1,5 +1,8 @@
 """Converting any readable volume into OME-Zarr: shared by ``volseg convert`` and the stage.
 
+:class:`ConvertOptions` is the operation's one options object (the ``convert`` stage's
+config is it plus the paths; ``volseg convert``'s flags are generated from it).
+
 The input is opened in blocks aligned to the output's storage chunks — one chunk
 deep in ``z`` and as wide in ``y, x`` as :data:`volseg.io.omezarr.READ_BLOCK_BYTES`
 (0.4) or :data:`volseg.io.omezarr.SHARD_BYTES` (0.5, one shard per block) allows —
@@ -14,18 +17,55 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import dask.array as da
 import numpy as np
 import zarr
+from pydantic import Field
 
 from volseg.errors import InputError, OutputExistsError
 from volseg.io import omezarr
 from volseg.io.readers import VolumeMeta, open_volume
 from volseg.io.store import StoreReport, store_blocks
+from volseg.ngff import DEFAULT_NGFF, Ngff
+from volseg.options import Options, PositiveSize3, VoxelSize3
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 State = Literal["absent", "partial", "complete", "other"]
+
+
+class ConvertOptions(Options):
+    """How a volume is read and written as OME-Zarr.
+
+    Attributes
+    ----------
+    dataset
+        Dataset inside an HDF5 file / Zarr group / N5 container.
+    chunks
+        ``(z, y, x)`` zarr chunks, the inner chunks of the shards in NGFF 0.5 (default
+        :func:`volseg.io.omezarr.default_chunks`).
+    voxel_size
+        ``(z, y, x)`` nm; overrides what the file says (labels: the image's).
+    pyramid
+        Build the downsampled levels.
+    ngff
+        ``"0.5"`` (zarr v3, sharded) or ``"0.4"`` (zarr v2).  Labels added to an
+        existing image take the image's version.
+    """
+
+    dataset: str | None = Field(None, description="dataset inside an HDF5 file, Zarr group "
+                                                  "or N5 container")
+    chunks: PositiveSize3 | None = Field(
+        None, description="output chunk shape z y x in voxels (default 64 64 64; 1 256 256 "
+                          "for a single section; in NGFF 0.5 the inner chunks of the shards)")
+    voxel_size: VoxelSize3 | None = Field(
+        None, description="voxel size z y x in nm (overrides what the input file says)")
+    pyramid: bool = Field(True, description="write the downsampled levels")
+    ngff: Ngff = Field(DEFAULT_NGFF, description="OME-NGFF version written: 0.5 = zarr v3 "
+                                                 "with shards, 0.4 = zarr v2")
 
 
 @dataclass(frozen=True)
@@ -66,7 +106,7 @@ class ConvertResult:
     seconds: float
     overwritten: bool = False
     shards: tuple[int, ...] | None = None
-    ngff: str = omezarr.DEFAULT_NGFF
+    ngff: str = DEFAULT_NGFF
 
     @property
     def resumed(self) -> bool:
@@ -125,7 +165,7 @@ def _voxel(voxel_size: Sequence[float] | None, meta: VolumeMeta
 
 
 def _open_aligned(source: Path, dataset: str | None, chunks: Sequence[int] | None,
-                  ngff: omezarr.Ngff, level: int = 0
+                  ngff: Ngff, level: int = 0
                   ) -> tuple[Any, VolumeMeta, omezarr.Layout]:
     """Open ``source`` in writer blocks aligned to the output's storage chunks."""
     probe, meta = open_volume(source, dataset=dataset, level=level)
@@ -136,10 +176,9 @@ def _open_aligned(source: Path, dataset: str | None, chunks: Sequence[int] | Non
 
 
 def convert_image(
-    source: str | Path, output: str | Path, *, dataset: str | None = None,
-    chunks: Sequence[int] | None = None, voxel_size: Sequence[float] | None = None,
-    overwrite: bool = False, attrs: Mapping[str, Any] | None = None, pyramid: bool = True,
-    client: Any = None, ngff: omezarr.Ngff = omezarr.DEFAULT_NGFF,
+    source: str | Path, output: str | Path, options: ConvertOptions | None = None, *,
+    overwrite: bool = False, attrs: Mapping[str, Any] | None = None,
+    client: Client | None = None,
 ) -> ConvertResult:
     """Convert ``source`` into the OME-Zarr image ``output`` (resuming a partial one).
 
@@ -149,24 +188,16 @@ def convert_image(
         Anything :func:`volseg.io.open_volume` reads.
     output
         The image group to write.
-    dataset
-        Dataset inside an HDF5 file / Zarr group / N5 container.
-    chunks
-        ``(z, y, x)`` zarr chunks, the inner chunks of the shards in NGFF 0.5 (default
-        :func:`volseg.io.omezarr.default_chunks`).
-    voxel_size
-        ``(z, y, x)`` nm; overrides what the file says.
+    options
+        Dataset, chunks, voxel size, pyramid and NGFF version (:class:`ConvertOptions`,
+        used whole).  The input's origin (MRC header, OME-Zarr translation) becomes the
+        output's translation.
     overwrite
         Replace an existing output.
     attrs
         Group attributes (provenance under ``"volseg"``).
-    pyramid
-        Build the downsampled levels.
     client
         Optional ``distributed.Client``.
-    ngff
-        ``"0.5"`` (zarr v3, sharded) or ``"0.4"`` (zarr v2).  The input's origin (MRC
-        header, OME-Zarr translation) becomes the output's translation.
 
     Raises
     ------
@@ -174,17 +205,18 @@ def convert_image(
         For unreadable inputs and outputs that exist without ``overwrite``.
     """
     start = time.perf_counter()
+    options = options or ConvertOptions()
     source, output = Path(source), Path(output)
-    array, meta, layout = _open_aligned(source, dataset, chunks, omezarr.check_ngff(ngff))
+    array, meta, layout = _open_aligned(source, options.dataset, options.chunks, options.ngff)
     state = check_output(output, overwrite, inputs=[source])
-    vs = _voxel(voxel_size, meta)
+    vs = _voxel(options.voxel_size, meta)
     target = omezarr.create_image(
         output, shape=array.shape, dtype=array.dtype, chunks=layout.chunks,
         shards=layout.shards, voxel_size=vs, axes=meta.axes, overwrite=overwrite,
-        attrs=attrs, origin=meta.origin, ngff=ngff)
+        attrs=attrs, origin=meta.origin, ngff=options.ngff)
     report = store_blocks(array, target, description=f"converting {source.name}",
                           client=client)
-    if pyramid:
+    if options.pyramid:
         omezarr.write_pyramid(output, method="mean", client=client)
     return _result(output, target, vs, state, report, start, overwrite)
 
@@ -213,7 +245,7 @@ def remap_labels(array: da.Array, values: Mapping[int, int]) -> da.Array:
 
 
 def _label_source(source: Path, dataset: str | None, chunks: Sequence[int] | None,
-                  ngff: omezarr.Ngff, values: Mapping[int, int] | None
+                  ngff: Ngff, values: Mapping[int, int] | None
                   ) -> tuple[da.Array, VolumeMeta, omezarr.Layout]:
     array, meta, layout = _open_aligned(source, dataset, chunks, ngff)
     if array.ndim != 3 or not (np.issubdtype(array.dtype, np.integer) or
@@ -233,48 +265,48 @@ def _check_name(name: str) -> None:
 
 
 def convert_labels(
-    source: str | Path, image: str | Path, name: str, *, dataset: str | None = None,
-    chunks: Sequence[int] | None = None, voxel_size: Sequence[float] | None = None,
-    overwrite: bool = False, attrs: Mapping[str, Any] | None = None, pyramid: bool = True,
-    client: Any = None, values: Mapping[int, int] | None = None,
+    source: str | Path, image: str | Path, name: str, options: ConvertOptions | None = None,
+    *, values: Mapping[int, int] | None = None, overwrite: bool = False,
+    attrs: Mapping[str, Any] | None = None, client: Client | None = None,
     classes: Sequence[str] | None = None, ignore_id: int | None = None,
 ) -> ConvertResult:
     """Convert ``source`` into the NGFF label image ``image/labels/<name>``.
 
-    ``image`` must be an OME-Zarr image; the labels take its format, must have its
-    shape and take its voxel size and origin unless ``voxel_size`` is given.
-    ``values`` maps raw label values to class ids (e.g. ``{255: 1}`` for a 0/255
-    mask); values not listed are kept.  ``classes`` / ``ignore_id`` name the ids
-    (``image-label`` colours and properties).  Other parameters as for
-    :func:`convert_image`.
+    ``image`` must be an OME-Zarr image; the labels take its format (not
+    ``options.ngff``), must have its shape and take its voxel size and origin unless
+    ``options.voxel_size`` is given.  ``values`` maps raw label values to class ids
+    (e.g. ``{255: 1}`` for a 0/255 mask); values not listed are kept.  ``classes`` /
+    ``ignore_id`` name the ids (``image-label`` colours and properties).  Other
+    parameters as for :func:`convert_image`.
     """
     start = time.perf_counter()
+    options = options or ConvertOptions()
     source, image = Path(source), Path(image)
     _check_name(name)
     if not image.exists() or "multiscales" not in omezarr.group_attrs(image):
         raise InputError(f"{image} is not an OME-Zarr image; convert the image first, or "
                          f"write the labels as their own label image (--labels OUTPUT)")
-    ngff = omezarr.group_version(image) or omezarr.DEFAULT_NGFF
-    array, meta, layout = _label_source(source, dataset, chunks, ngff, values)
+    ngff = omezarr.group_version(image) or DEFAULT_NGFF
+    array, meta, layout = _label_source(source, options.dataset, options.chunks, ngff, values)
     image_vs = _image_voxel(image, array.shape, source)
     output = image / "labels" / name
     state = check_output(output, overwrite, inputs=[source])
+    voxel_size = options.voxel_size
     vs = _voxel(voxel_size, meta) if voxel_size is not None else (image_vs or meta.voxel_size)
     target = omezarr.create_labels(
         image, name, shape=array.shape, dtype=array.dtype, chunks=layout.chunks,
         shards=layout.shards, voxel_size=vs, overwrite=overwrite, attrs=attrs,
         classes=classes, ignore_id=ignore_id)
-    report = _fill_labels(array, target, output, source, pyramid, client)
+    report = _fill_labels(array, target, output, source, options.pyramid, client)
     return _result(output, target, vs, state, report, start, overwrite)
 
 
 def convert_label_image(
-    source: str | Path, output: str | Path, *, dataset: str | None = None,
-    chunks: Sequence[int] | None = None, voxel_size: Sequence[float] | None = None,
-    overwrite: bool = False, attrs: Mapping[str, Any] | None = None, pyramid: bool = True,
-    client: Any = None, values: Mapping[int, int] | None = None,
+    source: str | Path, output: str | Path, options: ConvertOptions | None = None, *,
+    values: Mapping[int, int] | None = None, overwrite: bool = False,
+    attrs: Mapping[str, Any] | None = None, client: Client | None = None,
     classes: Sequence[str] | None = None, ignore_id: int | None = None,
-    ngff: omezarr.Ngff = omezarr.DEFAULT_NGFF, image: str | Path | None = None,
+    image: str | Path | None = None,
 ) -> ConvertResult:
     """Convert ``source`` into the standalone label image ``output``.
 
@@ -282,21 +314,23 @@ def convert_label_image(
     Other parameters as for :func:`convert_labels` and :func:`convert_image`.
     """
     start = time.perf_counter()
+    options = options or ConvertOptions()
     source, output = Path(source), Path(output)
-    array, meta, layout = _label_source(source, dataset, chunks, omezarr.check_ngff(ngff),
+    array, meta, layout = _label_source(source, options.dataset, options.chunks, options.ngff,
                                         values)
     state = check_output(output, overwrite, inputs=[source])
-    vs = _voxel(voxel_size, meta)
+    vs = _voxel(options.voxel_size, meta)
     target = omezarr.create_label_image(
         output, shape=array.shape, dtype=array.dtype, chunks=layout.chunks,
         shards=layout.shards, voxel_size=vs, overwrite=overwrite, attrs=attrs,
-        origin=meta.origin, ngff=ngff, classes=classes, ignore_id=ignore_id, image=image)
-    report = _fill_labels(array, target, output, source, pyramid, client)
+        origin=meta.origin, ngff=options.ngff, classes=classes, ignore_id=ignore_id,
+        image=image)
+    report = _fill_labels(array, target, output, source, options.pyramid, client)
     return _result(output, target, vs, state, report, start, overwrite)
 
 
 def _fill_labels(array: da.Array, target: zarr.Array, output: Path, source: Path,
-                 pyramid: bool, client: Any) -> StoreReport:
+                 pyramid: bool, client: Client | None) -> StoreReport:
     report = store_blocks(array, target, description=f"converting {source.name}",
                           client=client)
     if np.dtype(array.dtype) == np.uint8:
@@ -329,4 +363,4 @@ def _result(output: Path, target: zarr.Array, vs: tuple[float, float, float] | N
         report=report, seconds=time.perf_counter() - start,
         overwritten=overwrite and state != "absent",
         shards=None if target.shards is None else tuple(target.shards),
-        ngff=omezarr.group_version(output) or omezarr.DEFAULT_NGFF)
+        ngff=omezarr.group_version(output) or DEFAULT_NGFF)

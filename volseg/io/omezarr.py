@@ -1,4 +1,7 @@
-"""The OME-Zarr writer (NGFF 0.4 and 0.5), and the metadata helpers that readers share.
+"""The OME-Zarr writer (NGFF 0.4 and 0.5): images, label images, pyramids, resume.
+
+The metadata it writes and readers parse lives in :mod:`volseg.io.multiscales`, the
+chunk and shard shapes in :mod:`volseg.io.layout`; both are re-exported here.
 
 Layout and choices
 ------------------
@@ -53,518 +56,83 @@ take the image's format.
 from __future__ import annotations
 
 import math
-import os
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import dask.array as da
 import numcodecs
 import numpy as np
 import zarr
 
-from volseg.colors import hex_colour, label_table
 from volseg.errors import ConfigError, InputError, OutputExistsError
 from volseg.io import pyramid
+from volseg.io.layout import (
+    DEFAULT_CHUNK_2D,
+    DEFAULT_CHUNK_3D,
+    READ_BLOCK_BYTES,
+    SHARD_BYTES,
+    Layout,
+    block_layout,
+    default_axes,
+    default_chunks,
+    image_layout,
+    level_layout,
+    nearest_divisor,
+    spatial_chunks,
+    writer_chunks,
+)
+from volseg.io.multiscales import (
+    NGFF_VERSION,
+    UNIT,
+    Level,
+    Multiscales,
+    PathLike,
+    VoxelSize,
+    check_ngff,
+    class_names,
+    clean_number,
+    group_attrs,
+    group_version,
+    image_of,
+    is_ome_zarr,
+    label_metadata,
+    label_names,
+    multiscales_metadata,
+    omero_metadata,
+    read_multiscales,
+    source_path,
+    write_ome,
+)
 from volseg.io.store import claim, is_claimed, is_complete, storage_chunks, store_blocks
 from volseg.ngff import DEFAULT_NGFF, NGFF_VERSIONS, Ngff
 
-NGFF_VERSION = "0.4"
-"""Assumed version of a 0.4-style group whose metadata does not say."""
-UNIT = "nanometer"
-DEFAULT_CHUNK_3D = 64
-DEFAULT_CHUNK_2D = 256
+if TYPE_CHECKING:
+    from distributed import Client
+
+__all__ = [  # the writer, and the layout and metadata names it re-exports for its callers
+    "COMPRESSOR", "DEFAULT_CHUNK_2D", "DEFAULT_CHUNK_3D", "DEFAULT_NGFF", "NGFF_VERSION",
+    "NGFF_VERSIONS", "READ_BLOCK_BYTES", "SHARD_BYTES", "UNIT", "Layout", "Level",
+    "Multiscales", "Ngff", "PathLike", "VoxelSize", "block_layout", "check_ngff",
+    "class_frequencies", "class_names", "clean_number", "create_image", "create_label_image",
+    "create_labels", "default_axes", "default_chunks", "group_attrs", "group_version",
+    "image_layout", "image_of", "image_state", "is_ome_zarr", "label_metadata",
+    "label_names", "nearest_divisor", "omero_metadata", "read_multiscales", "source_path",
+    "spatial_chunks", "store_class_frequencies", "write_image", "write_label_image",
+    "write_labels", "write_pyramid", "writer_chunks",
+]
+
 COMPRESSOR = numcodecs.Blosc(cname="zstd", clevel=1, shuffle=numcodecs.Blosc.SHUFFLE)
 """Zarr v2 compressor.  Level 1: on EM images and uint8 probabilities it compresses as
 well as level 3 or better, 1.1x to 10x faster (Blosc's zstd levels 2-5 search long
 matches for no gain)."""
-READ_BLOCK_BYTES = 64 * 2**20
-"""Target size of the dask blocks that feed the writer (bounded memory per task)."""
-SHARD_BYTES = 16 * 2**20
-"""Target size of the shards of whole-array writes (0.5): each pyramid task reads 8."""
-
-_UNIT_TO_NM = {
-    "angstrom": 0.1, "picometer": 1e-3, "nanometer": 1.0, "micrometer": 1e3,
-    "micron": 1e3, "millimeter": 1e6, "centimeter": 1e7, "meter": 1e9,
-}
-
-VoxelSize = tuple[float, float, float]
-PathLike = str | Path
-
-
-def check_ngff(version: str) -> Ngff:
-    """Return ``version`` if volseg writes it, else raise :class:`ConfigError`."""
-    for known in NGFF_VERSIONS:
-        if version == known:
-            return known
-    raise ConfigError(f"NGFF version {version!r} is not supported; choose one of "
-                      f"{', '.join(NGFF_VERSIONS)}")
 
 
 def _compressor_v3() -> Any:
     from zarr.codecs import BloscCodec
 
     return BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")
-
-
-def clean_number(value: float) -> float:
-    """Return ``value`` rounded to 12 significant digits (drops binary float noise).
-
-    >>> clean_number(14.0 * 0.1)
-    1.4
-    """
-    return float(f"{float(value):.12g}")
-
-
-# --------------------------------------------------------------------------- metadata
-
-
-@dataclass(frozen=True)
-class Level:
-    """One level of a multiscale image as described by its metadata."""
-
-    path: str
-    shape: tuple[int, ...]
-    scale: tuple[float, ...]
-    translation: tuple[float, ...] | None
-
-
-@dataclass(frozen=True)
-class Multiscales:
-    """The parsed ``multiscales`` metadata of an OME-Zarr image or label group.
-
-    Attributes
-    ----------
-    axes
-        Axis names, e.g. ``("z", "y", "x")``.
-    units
-        Unit of each axis (``None`` when not given).
-    levels
-        The levels, finest first, with scales and translations converted to
-        nanometres for space axes that state a unit.
-    kind
-        ``"labels"`` for a group with ``image-label`` metadata, else ``"image"``.
-    version
-        The NGFF version string.
-    attrs
-        All group attributes (OME metadata flattened for 0.5 groups).
-    """
-
-    axes: tuple[str, ...]
-    units: tuple[str | None, ...]
-    levels: tuple[Level, ...]
-    kind: Literal["image", "labels"]
-    version: str
-    attrs: dict[str, Any]
-
-    @property
-    def voxel_size(self) -> VoxelSize | None:
-        """Voxel size ``(z, y, x)`` in nm of level 0 (``None`` if no axis has a unit)."""
-        return self.level_voxel_size(0)
-
-    def level_voxel_size(self, level: int) -> VoxelSize | None:
-        """Voxel size ``(z, y, x)`` in nm of ``level`` (``None`` if no space unit)."""
-        if all(self.units[i] is None for i, a in enumerate(self.axes) if a in "zyx"):
-            return None
-        scale = dict(zip(self.axes, self.levels[level].scale, strict=True))
-        y, x = scale.get("y", 1.0), scale.get("x", 1.0)
-        return (float(scale.get("z", y)), float(y), float(x))
-
-    @property
-    def origin(self) -> VoxelSize | None:
-        """Position ``(z, y, x)`` of the first voxel's centre of level 0 (``None``: 0)."""
-        return self.level_origin(0)
-
-    def level_origin(self, level: int) -> VoxelSize | None:
-        """Position ``(z, y, x)`` of the first voxel's centre of ``level`` (``None``: 0)."""
-        trans = self.levels[level].translation
-        if trans is None:
-            return None
-        shift = dict(zip(self.axes, trans, strict=True))
-        out = (float(shift.get("z", 0.0)), float(shift.get("y", 0.0)),
-               float(shift.get("x", 0.0)))
-        return None if not any(out) else out
-
-
-def group_attrs(path: PathLike) -> dict[str, Any]:
-    """Return the attributes of the Zarr group at ``path`` (0.5 ``ome`` key flattened)."""
-    group = zarr.open_group(str(path), mode="r")
-    attrs = dict(group.attrs)
-    ome = attrs.get("ome")
-    if isinstance(ome, Mapping):
-        attrs = {**attrs, **ome}
-    return attrs
-
-
-def group_version(path: PathLike) -> Ngff | None:
-    """Return the NGFF version a volseg writer uses for the group at ``path`` (or None).
-
-    Zarr format 3 groups are 0.5, format 2 groups 0.4; ``None`` when there is no group.
-    """
-    try:
-        group = zarr.open_group(str(path), mode="r")
-    except (OSError, zarr.errors.GroupNotFoundError, ValueError, TypeError):
-        return None
-    return "0.5" if group.metadata.zarr_format == 3 else "0.4"
-
-
-def _to_nm(value: float, unit: str | None) -> float:
-    return clean_number(value * _UNIT_TO_NM.get(unit, 1.0)) if unit else value
-
-
-def read_multiscales(path: PathLike) -> Multiscales:
-    """Parse the first ``multiscales`` entry of the OME-Zarr group at ``path``.
-
-    Raises
-    ------
-    InputError
-        If the group has no (or malformed) multiscales metadata.
-    """
-    path = Path(path)
-    attrs = group_attrs(path)
-    entries = attrs.get("multiscales")
-    if not entries:
-        raise InputError(f"{path} is a Zarr group without OME-Zarr 'multiscales' metadata; "
-                         f"pass one of its arrays as the input instead")
-    try:
-        ms = entries[0]
-        axes_meta = [a if isinstance(a, Mapping) else {"name": a} for a in ms["axes"]]
-        axes = tuple(str(a["name"]) for a in axes_meta)
-        units = tuple(a.get("unit") for a in axes_meta)
-        global_scale = _transform(ms.get("coordinateTransformations"), "scale", len(axes))
-        global_shift = _transform(ms.get("coordinateTransformations"), "translation", len(axes))
-        group = zarr.open_group(str(path), mode="r")
-        levels = []
-        for ds in ms["datasets"]:
-            arr = group[ds["path"]]
-            if not isinstance(arr, zarr.Array):
-                raise ValueError(f"dataset {ds['path']!r} is not an array")
-            transforms = ds.get("coordinateTransformations")
-            scale = _transform(transforms, "scale", len(axes)) or (1.0,) * len(axes)
-            trans = _transform(transforms, "translation", len(axes))
-            gscale = global_scale or (1.0,) * len(axes)
-            scale_nm = tuple(_to_nm(s * g, u) for s, g, u in zip(scale, gscale, units,
-                                                                 strict=True))
-            if global_shift is not None:  # global transforms apply after the dataset's
-                trans = tuple(t * g + s for t, g, s in zip(
-                    trans or (0.0,) * len(axes), gscale, global_shift, strict=True))
-            trans_nm = None if trans is None else tuple(
-                _to_nm(t, u) for t, u in zip(trans, units, strict=True))
-            levels.append(Level(str(ds["path"]), tuple(arr.shape), scale_nm, trans_nm))
-    except (KeyError, IndexError, TypeError, ValueError) as exc:
-        raise InputError(f"{path} has malformed OME-Zarr multiscales metadata ({exc}); "
-                         f"rewrite it with `volseg convert`") from None
-    kind: Literal["image", "labels"] = "labels" if "image-label" in attrs else "image"
-    version = str(ms.get("version") or attrs.get("version") or NGFF_VERSION)
-    return Multiscales(axes, units, tuple(levels), kind, version, attrs)
-
-
-def _transform(transforms: Any, kind: str, ndim: int) -> tuple[float, ...] | None:
-    for t in transforms or ():
-        if t.get("type") == kind and kind in t:
-            values = tuple(float(v) for v in t[kind])
-            if len(values) != ndim:
-                raise ValueError(f"{kind} has {len(values)} values for {ndim} axes")
-            return values
-    return None
-
-
-def is_ome_zarr(path: PathLike) -> bool:
-    """Return whether ``path`` is a Zarr group with multiscales or labels metadata."""
-    try:
-        attrs = group_attrs(path)
-    except (OSError, zarr.errors.GroupNotFoundError, ValueError, TypeError):
-        return False
-    return "multiscales" in attrs or "labels" in attrs
-
-
-def label_names(image_path: PathLike) -> list[str]:
-    """Return the names of the label images listed in ``image_path/labels``."""
-    try:
-        return [str(n) for n in _as_list(group_attrs(Path(image_path) / "labels").get("labels"))]
-    except (OSError, zarr.errors.GroupNotFoundError, ValueError, TypeError):
-        return []
-
-
-def class_names(path: PathLike) -> list[str] | None:
-    """Return the class names of an OME-Zarr image or label group (``None``: unknown).
-
-    Looked up in ``volseg.class_names``, the ``image-label`` ``properties`` and the
-    ``omero`` channel labels, in that order.
-    """
-    attrs = group_attrs(path)
-    volseg = attrs.get("volseg")
-    if isinstance(volseg, Mapping) and isinstance(volseg.get("class_names"), list):
-        return [str(n) for n in volseg["class_names"]]
-    label = attrs.get("image-label")
-    if isinstance(label, Mapping) and isinstance(label.get("properties"), list):
-        props = {int(p["label-value"]): p for p in label["properties"]
-                 if isinstance(p, Mapping) and "label-value" in p and "class" in p
-                 and not p.get("ignore")}
-        if props and sorted(props) == list(range(len(props))):
-            return [str(props[i]["class"]) for i in range(len(props))]
-    omero = attrs.get("omero")
-    if isinstance(omero, Mapping) and isinstance(omero.get("channels"), list):
-        names = [c.get("label") for c in omero["channels"] if isinstance(c, Mapping)]
-        if names and all(isinstance(n, str) for n in names):
-            return [str(n) for n in names]
-    return None
-
-
-def _as_list(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, (list, tuple)) else []
-
-
-def _axes_metadata(axes: Sequence[str], unit: str | None) -> list[dict[str, str]]:
-    out = []
-    for name in axes:
-        if name == "c":
-            out.append({"name": "c", "type": "channel"})
-        elif name == "t":
-            out.append({"name": "t", "type": "time"})
-        else:
-            entry = {"name": name, "type": "space"}
-            if unit:
-                entry["unit"] = unit
-            out.append(entry)
-    return out
-
-
-def _dataset_metadata(path: str, scale: Sequence[float], base: Sequence[float],
-                      origin: Sequence[float]) -> dict[str, Any]:
-    transforms: list[dict[str, Any]] = [
-        {"type": "scale", "scale": [clean_number(s) for s in scale]}]
-    shift = [o + (s - b) / 2 for s, b, o in zip(scale, base, origin, strict=True)]
-    if any(shift):
-        transforms.append({"type": "translation",
-                           "translation": [clean_number(t) for t in shift]})
-    return {"path": path, "coordinateTransformations": transforms}
-
-
-def _multiscales_metadata(
-    name: str, axes: Sequence[str], scales: Sequence[Sequence[float]], unit: str | None,
-    method: str, ngff: Ngff, origin: Sequence[float] | None = None,
-) -> list[dict[str, Any]]:
-    shift = tuple(origin) if origin is not None else (0.0,) * len(axes)
-    entry: dict[str, Any] = {"version": ngff} if ngff == "0.4" else {}
-    entry.update({
-        "name": name,
-        "axes": _axes_metadata(axes, unit),
-        "datasets": [_dataset_metadata(str(i), s, scales[0], shift)
-                     for i, s in enumerate(scales)],
-        "type": method,
-        "metadata": {"method": f"volseg.io.pyramid.reduce_{method}", "factor": 2},
-    })
-    return [entry]
-
-
-def label_metadata(
-    *, classes: Sequence[str] | None = None, ignore_id: int | None = None,
-    source: str | None = "../../", ngff: Ngff = DEFAULT_NGFF,
-) -> dict[str, Any]:
-    """Return the ``image-label`` metadata of a label image.
-
-    Parameters
-    ----------
-    classes
-        Class names in id order: ``colors`` and ``properties`` (``class``) for every
-        id, from :func:`volseg.colors.label_table`.  ``None`` (instance ids): neither.
-    ignore_id
-        The "not annotated" id: transparent, ``class: not annotated``, ``ignore: true``.
-    source
-        Relative path from the label group to the image it belongs to (``None``:
-        not stated).
-    ngff
-        Format version.
-    """
-    meta: dict[str, Any] = {"version": ngff} if ngff == "0.4" else {}
-    if source is not None:
-        meta["source"] = {"image": source}
-    if classes is not None:
-        table = label_table(list(classes), ignore_id)
-        meta["colors"] = [{"label-value": i, "rgba": list(rgba)} for i, _, rgba in table]
-        meta["properties"] = [
-            {"label-value": i, "class": name, **({"ignore": True} if i == ignore_id else {})}
-            for i, name, _ in table]
-    return meta
-
-
-def omero_metadata(names: Sequence[str], dtype: Any) -> dict[str, Any]:
-    """Return ``omero`` channel metadata for class probabilities: names, colours, windows."""
-    top = 255.0 if np.dtype(dtype) == np.uint8 else 1.0
-    window = {"min": 0.0, "max": top, "start": 0.0, "end": top}
-    return {"channels": [{"label": str(n), "color": hex_colour(i), "active": True,
-                          "coefficient": 1.0, "family": "linear", "inverted": False,
-                          "window": dict(window)} for i, n in enumerate(names)],
-            "rdefs": {"model": "color"}}
-
-
-def source_path(label_group: PathLike, image_group: PathLike | None) -> str | None:
-    """Return the relative path from ``label_group`` to ``image_group`` (``/``-separated).
-
-    ``None`` when there is no image or the path cannot be made relative.
-    """
-    if image_group is None:
-        return None
-    try:
-        rel = os.path.relpath(Path(image_group).resolve(), Path(label_group).resolve())
-    except ValueError:
-        return None
-    return Path(rel).as_posix() + "/"
-
-
-def _write_ome(group: zarr.Group, ngff: Ngff, meta: Mapping[str, Any]) -> None:
-    """Merge NGFF metadata into the group's attributes (under ``ome`` for 0.5)."""
-    if ngff == "0.4":
-        group.attrs.update(dict(meta))
-        return
-    previous = group.attrs.get("ome")
-    ome = dict(previous) if isinstance(previous, Mapping) else {}
-    ome.update(dict(meta))
-    ome["version"] = "0.5"
-    group.attrs["ome"] = ome
-
-
-# --------------------------------------------------------------------------- geometry
-
-
-def default_axes(ndim: int) -> tuple[str, ...]:
-    """Return the default axes for an array of ``ndim`` dimensions (3: zyx, 4: czyx)."""
-    if ndim == 3:
-        return ("z", "y", "x")
-    if ndim == 4:
-        return ("c", "z", "y", "x")
-    raise ValueError(f"volumes are 3-D (z, y, x) or 4-D (c, z, y, x), got {ndim} dimensions")
-
-
-def default_chunks(shape: Sequence[int], axes: Sequence[str]) -> tuple[int, ...]:
-    """Return the default chunk shape: 64³ (1 × 256² for one section), ``c`` whole."""
-    sizes = dict(zip(axes, shape, strict=True))
-    flat = sizes.get("z", 1) == 1
-    chunks = []
-    for name, n in zip(axes, shape, strict=True):
-        if name in ("c", "t"):
-            chunks.append(n if name == "c" else 1)
-        elif name == "z" and flat:
-            chunks.append(1)
-        else:
-            chunks.append(min(n, DEFAULT_CHUNK_2D if flat else DEFAULT_CHUNK_3D))
-    return tuple(max(1, c) for c in chunks)
-
-
-def spatial_chunks(shape: Sequence[int], axes: Sequence[str],
-                   chunks: Sequence[int] | None) -> tuple[int, ...]:
-    """Return full chunks from ``z, y, x`` chunks (``None``: defaults); ``c`` whole."""
-    if chunks is None:
-        return default_chunks(shape, axes)
-    spatial = [int(c) for c in chunks]
-    if len(spatial) != 3 or min(spatial) < 1:
-        raise InputError(f"chunks must be three positive integers (z y x), got {tuple(chunks)}")
-    lead = [int(n) for n in shape[:len(shape) - 3]]
-    return tuple(min(c, n) for c, n in zip([*lead, *spatial], shape, strict=True))
-
-
-def nearest_divisor(n: int, target: int) -> int:
-    """Return the divisor of ``n`` closest to ``target`` by ratio (ties: the smaller).
-
-    >>> nearest_divisor(192, 64), nearest_divisor(96, 64), nearest_divisor(97, 64)
-    (64, 48, 97)
-    """
-    n, target = max(1, int(n)), max(1, int(target))
-    divisors = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
-    divisors += [n // d for d in divisors]
-    return min(sorted(set(divisors)), key=lambda d: abs(math.log(d / target)))
-
-
-@dataclass(frozen=True)
-class Layout:
-    """How an array is stored: chunks, shards and the dask blocks that write it.
-
-    Attributes
-    ----------
-    chunks
-        Zarr chunks (0.4) or the inner chunks of each shard (0.5).
-    shards
-        Shard shape (0.5), ``None`` for unsharded arrays.
-    blocks
-        Dask block shape that feeds the writer: whole storage chunks (shards).
-    """
-
-    chunks: tuple[int, ...]
-    shards: tuple[int, ...] | None
-    blocks: tuple[int, ...]
-
-
-def block_layout(
-    shape: Sequence[int], block: Sequence[int], axes: Sequence[str], *, ngff: Ngff,
-    chunks: Sequence[int] | None = None,
-) -> Layout:
-    """Return the layout of an output written in blocks of ``block`` (all axes).
-
-    0.5: one shard per block, inner chunks the divisors of the block nearest to
-    ``chunks`` (``z, y, x``; default :func:`default_chunks`).  0.4: those chunks.
-
-    >>> block_layout((7, 100, 500, 500), (7, 64, 192, 192), "czyx", ngff="0.5")
-    Layout(chunks=(7, 64, 64, 64), shards=(7, 64, 192, 192), blocks=(7, 64, 192, 192))
-    """
-    check_ngff(ngff)
-    full = tuple(max(1, min(int(b), int(n))) for b, n in zip(block, shape, strict=True))
-    want = spatial_chunks(shape, axes, chunks)
-    inner = tuple(nearest_divisor(b, min(w, b)) for b, w in zip(full, want, strict=True))
-    return Layout(inner, full if ngff == "0.5" else None, full)
-
-
-def image_layout(
-    shape: Sequence[int], axes: Sequence[str], itemsize: int, *, ngff: Ngff,
-    chunks: Sequence[int] | None = None, budget: int = READ_BLOCK_BYTES,
-) -> Layout:
-    """Return the layout of a whole-array write (conversion, phantom).
-
-    Chunks as given (``z, y, x``; default :func:`default_chunks`); the writer's blocks
-    are :func:`writer_chunks` slabs of about ``budget`` bytes (0.4), or of about
-    :data:`SHARD_BYTES` in 0.5, where they are the shards (rounded up to whole
-    chunks): a pyramid task reads 8 shards of the level below.
-    """
-    check_ngff(ngff)
-    inner = spatial_chunks(shape, axes, chunks)
-    if ngff == "0.4":
-        return Layout(inner, None, writer_chunks(shape, inner, itemsize, budget))
-    blocks = writer_chunks(shape, inner, itemsize, min(budget, SHARD_BYTES))
-    shards = tuple(-(-b // c) * c for b, c in zip(blocks, inner, strict=True))
-    return Layout(inner, shards, shards)
-
-
-def writer_chunks(
-    shape: Sequence[int], chunks: Sequence[int], itemsize: int,
-    budget: int = READ_BLOCK_BYTES,
-) -> tuple[int, ...]:
-    """Return dask block sizes aligned to ``chunks`` for feeding a writer.
-
-    Blocks are one chunk deep along the first axes and grow along the last axes
-    (whole multiples of the chunk) up to ``budget`` bytes: a slab of ``chunk-depth``
-    sections read in as few pieces as the budget allows.
-    """
-    block = list(chunks)
-    for axis in range(len(shape) - 1, -1, -1):
-        per_unit = itemsize * math.prod(block) // block[axis]
-        fit = max(1, budget // max(1, per_unit) // chunks[axis]) * chunks[axis]
-        block[axis] = min(shape[axis], max(chunks[axis], fit))
-        if block[axis] < shape[axis]:
-            break
-    return tuple(block)
-
-
-def _level_layout(base: zarr.Array, shape: Sequence[int]) -> Layout:
-    """Layout of a pyramid level: level 0's chunks and shards, clipped to ``shape``."""
-    chunks = tuple(min(c, n) for c, n in zip(base.chunks, shape, strict=True))
-    if base.shards is None:
-        blocks = writer_chunks(shape, chunks, np.dtype(base.dtype).itemsize)
-        return Layout(chunks, None, blocks)
-    shards = tuple(min(s, -(-n // c) * c)
-                   for s, n, c in zip(base.shards, shape, chunks, strict=True))
-    return Layout(chunks, shards, shards)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -673,11 +241,11 @@ def _create_multiscale(
     array = _create_array(group, "0", shape=shape, dtype=dtype, layout=layout, axes=axes,
                           ngff=ngff)
     claim(array)
-    meta: dict[str, Any] = {"multiscales": _multiscales_metadata(
+    meta: dict[str, Any] = {"multiscales": multiscales_metadata(
         path.name.removesuffix(".ome.zarr"), axes, [_full_scale(axes, vs)],
         UNIT if vs is not None else None, method, ngff, shift)}
     meta.update(extra or {})
-    _write_ome(group, ngff, meta)
+    write_ome(group, ngff, meta)
     group.attrs.update(dict(attrs or {}))
     return array
 
@@ -806,7 +374,7 @@ def create_labels(
     )
     names = label_names(image_path)
     if name not in names:
-        _write_ome(labels, ngff, {"labels": [*names, name]})
+        write_ome(labels, ngff, {"labels": [*names, name]})
     return array
 
 
@@ -833,30 +401,8 @@ def create_label_image(
                                              source=source_path(path, image), ngff=ngff)})
 
 
-def image_of(path: PathLike) -> Path | None:
-    """Return the image an OME-Zarr label group belongs to (``None``: unknown or absent).
-
-    Follows ``image-label.source.image`` (relative to the group); for an image group
-    returns the group itself.
-    """
-    path = Path(path)
-    try:
-        attrs = group_attrs(path)
-    except (OSError, zarr.errors.GroupNotFoundError, ValueError, TypeError):
-        return None
-    label = attrs.get("image-label")
-    if not isinstance(label, Mapping):
-        return path if "multiscales" in attrs else None
-    source = label.get("source")
-    rel = source.get("image") if isinstance(source, Mapping) else None
-    if not isinstance(rel, str):
-        return None
-    image = (path / rel).resolve()
-    return image if is_ome_zarr(image) and "multiscales" in group_attrs(image) else None
-
-
 def write_pyramid(
-    group_path: PathLike, *, method: Literal["mean", "mode"] = "mean", client: Any = None,
+    group_path: PathLike, *, method: Literal["mean", "mode"] = "mean", client: Client | None = None,
     overwrite: bool = False,
 ) -> None:
     """Build levels 1, 2, ... of a multiscale group from its level 0.
@@ -888,7 +434,8 @@ def write_pyramid(
     plan = pyramid.plan_levels(base.shape, ms.levels[0].scale, spatial)
     source = base
     for index, (shape, _scale, factors) in enumerate(plan[1:], start=1):
-        layout = _level_layout(base, shape)
+        layout = level_layout(Layout(tuple(base.chunks), base.shards, tuple(base.chunks)),
+                              shape, np.dtype(base.dtype).itemsize)
         target = _require_level(group, str(index), shape, layout, base.dtype, ms.axes, ngff,
                                 overwrite)
         reduced = _reduced(source, factors, layout.blocks, method)
@@ -897,7 +444,7 @@ def write_pyramid(
         source = target
     unit = next((u for u in ms.units if u), None)
     origin = ms.levels[0].translation
-    _write_ome(group, ngff, {"multiscales": _multiscales_metadata(
+    write_ome(group, ngff, {"multiscales": multiscales_metadata(
         ms.attrs["multiscales"][0].get("name", path.name), ms.axes,
         [scale for _, scale, _ in plan], unit, method, ngff, origin)})
     for stale in range(len(plan), len(ms.levels) + 1):
@@ -959,7 +506,7 @@ def write_image(
     array: Any, path: PathLike, *, voxel_size: Sequence[float] | None,
     chunks: Sequence[int] | None = None, axes: Sequence[str] | None = None,
     overwrite: bool = False, attrs: Mapping[str, Any] | None = None, pyramid: bool = True,
-    client: Any = None, ngff: Ngff = DEFAULT_NGFF, origin: Sequence[float] | None = None,
+    client: Client | None = None, ngff: Ngff = DEFAULT_NGFF, origin: Sequence[float] | None = None,
     channel_names: Sequence[str] | None = None,
 ) -> None:
     """Write a whole array as an OME-Zarr multiscale image, out-of-core and resumable.
@@ -1021,7 +568,7 @@ def _label_array(array: Any, name: str) -> Any:
 def write_labels(
     array: Any, image_path: PathLike, name: str, *, voxel_size: Sequence[float] | None = None,
     chunks: Sequence[int] | None = None, overwrite: bool = False,
-    attrs: Mapping[str, Any] | None = None, pyramid: bool = True, client: Any = None,
+    attrs: Mapping[str, Any] | None = None, pyramid: bool = True, client: Client | None = None,
     classes: Sequence[str] | None = None, ignore_id: int | None = None,
 ) -> None:
     """Write an NGFF label image ``image_path/labels/<name>`` (mode pyramid).
@@ -1057,7 +604,7 @@ def write_labels(
 def write_label_image(
     array: Any, path: PathLike, *, voxel_size: Sequence[float] | None,
     chunks: Sequence[int] | None = None, overwrite: bool = False,
-    attrs: Mapping[str, Any] | None = None, pyramid: bool = True, client: Any = None,
+    attrs: Mapping[str, Any] | None = None, pyramid: bool = True, client: Client | None = None,
     ngff: Ngff = DEFAULT_NGFF, origin: Sequence[float] | None = None,
     classes: Sequence[str] | None = None, ignore_id: int | None = None,
     image: PathLike | None = None,
@@ -1074,7 +621,7 @@ def write_label_image(
 
 
 def _fill_labels(array: Any, target: zarr.Array, group_path: Path, layout: Layout,
-                 pyramid: bool, client: Any) -> None:
+                 pyramid: bool, client: Client | None) -> None:
     store_blocks(_as_dask(array, layout.blocks), target, description=f"writing {group_path}",
                  client=client)
     if np.dtype(array.dtype) == np.uint8:
@@ -1087,7 +634,7 @@ def _bincount(block: np.ndarray) -> np.ndarray:
     return np.bincount(np.asarray(block).ravel(), minlength=256)
 
 
-def class_frequencies(target: zarr.Array, client: Any = None) -> dict[str, int]:
+def class_frequencies(target: zarr.Array, client: Client | None = None) -> dict[str, int]:
     """Return ``{class id: voxel count}`` of a ``uint8`` label array (nonzero counts only)."""
     import dask
 
@@ -1100,7 +647,8 @@ def class_frequencies(target: zarr.Array, client: Any = None) -> dict[str, int]:
     return {str(i): int(n) for i, n in enumerate(np.asarray(result)) if n}
 
 
-def store_class_frequencies(group_path: PathLike, *, client: Any = None) -> dict[str, int]:
+def store_class_frequencies(group_path: PathLike, *, client: Client | None = None
+                            ) -> dict[str, int]:
     """Count the voxels of each class of a ``uint8`` label group's level 0 and store them.
 
     The counts go to the group attribute ``volseg.class_frequencies`` (``{id: count}``,

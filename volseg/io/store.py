@@ -64,12 +64,15 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import dask.array as da
 import numpy as np
 import zarr
 from dask.highlevelgraph import HighLevelGraph
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 MARKER_DIR = ".volseg_done"
 CLAIM = "volseg"
@@ -639,7 +642,7 @@ def run_local(plan: WritePlan, description: str) -> None:
         schedule(graph, plan.keys)
 
 
-def run_plan(plan: WritePlan, *, description: str, client: Any = None,
+def run_plan(plan: WritePlan, *, description: str, client: Client | None = None,
              executor: Executor | None = None) -> None:
     """Run a plan's write tasks: on ``client`` when given, else with ``executor``."""
     if not plan.keys:
@@ -659,7 +662,7 @@ def store_arrays(
     pairs: Sequence[tuple[da.Array, zarr.Array]],
     *,
     description: str,
-    client: Any = None,
+    client: Client | None = None,
     overwrite: bool = False,
     executor: Executor | None = None,
 ) -> StoreReport:
@@ -702,7 +705,7 @@ def store_blocks(
     target: zarr.Array,
     *,
     description: str,
-    client: Any = None,
+    client: Client | None = None,
     overwrite: bool = False,
 ) -> StoreReport:
     """Compute one array into ``target`` block by block (see :func:`store_arrays`)."""
