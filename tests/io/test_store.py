@@ -190,8 +190,9 @@ _KILLED_RUN = textwrap.dedent("""
 """)
 
 
-def test_a_killed_run_resumes_where_it_stopped(tmp_path: Path) -> None:
-    target = _target(tmp_path / "t.zarr")
+@pytest.mark.parametrize("sharded", [False, True])
+def test_a_killed_run_resumes_where_it_stopped(tmp_path: Path, sharded: bool) -> None:
+    target = _sharded(tmp_path / "t.zarr") if sharded else _target(tmp_path / "t.zarr")
     script = tmp_path / "run.py"
     script.write_text(_KILLED_RUN)
     markers = tmp_path / "t.zarr" / MARKER_DIR
@@ -213,7 +214,7 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path: Path) -> None:
     assert report == StoreReport(total_blocks=80, computed_blocks=80 - done, skipped_blocks=done)
     assert counter.calls == 80 - done
 
-    undisturbed = _target(tmp_path / "u.zarr")
+    undisturbed = _sharded(tmp_path / "u.zarr") if sharded else _target(tmp_path / "u.zarr")
     store_blocks(_source(Counter(), chunks=CHUNKS), undisturbed, description="reference")
     np.testing.assert_array_equal(target[:], undisturbed[:])
 

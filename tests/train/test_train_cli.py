@@ -91,7 +91,7 @@ def test_volseg_train_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "pred.ome.zarr"
     assert main(["predict", "--model", str(model_path), "--input", str(image),
                  "--output", str(out)]) == 0
-    semantic, _ = open_volume(out)  # without probabilities: the label image itself
+    semantic, _ = open_volume(out / "labels" / "semantic")
     assert semantic.shape == SHAPE
     expected = predict_array(module, spec, img).argmax(0)
     agree = float((np.asarray(semantic) == expected).mean())
@@ -211,5 +211,5 @@ def test_train_stage_centre_voxel_on_sparse_slices(tmp_path: Path) -> None:
     pred = tmp_path / "pred.ome.zarr"
     assert main(["predict", "--model", str(tmp_path / "wf" / "model.safetensors"),
                  "--input", str(image), "--output", str(pred)]) == 0
-    semantic, _ = open_volume(pred)
+    semantic, _ = open_volume(pred / "labels" / "semantic")
     assert semantic.shape == SHAPE

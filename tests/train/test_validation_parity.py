@@ -54,7 +54,7 @@ def test_validation_figures_equal_predict_then_evaluate(
     run_predict(summary["model"], tmp_path / "held_out.ome.zarr", tmp_path / "pred.ome.zarr",
                 PredictOptions(probabilities="none", pyramid=False))
     metrics = run_evaluation(
-        EvaluationInputs(prediction=str(tmp_path / "pred.ome.zarr" / "labels" / "semantic"),
+        EvaluationInputs(prediction=str(tmp_path / "pred.ome.zarr"),  # a label image
                          truth=str(tmp_path / "held_out.ome.zarr" / "labels" / "truth")),
         tmp_path / "report", EvaluateOptions(classes=list(phantom.class_names)), quiet=True)
     sem = metrics["semantic"]
