@@ -16,6 +16,7 @@ import zarr
 
 from volseg.errors import InputError, OutputExistsError
 from volseg.io import omezarr, open_volume, pyramid
+from volseg.io.layout import PYRAMID_READ_BYTES, level_layout
 from volseg.io.store import MARKER_DIR, forget_chunk, store_blocks
 from volseg.io.validation import Validation, validate
 
@@ -260,6 +261,16 @@ def test_nearest_divisor_and_block_layouts_by_hand() -> None:
     assert small.shards is None and np.prod(small.blocks) <= omezarr.READ_BLOCK_BYTES
     with pytest.raises(Exception, match="not supported"):
         omezarr.check_ngff("0.6")
+    # pyramid levels: a level-k shard covers one level-(k-1) shard (at least a chunk)
+    base = omezarr.Layout((64, 64, 64), (64, 128, 2048), (64, 128, 2048))
+    one = level_layout(base, (64, 1024, 1024), (2, 2, 2), 1)
+    assert one == omezarr.Layout((64, 64, 64), (64, 64, 1024), (64, 64, 1024))
+    assert level_layout(one, (32, 512, 512), (2, 2, 2), 1).shards == (32, 64, 512)
+    # 0.4: blocks of whole chunks that read about PYRAMID_READ_BYTES
+    flat = level_layout(omezarr.Layout((64, 64, 64), None, (64, 512, 2048)),
+                        (512, 1024, 1024), (2, 2, 2), 1)
+    assert flat.shards is None and flat.chunks == (64, 64, 64)
+    assert np.prod(flat.blocks) * 8 <= PYRAMID_READ_BYTES
 
 
 @pytest.mark.parametrize("ngff", ["0.4", "0.5"])

@@ -21,7 +21,10 @@ DEFAULT_CHUNK_2D = 256
 READ_BLOCK_BYTES = 64 * 2**20
 """Target size of the dask blocks that feed the writer (bounded memory per task)."""
 SHARD_BYTES = 16 * 2**20
-"""Target size of the shards of whole-array writes (0.5): each pyramid task reads 8."""
+"""Target size of the shards of whole-array writes (0.5): one write task each."""
+PYRAMID_READ_BYTES = 16 * 2**20
+"""What an unsharded (0.4) pyramid task reads of the level below (64 MiB tasks held
+2-3x their size in reduction temporaries: 1.7 GiB peak on 2 threads)."""
 
 
 def default_axes(ndim: int) -> tuple[str, ...]:
@@ -119,7 +122,7 @@ def image_layout(
     Chunks as given (``z, y, x``; default :func:`default_chunks`); the writer's blocks
     are :func:`writer_chunks` slabs of about ``budget`` bytes (0.4), or of about
     :data:`SHARD_BYTES` in 0.5, where they are the shards (rounded up to whole
-    chunks): a pyramid task reads 8 shards of the level below.
+    chunks).
     """
     check_ngff(ngff)
     inner = spatial_chunks(shape, axes, chunks)
@@ -150,13 +153,26 @@ def writer_chunks(
     return tuple(block)
 
 
-def level_layout(base: Layout, shape: Sequence[int], itemsize: int) -> Layout:
-    """Layout of a pyramid level: level 0's chunks and shards, clipped to ``shape``."""
-    chunks = tuple(min(c, n) for c, n in zip(base.chunks, shape, strict=True))
-    if base.shards is None:
-        return Layout(chunks, None, writer_chunks(shape, chunks, itemsize))
-    shards = tuple(min(s, -(-n // c) * c)
-                   for s, n, c in zip(base.shards, shape, chunks, strict=True))
+def level_layout(previous: Layout, shape: Sequence[int], factors: Sequence[int],
+                 itemsize: int, budget: int = PYRAMID_READ_BYTES) -> Layout:
+    """Layout of the next pyramid level, whose tasks read about one block of ``previous``.
+
+    Chunks are those of the level below (clipped to ``shape``).  Sharded (0.5): each
+    shard covers the voxels of one shard of the level below (its shape divided by the
+    reduction factors, at least one chunk, whole chunks), so a task reads one or two
+    shards of the level below (:data:`SHARD_BYTES` for conversions, a block for
+    blockwise outputs).  Unsharded (0.4): blocks of whole chunks reading about
+    ``budget`` bytes (:data:`PYRAMID_READ_BYTES`).
+
+    >>> base = Layout((64, 64, 64), (64, 256, 256), (64, 256, 256))
+    >>> level_layout(base, (50, 512, 512), (2, 2, 2), 1)
+    Layout(chunks=(50, 64, 64), shards=(50, 128, 128), blocks=(50, 128, 128))
+    """
+    chunks = tuple(min(c, n) for c, n in zip(previous.chunks, shape, strict=True))
+    if previous.shards is None:
+        cell = math.prod(int(f) for f in factors)
+        return Layout(chunks, None, writer_chunks(shape, chunks, itemsize, budget // cell))
+    shards = tuple(
+        min(-(-max(c, -(-s // f)) // c) * c, -(-n // c) * c)
+        for s, f, n, c in zip(previous.shards, factors, shape, chunks, strict=True))
     return Layout(chunks, shards, shards)
-
-

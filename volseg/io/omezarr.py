@@ -36,8 +36,9 @@ Layout and choices
   section); a ``c`` axis is stored in one chunk.  Compression is Blosc-zstd level 1
   with byte shuffle.
 * The pyramid (:mod:`volseg.io.pyramid`) halves axes until the largest is ≤ 256
-  voxels: ``mean`` for images, ``mode`` for labels.  Levels keep the chunk and shard
-  shapes of level 0.
+  voxels: ``mean`` for images, ``mode`` for labels.  Levels keep the chunks of level
+  0; a level's shard covers the voxels of one shard of the level below, so each
+  pyramid task reads about one shard.
 * Every level is written with :func:`volseg.io.store.store_blocks`, so writing is
   out-of-core (a few blocks in memory) and resumes after an interruption.
 * Caller attributes (``attrs``) are merged into the group attributes (beside
@@ -409,8 +410,10 @@ def write_pyramid(
 
     Each level is reduced 2× from the previous one (:mod:`volseg.io.pyramid`) and
     written with :func:`~volseg.io.store.store_blocks`, so an interrupted pyramid
-    resumes.  Levels keep level 0's format, chunks and shards (clipped).  The
-    multiscales metadata then lists every level.
+    resumes.  Levels keep level 0's format and chunks; their shards (0.5) or blocks
+    (0.4) are sized so that a task reads about one shard (64 MiB) of the level below
+    (:func:`volseg.io.layout.level_layout`).  The multiscales metadata then lists every
+    level.
 
     Parameters
     ----------
@@ -433,9 +436,9 @@ def write_pyramid(
     spatial = [a in ("z", "y", "x") for a in ms.axes]
     plan = pyramid.plan_levels(base.shape, ms.levels[0].scale, spatial)
     source = base
+    layout = Layout(tuple(base.chunks), base.shards, storage_chunks(base))
     for index, (shape, _scale, factors) in enumerate(plan[1:], start=1):
-        layout = level_layout(Layout(tuple(base.chunks), base.shards, tuple(base.chunks)),
-                              shape, np.dtype(base.dtype).itemsize)
+        layout = level_layout(layout, shape, factors, np.dtype(base.dtype).itemsize)
         target = _require_level(group, str(index), shape, layout, base.dtype, ms.axes, ngff,
                                 overwrite)
         reduced = _reduced(source, factors, layout.blocks, method)
