@@ -34,8 +34,9 @@ def _fraction(text: str) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``predict``'s arguments."""
-    parser.add_argument("--model", required=True, metavar="M.safetensors",
-                        help="trained model file (weights + spec)")
+    parser.add_argument("--model", required=True, metavar="M.safetensors|PACKAGE.zip",
+                        help="trained model file (weights + spec), or a bioimage.io model "
+                             "package (.zip, rdf.yaml) with ONNX or TorchScript weights")
     parser.add_argument("--input", required=True, metavar="IMAGE.ome.zarr",
                         help="input volume (OME-Zarr or any format `volseg info` reads)")
     parser.add_argument("--output", required=True, metavar="OUT.ome.zarr",
@@ -60,6 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--block", nargs=3, type=_common.positive_int, metavar=("Z", "Y", "X"),
                         help="block (= output chunk) size (default: two patch strides per axis; "
                              "multiples of the stride need the least memory)")
+    parser.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
+                        help="how the network runs: torch (TorchScript for packages) or "
+                             "onnx (onnxruntime, CPU); default auto: torch, a package's "
+                             "TorchScript weights when present")
     parser.add_argument("--no-pyramid", action="store_true",
                         help="write level 0 only (no downsampled levels)")
     _common.add_overwrite(parser)
@@ -73,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         blend=args.blend, batch_size=args.batch_size, device=args.device,
         precision=args.precision, probabilities=args.probabilities, tta=args.tta,
         block_size=args.block, overwrite=args.overwrite, attrs=attrs,
-        pyramid=not args.no_pyramid,
+        pyramid=not args.no_pyramid, backend=args.backend,
     )
     resumed = ""
     if result.skipped_blocks:

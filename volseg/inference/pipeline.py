@@ -314,13 +314,15 @@ def run_predict(
     attrs: Mapping[str, Any] | None = None,
     client: Any = None,
     pyramid: bool = True,
+    backend: str = "auto",
 ) -> PredictResult:
     """Predict a volume with a model file and write labels (and probabilities) as OME-Zarr.
 
     Parameters
     ----------
     model
-        A volseg model file (weights + spec); the spec gives the kind, default patch,
+        A volseg model file (weights + spec) or a bioimage.io package
+        (:mod:`volseg.models.bioimageio`); the spec gives the kind, default patch,
         context/receptive field, classes and input normalisation.
     image
         The input volume (any format :func:`volseg.io.open_volume` reads; usually an
@@ -344,6 +346,8 @@ def run_predict(
         A ``distributed.Client`` or ``None`` (local threads).
     pyramid
         Also write the downsampled levels.
+    backend
+        ``"auto"``, ``"torch"`` or ``"onnx"`` (see :func:`volseg.models.load_model`).
 
     Raises
     ------
@@ -383,14 +387,15 @@ def run_predict(
     logits = predict_logits(
         arr, model, patch_size=patch, overlap=overlap, blend=blend, sigma_scale=sigma_scale,
         batch_size=batch_size, device=device, precision=precision, tta=tta,
-        block_size=block, source=str(image))
+        block_size=block, source=str(image), backend=backend)
     nclass = int(logits.shape[0])
+    activation = getattr(spec, "activation", "auto")  # packages: how outputs read out
     record = dict((attrs or {}).get("volseg") or {})
     record["predict"] = {
         "model": str(model), "image": str(image), "classes": list(spec.classes),
         "kind": spec.kind, "patch_size": list(patch), "overlap": overlap, "blend": blend,
         "sigma_scale": sigma_scale, "tta": tta, "precision": precision,
-        "block_size": list(block), "probabilities": probabilities,
+        "block_size": list(block), "probabilities": probabilities, "backend": backend,
     }
     group_attrs = {**dict(attrs or {}), "volseg": record}
     vs = meta.voxel_size
@@ -401,16 +406,17 @@ def run_predict(
                                chunks=(nclass, *block), voxel_size=vs,
                                axes=("c", "z", "y", "x"), overwrite=overwrite,
                                attrs=group_attrs)
-        pairs.append((quantize(logits_to_probabilities(logits), probabilities), ptarget))
+        pairs.append((quantize(logits_to_probabilities(logits, activation), probabilities),
+                      ptarget))
         prob_path = out
     ltarget = create_labels(out, LABEL_NAME, shape=shape, dtype=np.uint8, chunks=block,
                             voxel_size=vs, overwrite=overwrite, attrs=group_attrs)
-    pairs.insert(0, (logits_to_labels(logits), ltarget))
+    pairs.insert(0, (logits_to_labels(logits, activation), ltarget))
     for _, target in pairs:  # marks the outputs as ours (resumable) from the start
         marker_dir(target).mkdir(exist_ok=True)
     t0 = time.perf_counter()
     if client is None:  # local threads share this process's cache: load it up front
-        get_model(model_ref(model, spec.kind), resolve_device(device))
+        get_model(model_ref(model, spec.kind, backend), resolve_device(device))
     t1 = time.perf_counter()
     total, computed = store_together(pairs, description="predict", client=client,
                                      overwrite=overwrite)

@@ -15,6 +15,10 @@ Example::
       probabilities: uint8              # none | uint8 | float16 | float32
       tta: false
       block_size: null                  # default: two patch strides per axis
+      backend: auto                     # auto | torch | onnx (onnxruntime)
+
+``model`` may also be a bioimage.io package (``.zip`` or ``rdf.yaml``) with ONNX or
+TorchScript weights.
 
 A rerun resumes an interrupted prediction and skips a finished one; with the
 workflow's ``--overwrite`` it is recomputed.
@@ -37,7 +41,8 @@ ORDER = 40
 class Config(StageConfig):
     """Model, input, output and the sliding-window settings."""
 
-    model: str = Field("model.safetensors", description="trained model file")
+    model: str = Field("model.safetensors",
+                       description="trained model file or bioimage.io package")
     input: str = Field("image.ome.zarr", description="input image")
     output: str = Field("prediction.ome.zarr",
                         description="output group (labels/semantic + probabilities)")
@@ -55,6 +60,8 @@ class Config(StageConfig):
     tta: bool = Field(False, description="average over flips (test-time augmentation)")
     block_size: tuple[int, int, int] | None = Field(
         None, description="block (= output chunk) z y x (default: two patch strides)")
+    backend: Literal["auto", "torch", "onnx"] = Field(
+        "auto", description="torch (TorchScript for packages) or onnx (onnxruntime)")
 
     @field_validator("patch_size", "block_size")
     @classmethod
@@ -84,6 +91,6 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
         patch_size=config.patch_size, overlap=config.overlap, blend=config.blend,
         batch_size=config.batch_size, device=config.device, precision=config.precision,
         probabilities=config.probabilities, tta=config.tta, block_size=config.block_size,
-        overwrite=ctx.overwrite, attrs=attrs, client=ctx.client,
+        overwrite=ctx.overwrite, attrs=attrs, client=ctx.client, backend=config.backend,
     )
     return result.to_dict()
