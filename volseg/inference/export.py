@@ -45,8 +45,8 @@ class ExportOptions:
     cite
         ``(text, doi_or_url)`` pairs.
     covers
-        Cover images (PNG/JPEG; e.g. the workflow's ``preview/xy.png``); default: made
-        by ``bioimageio.spec`` from the test tensors.
+        Cover images (PNG/JPEG; e.g. the workflow's ``preview/xy.png``); default: the
+        test input's middle section beside it with the predicted classes.
     sample
         The image the test input is cut from (its centre); default: the training
         image recorded in the model, else a synthetic image.
@@ -196,7 +196,7 @@ def _readme(spec: Any, name: str, geometry: Any, weights: Sequence[str], model: 
     if spec.kind == "centre_voxel":
         lines.append(f"- valid network: receptive field {spec.receptive_field}; outputs are "
                      f"{int(spec.receptive_field) - 1} voxels smaller than the input per axis")
-    lines += [f"- normalisation: {spec.normalization.model_dump()}",
+    lines += [f"- normalisation: {spec.normalization.model_dump(exclude_none=True)}",
               f"- voxel size (nm, z y x): {spec.voxel_size}",
               f"- weights: {', '.join(weights)}", ""]
     lines += ["## Training", ""]
@@ -236,6 +236,28 @@ def _readme(spec: Any, name: str, geometry: Any, weights: Sequence[str], model: 
     return "\n".join(lines)
 
 
+def _cover(test_in: np.ndarray, test_out: np.ndarray, spec: Any, path: Path) -> None:
+    """A 2:1 cover: the test input's middle section beside it with the predicted classes."""
+    from PIL import Image
+
+    from volseg.preview import overlay
+
+    if spec.kind == "2.5d":
+        image = test_in[0, test_in.shape[1] // 2]
+        probs = test_out[0]
+    else:
+        b = spec.halo[0][0]
+        z = test_out.shape[2] // 2
+        image = test_in[0, 0, z + b, b:b + test_out.shape[3], b:b + test_out.shape[4]]
+        probs = test_out[0, :, z]
+    labels = (probs[0] >= 0.5).astype(np.uint8) if probs.shape[0] == 1 else probs.argmax(0)
+    left, right = overlay(image, None), overlay(image, labels.astype(np.uint8), alpha=0.5)
+    panel = np.concatenate([left, right], axis=1)
+    rgb = Image.fromarray((panel * 255).round().astype(np.uint8))
+    scale = max(1, 256 // max(1, rgb.height))
+    rgb.resize((rgb.width * scale, rgb.height * scale), Image.Resampling.NEAREST).save(path)
+
+
 def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
@@ -265,6 +287,7 @@ def export_model(model: str | os.PathLike[str], output: str | os.PathLike[str],
     from volseg.models import load_model, read_spec
     from volseg.models.backends import write_onnx, write_torchscript
     from volseg.models.rdf import (
+        check_license,
         copy_into,
         describe,
         package_geometry,
@@ -292,6 +315,11 @@ def export_model(model: str | os.PathLike[str], output: str | os.PathLike[str],
     if not isinstance(spec, ModelSpec):
         raise InputError(f"{model} is not a volseg model file (.safetensors)")
     authors = [parse_author(a) for a in opts.authors]
+    if opts.license is not None:
+        check_license(opts.license)
+    for cover in opts.covers:
+        if not Path(cover).is_file():
+            raise InputError(f"cover image {cover} does not exist")
     cite = [parse_cite(text, ref) for text, ref in opts.cite]
     name = safe_name(opts.name or f"volseg {spec.architecture} {' '.join(spec.classes)}")
     module, _ = load_model(model)
@@ -323,6 +351,9 @@ def export_model(model: str | os.PathLike[str], output: str | os.PathLike[str],
             files["onnx"] = "weights.onnx"
         covers = [copy_into(folder, c, f"cover{i}{Path(c).suffix.lower()}")
                   for i, c in enumerate(opts.covers)]
+        if not covers:
+            _cover(test_in, test_out, spec, folder / "cover.png")
+            covers = ["cover.png"]
         (folder / "README.md").write_text(_readme(spec, name, geometry, list(files), model))
         sha = file_sha256(model)
         from volseg import __version__

@@ -108,15 +108,22 @@ def write_onnx(
     for axis, flag in enumerate(flags):
         if flag:
             shapes[2 + axis] = Dim.DYNAMIC
+    import logging
     import warnings
 
+    quiet = logging.getLogger("torch.onnx")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # "torchvision is not installed" notes
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            module, (example,), input_names=["input"], output_names=["output"],
-            dynamic_shapes=({k: v for k, v in shapes.items()},), dynamo=True,
-            opset_version=ONNX_OPSET, verbose=False,
-        )
+        try:
+            program = torch.onnx.export(
+                module, (example,), input_names=["input"], output_names=["output"],
+                dynamic_shapes=(shapes,), dynamo=True, opset_version=ONNX_OPSET,
+                verbose=False,
+            )
+        finally:
+            quiet.setLevel(level)
     assert program is not None
     program.save(str(path))
     net = onnx_module(_read_bytes(path), name=str(path))

@@ -35,6 +35,7 @@ given, which is not what the network was trained with.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -248,7 +249,7 @@ def describe(
         "authors": [dict(a) for a in authors],
         "cite": [dict(c) for c in cite],
         "documentation": {"source": documentation},
-        "covers": list(covers),
+        "covers": [{"source": c} for c in covers],
         "tags": sorted({"volseg", "electron-microscopy", "semantic-segmentation",
                         "2d" if kind == "2.5d" else "3d", *tags}),
         "inputs": [{
@@ -324,6 +325,18 @@ def build_network(spec: str) -> nn.Module:
     return build_model(ModelSpec.from_json(spec))
 
 
+def check_license(license: str) -> str:
+    """Return ``license`` if it is an SPDX licence id (``ConfigError`` naming it otherwise)."""
+    from bioimageio.spec.utils import get_spdx_licenses
+
+    known = {entry["licenseId"] for entry in get_spdx_licenses()["licenses"]
+             if not entry.get("isDeprecatedLicenseId")}
+    if license not in known:
+        raise ConfigError(f"licence {license!r} is not an SPDX licence id (e.g. CC-BY-4.0, "
+                          "MIT, BSD-3-Clause; see https://spdx.org/licenses)")
+    return license
+
+
 def parse_author(text: str) -> dict[str, str]:
     """``"Name"`` or ``"Name; Affiliation"`` as a bioimage.io author entry."""
     name, _, affiliation = (part.strip() for part in text.partition(";"))
@@ -337,7 +350,7 @@ def parse_cite(text: str, reference: str) -> dict[str, str]:
     ref = reference.strip()
     if ref.lower().startswith("https://doi.org/"):
         ref = ref[len("https://doi.org/"):]
-    if ref.startswith("10."):
+    if re.match(r"^10\.[0-9]{4}.+$", ref):
         return {"text": text, "doi": ref}
     if ref.startswith(("http://", "https://")):
         return {"text": text, "url": ref}
@@ -370,6 +383,7 @@ __all__ = [
     "HALO_FRACTION",
     "PackageGeometry",
     "build_network",
+    "check_license",
     "describe",
     "package_geometry",
     "parse_author",
