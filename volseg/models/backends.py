@@ -37,6 +37,7 @@ import io
 import pickletools
 import re
 import threading
+import warnings
 import zipfile
 from collections.abc import Sequence
 from typing import Any
@@ -69,13 +70,16 @@ def write_torchscript(module: nn.Module, example: torch.Tensor, path: Any) -> No
         If the traced program's output on ``example`` differs from the module's.
     """
     module = module.eval()
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # TorchScript is deprecated in torch but is bioimage.io's torch format; a size
+        # check in a forward pass is traced as a constant (TracerWarning), harmlessly
+        warnings.simplefilter("ignore")
         traced = torch.jit.trace(module, example, check_trace=False)
         expected = module(example)
         got = traced(example)
-    if not torch.equal(expected, got):
-        raise RuntimeError("the traced TorchScript program differs from the network")
-    torch.jit.save(traced, str(path))
+        if not torch.equal(expected, got):
+            raise RuntimeError("the traced TorchScript program differs from the network")
+        torch.jit.save(traced, str(path))
 
 
 def write_onnx(
@@ -109,7 +113,6 @@ def write_onnx(
         if flag:
             shapes[2 + axis] = Dim.DYNAMIC
     import logging
-    import warnings
 
     quiet = logging.getLogger("torch.onnx")
     level = quiet.level
@@ -200,7 +203,9 @@ def load_torchscript(data: bytes, *, name: str) -> nn.Module:
     """
     check_torchscript(data, name=name)
     try:
-        module = torch.jit.load(io.BytesIO(data), map_location="cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(io.BytesIO(data), map_location="cpu")
     except Exception as exc:
         first = str(exc).strip().splitlines()
         raise InputError(f"{name} could not be loaded as TorchScript: "
