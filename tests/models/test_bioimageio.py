@@ -232,7 +232,8 @@ def _independent_package(folder: Path) -> _ChannelsLast:
     rdf = {
         "format_version": "0.5.3", "type": "model", "name": "independent MONAI UNet",
         "description": "a MONAI UNet exported with torch.onnx, described by hand",
-        "authors": [{"name": "Test Writer"}], "cite": [{"text": "MONAI", "doi": "10.5281/zenodo.4323058"}],
+        "authors": [{"name": "Test Writer"}],
+        "cite": [{"text": "MONAI", "doi": "10.5281/zenodo.4323058"}],
         "license": "MIT", "documentation": "README.md", "tags": ["test"],
         "inputs": [{"id": "raw", "axes": axes, "test_tensor": {"source": "in.npy"},
                     "data": {"type": "float32"},
@@ -422,7 +423,7 @@ def test_unmappable_axes_are_named(exported: dict[str, tuple[Path, Path]],
 
     with pytest.raises(InputError, match=r"input axis 'time' \(time\) cannot be mapped"):
         read_package(_edit_rdf(exported["3d"][1], tmp_path / "t.zip", time_axis))
-    with pytest.raises(InputError, match="3 channels on axis 'channel' .r, g, b."):
+    with pytest.raises(InputError, match=r"3 channels on axis 'channel' \(r, g, b\)"):
         read_package(_edit_rdf(exported["2.5d"][1], tmp_path / "rgb.zip", rgb))
 
 

@@ -70,7 +70,7 @@ _PERCENTILE_VOXELS = 16_000_000
 
 
 def is_package(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` names a bioimage.io package: a ``.zip``, a ``*.yaml`` or a folder with one."""
+    """Whether ``path`` names a bioimage.io package: ``.zip``, ``*.yaml`` or a folder of one."""
     p = Path(path)
     if p.suffix.lower() == ".zip" or p.suffix.lower() in (".yaml", ".yml"):
         return True
@@ -314,7 +314,8 @@ def _preprocessing(steps: Sequence[Any], path: Path) -> PackageNormalization:
                     raise InputError(f"{path}: preprocessing {sid} with per-channel values is "
                                      "not supported (volseg reads one-channel EM)")
                 scalars.append(flat[0])
-            out.append(("zmuv" if sid.startswith("fixed") else "linear", *scalars))
+            out.append(("zmuv" if sid.startswith("fixed") else "linear", scalars[0],
+                        scalars[1]))
         elif sid in ("zero_mean_unit_variance", "scale_range"):
             if out:
                 raise InputError(f"{path}: preprocessing {sid} after another step is not "
@@ -424,14 +425,15 @@ def read_package(path: str | os.PathLike[str]) -> PackageSpec:
             raise InputError(f"{p}: output axis {aid!r} is at another scale than the input "
                              f"({scale} vs {scales[aid][0]}); volseg needs outputs on the "
                              "input grid")
-        size = axis.size
-        if isinstance(size, v0_5.SizeReference):
-            if str(size.axis_id) != aid:
+        out_size = axis.size
+        if isinstance(out_size, v0_5.SizeReference):
+            if str(out_size.axis_id) != aid:
                 raise InputError(f"{p}: output axis {aid!r} follows input axis "
-                                 f"{size.axis_id!r}; volseg needs each axis to follow itself")
-            offsets[aid] = int(size.offset)
-        elif isinstance(size, int) and sizes[aid][1] == 0:
-            offsets[aid] = int(size) - sizes[aid][0]
+                                 f"{out_size.axis_id!r}; volseg needs each axis to follow "
+                                 "itself")
+            offsets[aid] = int(out_size.offset)
+        elif isinstance(out_size, int) and sizes[aid][1] == 0:
+            offsets[aid] = int(out_size) - sizes[aid][0]
         else:
             raise InputError(f"{p}: output axis {aid!r} has a size volseg cannot relate to "
                              "the input")
