@@ -476,3 +476,23 @@ def test_lucchi_model_exports_and_passes_bioimageio_core(shared_data: Path,
     assert rdf["inputs"][0]["axes"][1]["channel_names"] == ["z-1", "z+0", "z+1"]
     assert rdf["inputs"][0]["axes"][2]["size"] == {"min": 96, "step": 32}
     assert "| mitochondrion |" in readme and "[[30, 40]]" in readme
+
+
+def test_workflow_section_and_command_discovery(tmp_path: Path) -> None:
+    from volseg.cli import _requested_command
+    from volseg.errors import ConfigError
+    from volseg.workflow.schema import load_workflow, stage_modules
+
+    names = [m.NAME for m in stage_modules()]
+    assert names.index("export_model") > names.index("preview")  # previews become covers
+    path = tmp_path / "wf.yaml"
+    path.write_text("name: share\nexport_model:\n  license: CC-BY-4.0\n"
+                    "  cite: [{text: Lucchi et al. 2012, doi: 10.1109/TMI.2011.2171705}]\n"
+                    "predict: {model: model.bioimageio.zip, backend: onnx}\n")
+    wf = load_workflow(path)
+    assert wf.config.export_model.cite[0].doi == "10.1109/TMI.2011.2171705"  # type: ignore[attr-defined]
+    assert wf.config.predict.backend == "onnx"  # type: ignore[attr-defined]
+    path.write_text("name: share\nexport_model: {licence: MIT}\n")
+    with pytest.raises(ConfigError, match="licence"):
+        load_workflow(path)
+    assert _requested_command(["export-model", "m.safetensors", "o.zip"]) == "export_model"
