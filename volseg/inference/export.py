@@ -176,7 +176,8 @@ def make_test_tensors(model: str | os.PathLike[str], spec: Any,
     return np.ascontiguousarray(test_in), np.ascontiguousarray(test_out)
 
 
-def _readme(spec: Any, name: str, geometry: Any, weights: Sequence[str], model: Path) -> str:
+def _readme(spec: Any, name: str, geometry: Any, weights: Sequence[str], model: Path,
+            package: str) -> str:
     from volseg import __version__
 
     t = spec.training or {}
@@ -227,7 +228,7 @@ def _readme(spec: Any, name: str, geometry: Any, weights: Sequence[str], model: 
                   "(`volseg evaluate`).", ""]
     lines += ["## Running it", "",
               "```",
-              f"volseg predict --model {name.replace(' ', '_')}.zip --input image.ome.zarr "
+              f"volseg predict --model {package} --input image.ome.zarr "
               "--output prediction.ome.zarr",
               "```", "",
               "volseg blends overlapping patches (Gaussian weights) over the whole volume; "
@@ -354,7 +355,8 @@ def export_model(model: str | os.PathLike[str], output: str | os.PathLike[str],
         if not covers:
             _cover(test_in, test_out, spec, folder / "cover.png")
             covers = ["cover.png"]
-        (folder / "README.md").write_text(_readme(spec, name, geometry, list(files), model))
+        (folder / "README.md").write_text(_readme(spec, name, geometry, list(files), model,
+                                                         out.name))
         sha = file_sha256(model)
         from volseg import __version__
 

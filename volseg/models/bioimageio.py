@@ -183,7 +183,6 @@ class PackageSpec:
     output_axes: tuple[str, ...] = ()
     batch_one: bool = False
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
-    architecture: str = "bioimage.io package"
 
     @property
     def out_channels(self) -> int:
@@ -371,10 +370,14 @@ def read_package(path: str | os.PathLike[str]) -> PackageSpec:
         One line naming the package and the problem (invalid description, an axis,
         a processing step or weights volseg cannot run).
     """
+    p = Path(path)
+    return _package_spec(_load_description(p), p)
+
+
+def _package_spec(descr: Any, p: Path) -> PackageSpec:
+    """Map a loaded description onto volseg (see the module notes)."""
     from bioimageio.spec.model import v0_5
 
-    p = Path(path)
-    descr = _load_description(p)
     if len(descr.inputs) != 1 or len(descr.outputs) != 1:
         raise InputError(f"{p}: the model has {len(descr.inputs)} inputs and "
                          f"{len(descr.outputs)} outputs; volseg runs one-input, one-output "
@@ -597,8 +600,8 @@ def load_package(path: str | os.PathLike[str], *, backend: str = "auto") -> tupl
     from volseg.models.backends import load_torchscript, onnx_module
 
     p = Path(path)
-    spec = read_package(p)
     descr = _load_description(p)
+    spec = _package_spec(descr, p)
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
     fmt = {"auto": spec.weights[0] if "torchscript" not in spec.weights else "torchscript",
