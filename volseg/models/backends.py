@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from volseg.errors import InputError
+from volseg.errors import ConfigError, InputError
 
 ONNX_OPSET = 18
 """Opset of the ONNX files written by :func:`write_onnx`."""
@@ -105,6 +105,12 @@ def write_onnx(
     """
     from torch.export import Dim
 
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError:
+        raise ConfigError("exporting ONNX needs onnx and onnxscript: pip install "
+                          "'volseg[bioimageio]'") from None
     module = module.eval()
     spatial = example.ndim - 2
     flags = list(dynamic) if dynamic is not None else [True] * spatial
@@ -289,6 +295,11 @@ class OnnxModule(nn.Module):
 
 def onnx_module(data: bytes, *, name: str) -> OnnxModule:
     """Return an :class:`OnnxModule` for an ONNX file's bytes (``InputError`` if unreadable)."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise ConfigError(f"{name}: running ONNX weights needs onnxruntime: pip install "
+                          "'volseg[bioimageio]'") from None
     return OnnxModule(data, name=name)
 
 
