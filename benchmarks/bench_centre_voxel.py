@@ -63,36 +63,46 @@ def _case(name: str, net: Any, volume: np.ndarray, r: int, sample: int, batch: i
           block: tuple[int, int, int], seed: int) -> dict[str, Any]:
     import torch
 
-    from volseg.inference import predict_logits
+    from volseg.inference import Network, PredictOptions, predict_logits
 
     torch.set_grad_enabled(False)
     t0 = time.perf_counter()
-    dense = predict_logits(volume, net, kind="centre_voxel", receptive_field=r,
-                           patch_size=block, block_size=block, device="cpu",
-                           cpu_threads=None).compute()  # the threads torch has, as patchwise
+    dense = predict_logits(
+        volume,
+        net,
+        PredictOptions(patch_size=block, block_size=block, device="cpu", cpu_threads=None),
+        network=Network(kind="centre_voxel", receptive_field=r),
+    ).compute()  # the threads torch has, as patchwise
     dense_s = time.perf_counter() - t0
     rng = np.random.default_rng(seed)
     pos = np.stack([rng.integers(0, n, sample) for n in volume.shape], axis=1)
-    pos[:8] = np.array(np.meshgrid(*[[0, n - 1] for n in volume.shape],
-                                   indexing="ij")).reshape(3, -1).T  # the corners
+    pos[:8] = (
+        np.array(np.meshgrid(*[[0, n - 1] for n in volume.shape], indexing="ij")).reshape(3, -1).T
+    )  # the corners
     ref, patch_s = _patchwise(net, volume, r, pos, batch)
     got = dense[:, pos[:, 0], pos[:, 1], pos[:, 2]].T
     voxels = volume.size
     dense_vps = voxels / dense_s
     patch_vps = sample / patch_s
     result = {
-        "case": name, "receptive_field": r, "shape": list(volume.shape),
-        "dense_s": dense_s, "dense_voxels_per_s": dense_vps,
-        "patchwise_sample": sample, "patchwise_s": patch_s,
+        "case": name,
+        "receptive_field": r,
+        "shape": list(volume.shape),
+        "dense_s": dense_s,
+        "dense_voxels_per_s": dense_vps,
+        "patchwise_sample": sample,
+        "patchwise_s": patch_s,
         "patchwise_voxels_per_s": patch_vps,
         "patchwise_extrapolated_s": voxels / patch_vps,
         "speedup": dense_vps / patch_vps,
         "max_abs_difference": float(np.abs(got - ref).max()),
     }
-    print(f"[{name}] R={r}: dense {dense_s:.1f} s ({dense_vps:,.0f} voxels/s); patch by "
-          f"patch {patch_vps:,.1f} voxels/s (sample of {sample}, whole volume "
-          f"~{voxels / patch_vps / 3600:.1f} h) -> speed-up {dense_vps / patch_vps:,.0f}x; "
-          f"max |dense - patchwise| = {result['max_abs_difference']:.2e}")
+    print(
+        f"[{name}] R={r}: dense {dense_s:.1f} s ({dense_vps:,.0f} voxels/s); patch by "
+        f"patch {patch_vps:,.1f} voxels/s (sample of {sample}, whole volume "
+        f"~{voxels / patch_vps / 3600:.1f} h) -> speed-up {dense_vps / patch_vps:,.0f}x; "
+        f"max |dense - patchwise| = {result['max_abs_difference']:.2e}"
+    )
     return result
 
 
@@ -103,9 +113,15 @@ def pooled_net(width: int, classes: int) -> Any:
 
     torch.manual_seed(1)
     return nn.Sequential(
-        nn.Conv3d(1, width, 3), nn.ReLU(), nn.MaxPool3d(2),
-        nn.Conv3d(width, width, 3, stride=2), nn.ReLU(),
-        nn.Conv3d(width, width, 3), nn.ReLU(), nn.Conv3d(width, width, 2), nn.ReLU(),
+        nn.Conv3d(1, width, 3),
+        nn.ReLU(),
+        nn.MaxPool3d(2),
+        nn.Conv3d(width, width, 3, stride=2),
+        nn.ReLU(),
+        nn.Conv3d(width, width, 3),
+        nn.ReLU(),
+        nn.Conv3d(width, width, 2),
+        nn.ReLU(),
         nn.Conv3d(width, classes, 1),
     ).eval()
 
@@ -119,8 +135,13 @@ def main() -> int:
     p.add_argument("--classes", type=int, default=7)
     p.add_argument("--sample", type=int, default=256, help="voxels classified one by one")
     p.add_argument("--batch", type=int, default=64, help="cubes per patch-wise forward")
-    p.add_argument("--block", nargs=3, type=int, default=[96, 96, 96],
-                   help="blocks = dense tiles (one forward pass each)")
+    p.add_argument(
+        "--block",
+        nargs=3,
+        type=int,
+        default=[96, 96, 96],
+        help="blocks = dense tiles (one forward pass each)",
+    )
     args = p.parse_args()
 
     import torch
@@ -131,25 +152,50 @@ def main() -> int:
     shape = tuple(args.shape)
     rng = np.random.default_rng(0)
     volume = rng.normal(size=shape).astype(np.float32)
-    print(f"volume {shape} ({math.prod(shape) / 1e6:.1f} Mvoxels), {torch.get_num_threads()} "
-          f"torch threads")
-    spec = ModelSpec(architecture="centre_voxel",
-                     params={"receptive_field": args.r, "width": args.width},
-                     classes=tuple(f"c{i}" for i in range(args.classes)),
-                     patch_size=(32, 32, 32))
+    print(
+        f"volume {shape} ({math.prod(shape) / 1e6:.1f} Mvoxels), {torch.get_num_threads()} "
+        f"torch threads"
+    )
+    spec = ModelSpec(
+        architecture="centre_voxel",
+        params={"receptive_field": args.r, "width": args.width},
+        classes=tuple(f"c{i}" for i in range(args.classes)),
+        patch_size=(32, 32, 32),
+    )
     torch.manual_seed(0)
     net = build_model(spec).eval()
     block = (int(args.block[0]), int(args.block[1]), int(args.block[2]))
     cases = [_case("plain", net, volume, args.r, args.sample, args.batch, block, 1)]
     pooled = pooled_net(args.width, args.classes)
-    cases.append(_case("pooled+strided (densified)", pooled, volume,
-                       receptive_field(pooled), args.sample, args.batch, block, 2))
+    cases.append(
+        _case(
+            "pooled+strided (densified)",
+            pooled,
+            volume,
+            receptive_field(pooled),
+            args.sample,
+            args.batch,
+            block,
+            2,
+        )
+    )
     SCRATCH.mkdir(parents=True, exist_ok=True)
-    path = write_result("bench_centre_voxel", {
-        "config": {"shape": shape, "width": args.width, "classes": args.classes,
-                   "sample": args.sample, "batch": args.batch, "block": args.block,
-                   "receptive_field": args.r},
-        "cases": cases, "machine": machine()})
+    path = write_result(
+        "bench_centre_voxel",
+        {
+            "config": {
+                "shape": shape,
+                "width": args.width,
+                "classes": args.classes,
+                "sample": args.sample,
+                "batch": args.batch,
+                "block": args.block,
+                "receptive_field": args.r,
+            },
+            "cases": cases,
+            "machine": machine(),
+        },
+    )
     print(f"wrote {path}")
     return 0
 

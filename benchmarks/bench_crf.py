@@ -72,7 +72,7 @@ def run_case(shape: tuple[int, int, int], n_classes: int, mode: str, workers: in
     rss_inputs = _peak_rss_mib()
     cpu0, t0 = _cpu_seconds(), time.perf_counter()
     if mode == "whole":
-        out = dense_crf(q, image, voxel_size=VOXEL, **config.kernel_kwargs())
+        out = dense_crf(q, image, config, voxel_size=VOXEL)
         blocks, block = 1, list(shape)
     else:
         lazy = crf_labels(da.from_array(q), da.from_array(image), voxel_size=VOXEL,

@@ -40,7 +40,13 @@ def main() -> int:
     import torch
     import zarr
 
-    from volseg.inference.api import logits_to_labels, logits_to_probabilities, predict_logits
+    from volseg.inference.api import (
+        Network,
+        logits_to_labels,
+        logits_to_probabilities,
+        predict_logits,
+    )
+    from volseg.inference.options import PredictOptions
     from volseg.inference.pipeline import joint_writes, quantize
     from volseg.inference.stream import plan_in_order
 
@@ -54,30 +60,52 @@ def main() -> int:
     x = da.zeros(shape, chunks=block, dtype=np.float32)
     net = torch.nn.Conv3d(1, args.classes, 1)
     t0 = time.perf_counter()
-    logits = predict_logits(x, net, patch_size=tuple(args.patch), device="cpu",
-                            block_size=block, out_channels=args.classes)
+    logits = predict_logits(
+        x,
+        net,
+        PredictOptions(patch_size=tuple(args.patch), device="cpu", block_size=block),
+        network=Network(out_channels=args.classes),
+    )
     t1 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         root = zarr.open_group(str(Path(tmp) / "out.zarr"), mode="w", zarr_format=2)
         labels = root.create_array("labels", shape=shape, chunks=block, dtype=np.uint8)
-        probs = root.create_array("probs", shape=(args.classes, *shape),
-                                  chunks=(args.classes, *block), dtype=np.uint8)
-        pairs = [(logits_to_labels(logits), labels),
-                 (quantize(logits_to_probabilities(logits), "uint8"), probs)]
+        probs = root.create_array(
+            "probs", shape=(args.classes, *shape), chunks=(args.classes, *block), dtype=np.uint8
+        )
+        pairs = [
+            (logits_to_labels(logits), labels),
+            (quantize(logits_to_probabilities(logits), "uint8"), probs),
+        ]
         writes = joint_writes(pairs)
         t2 = time.perf_counter()
         plan = plan_in_order(writes.graph, writes.keys, writes.indices)
         t3 = time.perf_counter()
-    figures = {"blocks": writes.total, "tasks": len(plan.tasks),
-               "predict_logits_s": t1 - t0, "joint_writes_s": t2 - t1,
-               "plan_in_order_s": t3 - t2}
-    print(f"{shape} in blocks of {block}: {writes.total} blocks, {len(plan.tasks)} tasks; "
-          f"predict_logits {t1 - t0:.2f} s, joint_writes {t2 - t1:.2f} s, "
-          f"plan_in_order {t3 - t2:.2f} s")
-    path = write_result("bench_graph", {
-        "config": {"shape": shape, "block": block, "patch": args.patch,
-                   "classes": args.classes},
-        "figures": figures, "machine": machine()})
+    figures = {
+        "blocks": writes.total,
+        "tasks": len(plan.tasks),
+        "predict_logits_s": t1 - t0,
+        "joint_writes_s": t2 - t1,
+        "plan_in_order_s": t3 - t2,
+    }
+    print(
+        f"{shape} in blocks of {block}: {writes.total} blocks, {len(plan.tasks)} tasks; "
+        f"predict_logits {t1 - t0:.2f} s, joint_writes {t2 - t1:.2f} s, "
+        f"plan_in_order {t3 - t2:.2f} s"
+    )
+    path = write_result(
+        "bench_graph",
+        {
+            "config": {
+                "shape": shape,
+                "block": block,
+                "patch": args.patch,
+                "classes": args.classes,
+            },
+            "figures": figures,
+            "machine": machine(),
+        },
+    )
     print(f"wrote {path}")
     return 0
 

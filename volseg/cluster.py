@@ -23,11 +23,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from volseg.errors import ConfigError
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 
 class _Cluster(BaseModel):
@@ -99,7 +102,7 @@ ClusterConfig = Annotated[
 ]
 
 
-def _announce(client: Any) -> None:
+def _announce(client: Client | None) -> None:
     link = getattr(client, "dashboard_link", None)
     print(f"volseg: Dask dashboard at {link}", file=sys.stderr)
 

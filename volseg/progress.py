@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask
 from dask.callbacks import Callback
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 
 class _RichProgress(Callback):
@@ -47,7 +50,8 @@ class _RichProgress(Callback):
             self._progress.stop()
 
 
-def compute(*collections: Any, description: str = "computing", client: Any = None) -> tuple:
+def compute(*collections: Any, description: str = "computing",
+            client: Client | None = None) -> tuple:
     """Compute Dask collections and show progress; return their results as a tuple.
 
     Parameters

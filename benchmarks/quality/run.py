@@ -105,7 +105,7 @@ def evaluate(case: str, work: Path, tta: bool = False) -> dict[str, Any]:
     import dask
     import torch
 
-    from volseg.inference import predict_logits
+    from volseg.inference import PredictOptions, predict_logits
     from volseg.io import open_volume
     from volseg.models import load_model
     from volseg.train.config import load_train_config
@@ -131,8 +131,8 @@ def evaluate(case: str, work: Path, tta: bool = False) -> dict[str, Any]:
     torch.set_num_threads(int(os.environ.get("VOLSEG_THREADS", "2")))
     t0 = time.perf_counter()
     # synchronous below: one forward at a time with the threads set here
-    logits = predict_logits(image[a:b], str(model_path), batch_size=4, device="cpu",
-                            tta=tta, cpu_threads=None)
+    logits = predict_logits(image[a:b], str(model_path),
+                            PredictOptions(batch_size=4, device="cpu", tta=tta, cpu_threads=None))
     with dask.config.set(scheduler="synchronous"):
         pred = np.asarray(logits.argmax(axis=0).compute())
     seconds_predict = time.perf_counter() - t0
@@ -140,8 +140,9 @@ def evaluate(case: str, work: Path, tta: bool = False) -> dict[str, Any]:
     truth_np = np.asarray(truth[a:b].compute())
     truth_np = lut[truth_np] if lut is not None else truth_np.astype(np.int32)
     keep = [z - a for z in sections]
-    cm = confusion_matrix(pred[keep], truth_np[keep], n_classes=len(spec.classes),
-                          ignore_id=cfg.ignore_id)
+    cm = confusion_matrix(
+        pred[keep], truth_np[keep], n_classes=len(spec.classes), ignore_id=cfg.ignore_id
+    )
     result = _scores(cm, list(spec.classes))
     result["confusion"] = cm.tolist()
     if info["select"] == "not_annotated":
@@ -161,8 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--tag", default="", help="suffix of the result files")
-    parser.add_argument("--tta", action="store_true",
-                        help="evaluate with test-time flips (volseg predict --tta)")
+    parser.add_argument(
+        "--tta", action="store_true", help="evaluate with test-time flips (volseg predict --tta)"
+    )
     args = parser.parse_args(argv)
     os.chdir(ROOT)
     work = Path(args.workdir or f"runs/quality/{args.case}")
@@ -174,8 +176,17 @@ def main(argv: list[str] | None = None) -> int:
     else:
         prepare = 0.0
     config = HERE / CASES[args.case]["config"]
-    cmd = [sys.executable, "-m", "volseg", "train", str(config.relative_to(ROOT)), "-o",
-           str(work), "--overwrite", *[f"--set={o}" for o in args.overrides]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "volseg",
+        "train",
+        str(config.relative_to(ROOT)),
+        "-o",
+        str(work),
+        "--overwrite",
+        *[f"--set={o}" for o in args.overrides],
+    ]
     train_seconds = None
     load_before = os.getloadavg()
     if not args.skip_train:
@@ -194,13 +205,23 @@ def main(argv: list[str] | None = None) -> int:
     training = spec.training
     result = {
         "case": args.case,
-        "command": " ".join(["python", "benchmarks/quality/run.py", args.case,
-                             *[f"--set {o}" for o in args.overrides],
-                             *(["--tta"] if args.tta else [])]),
+        "command": " ".join(
+            [
+                "python",
+                "benchmarks/quality/run.py",
+                args.case,
+                *[f"--set {o}" for o in args.overrides],
+                *(["--tta"] if args.tta else []),
+            ]
+        ),
         "train_command": " ".join(["volseg", *cmd[3:]]),
-        "model": {"architecture": spec.architecture, "params": spec.params,
-                  "patch_size": spec.patch_size, "kind": spec.kind,
-                  "normalization": spec.normalization.model_dump()},
+        "model": {
+            "architecture": spec.architecture,
+            "params": spec.params,
+            "patch_size": spec.patch_size,
+            "kind": spec.kind,
+            "normalization": spec.normalization.model_dump(),
+        },
         "train_wall_seconds": None if train_seconds is None else round(train_seconds, 1),
         "train_loop_seconds": training.get("seconds_training"),
         "prepare_seconds": round(prepare, 1),
@@ -212,9 +233,14 @@ def main(argv: list[str] | None = None) -> int:
         "validation_sections": training.get("validation_sections"),
         "heldout": quality,
         "targets": CASES[args.case]["targets"],
-        "machine": {"cpu_count": os.cpu_count(), "torch_threads": training.get("threads"),
-                    "loadavg_before": load_before, "loadavg_after": load_after,
-                    "platform": platform.platform(), "python": platform.python_version()},
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "torch_threads": training.get("threads"),
+            "loadavg_before": load_before,
+            "loadavg_after": load_after,
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
     }
     met = {}
     for key, target in CASES[args.case]["targets"].items():
@@ -256,8 +282,10 @@ def _markdown(r: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for name, s in q["per_class"].items():
-        lines.append(f"| {name} | {s['f1']:.4f} | {s['iou']:.4f} | {s['precision']:.4f} | "
-                     f"{s['recall']:.4f} | {s['support']} |")
+        lines.append(
+            f"| {name} | {s['f1']:.4f} | {s['iou']:.4f} | {s['precision']:.4f} | "
+            f"{s['recall']:.4f} | {s['support']} |"
+        )
     if r["targets_met"]:
         lines += ["", "| target | value | required | met |", "|---|---|---|---|"]
         for k, v in r["targets_met"].items():

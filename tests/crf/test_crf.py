@@ -54,18 +54,19 @@ def test_compatibility_potts_and_matrix():
 
 def test_potts_weight_equals_its_matrix():
     _, q, image = phantom((12, 20, 20), 3, seed=3)
-    kw = dict(voxel_size=VOXEL, gaussian_sigma_nm=10.0, bilateral_weight=2.0, iterations=4)
-    a = dense_crf(q, image, compatibility=1.5, **kw)
-    b = dense_crf(q, image, compatibility=(1.5 * (1 - np.eye(3))).tolist(), **kw)
+    kw = dict(gaussian_sigma_nm=10.0, bilateral_weight=2.0, iterations=4)
+    a = dense_crf(q, image, CRFConfig(compatibility=1.5, **kw), voxel_size=VOXEL)
+    b = dense_crf(q, image, CRFConfig(compatibility=(1.5 * (1 - np.eye(3))).tolist(), **kw),
+                  voxel_size=VOXEL)
     np.testing.assert_array_equal(a, b)
 
 
 def test_zero_iterations_is_argmax_and_weights_off_is_identity():
     _, q, image = phantom((6, 10, 12), 4, seed=1)
-    out = dense_crf(q, image, voxel_size=VOXEL, iterations=0)
+    out = dense_crf(q, image, CRFConfig(iterations=0), voxel_size=VOXEL)
     assert out.dtype == np.uint8 and out.shape == q.shape[1:]
     np.testing.assert_array_equal(out, np.argmax(q, 0))
-    out = dense_crf(q, None, voxel_size=VOXEL, gaussian_weight=0, bilateral_weight=0)
+    out = dense_crf(q, None, CRFConfig(gaussian_weight=0, bilateral_weight=0), voxel_size=VOXEL)
     np.testing.assert_array_equal(out, np.argmax(to_probabilities(q), 0))
 
 
@@ -79,19 +80,20 @@ def test_matrix_compatibility_discourages_a_pair():
     speck = rng.random(shape) < 0.15
     p[2][speck] = 0.65  # isolated class-2 voxels inside class 0
     p /= p.sum(0)
-    kw = dict(voxel_size=(5.0, 5.0, 5.0), gaussian_sigma_nm=10.0, bilateral_weight=0,
-              gaussian_weight=1.0, iterations=5)
-    mild = dense_crf(p, None, compatibility=[[0, 0.1, 0.1], [0.1, 0, 0.1], [0.1, 0.1, 0]], **kw)
-    harsh = dense_crf(p, None, compatibility=[[0, 0.1, 5], [0.1, 0, 0.1], [5, 0.1, 0]], **kw)
+    kw = dict(gaussian_sigma_nm=10.0, bilateral_weight=0, gaussian_weight=1.0, iterations=5)
+    mild = dense_crf(p, None, CRFConfig(
+        compatibility=[[0, 0.1, 0.1], [0.1, 0, 0.1], [0.1, 0.1, 0]], **kw), voxel_size=(5, 5, 5))
+    harsh = dense_crf(p, None, CRFConfig(
+        compatibility=[[0, 0.1, 5], [0.1, 0, 0.1], [5, 0.1, 0]], **kw), voxel_size=(5, 5, 5))
     assert (harsh == 2).sum() < (mild == 2).sum()
     assert (harsh == 2).sum() == 0
 
 
 def test_one_channel_is_a_foreground_probability():
     _, q, image = phantom((8, 16, 16), 2, seed=6)
-    kw = dict(voxel_size=VOXEL, bilateral_weight=1.0, iterations=3)
-    two = dense_crf(np.stack([255 - q[1], q[1]]), image, **kw)
-    np.testing.assert_array_equal(dense_crf(q[1:], image, **kw), two)
+    config = CRFConfig(bilateral_weight=1.0, iterations=3)
+    two = dense_crf(np.stack([255 - q[1], q[1]]), image, config, voxel_size=VOXEL)
+    np.testing.assert_array_equal(dense_crf(q[1:], image, config, voxel_size=VOXEL), two)
     lazy = crf_labels(da.from_array(q[1:]), da.from_array(image), voxel_size=VOXEL,
                       config=CRFConfig(bilateral_weight=1.0, iterations=3))
     np.testing.assert_array_equal(lazy.compute(), two)
@@ -102,16 +104,16 @@ def test_bad_inputs():
     with pytest.raises(InputError):
         dense_crf(q[0], image, voxel_size=VOXEL)
     with pytest.raises(InputError):
-        dense_crf(q, None, voxel_size=VOXEL, bilateral_weight=1.0)
+        dense_crf(q, None, CRFConfig(bilateral_weight=1.0), voxel_size=VOXEL)
     with pytest.raises(InputError):
-        dense_crf(q, image[:2], voxel_size=VOXEL, bilateral_weight=1.0)
+        dense_crf(q, image[:2], CRFConfig(bilateral_weight=1.0), voxel_size=VOXEL)
 
 
 def test_crf_helps_on_noisy_unaries():
     truth, q, image = phantom((24, 48, 48), 4, seed=5)
     before = np.mean(np.argmax(q, 0) == truth)
-    gauss = dense_crf(q, image, voxel_size=VOXEL, bilateral_weight=0)
-    both = dense_crf(q, image, voxel_size=VOXEL, **CRFConfig().kernel_kwargs())
+    gauss = dense_crf(q, image, CRFConfig(bilateral_weight=0), voxel_size=VOXEL)
+    both = dense_crf(q, image, CRFConfig(), voxel_size=VOXEL)
     acc_gauss, acc_both = np.mean(gauss == truth), np.mean(both == truth)
     assert before < 0.75
     assert acc_gauss > before + 0.05
@@ -180,7 +182,7 @@ def test_rejects_mismatch_and_thin_blocks():
 def agreement(shape, n_classes, config, block_sizes, *, seed=0, float_input=False):
     truth, q, image = phantom(shape, n_classes, seed=seed)
     probs = q.astype(np.float32) / 255 if float_input else q
-    whole = dense_crf(probs, image, voxel_size=VOXEL, **config.kernel_kwargs())
+    whole = dense_crf(probs, image, config, voxel_size=VOXEL)
     fractions = []
     for block in block_sizes:
         lazy = crf_labels(

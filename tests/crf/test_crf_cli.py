@@ -9,7 +9,7 @@ import zarr
 
 from volseg.cli import main
 from volseg.crf import CRFConfig, crf_halo, crf_labels, dense_crf
-from volseg.crf.pipeline import run_crf
+from volseg.crf.pipeline import CRFOptions, run_crf
 from volseg.crf.testing import noisy_phantom as phantom
 from volseg.io import open_volume
 from volseg.io.omezarr import group_attrs, image_state, write_image
@@ -51,7 +51,7 @@ def test_cli_writes_semantic_labels(inputs, tmp_path, capsys):
     expected = crf_labels(da.from_array(q), da.from_array(image), voxel_size=VOXEL, config=cfg,
                           block_size=BLOCK).compute()
     np.testing.assert_array_equal(got, expected)
-    whole = dense_crf(q, image, voxel_size=VOXEL, **cfg.kernel_kwargs())
+    whole = dense_crf(q, image, cfg, voxel_size=VOXEL)
     assert np.mean(got == whole) >= 0.999
     assert np.mean(got == truth) > np.mean(np.argmax(q, 0) == truth)
     record = group_attrs(out / "labels" / "semantic")["volseg"]
@@ -90,8 +90,8 @@ def test_resume_recomputes_only_missing_blocks(inputs, tmp_path):
     out = tmp_path / "r.ome.zarr"
     cfg = CRFConfig(bilateral_weight=0)
     # two local worker processes (the default without a cluster is one per core)
-    first = run_crf(root / "prediction.ome.zarr", None, out, config=cfg, block_size=BLOCK,
-                    processes=2)
+    first = run_crf(root / "prediction.ome.zarr", None, out,
+                    CRFOptions(bilateral_weight=0, block_size=BLOCK, processes=2))
     assert first.report.computed_blocks == first.report.total_blocks == 8
     level0 = out / "labels" / "semantic" / "0"
     arr = zarr.open_array(str(level0), mode="r+")
@@ -105,8 +105,8 @@ def test_resume_recomputes_only_missing_blocks(inputs, tmp_path):
     assert len(markers) >= 8
     markers[0].unlink()
     assert image_state(out / "labels" / "semantic") == "partial"
-    second = run_crf(root / "prediction.ome.zarr", None, out, config=cfg, block_size=BLOCK,
-                     processes=1)
+    second = run_crf(root / "prediction.ome.zarr", None, out,
+                     CRFOptions(bilateral_weight=0, block_size=BLOCK, processes=1))
     assert second.state_before == "partial"
     assert second.report.computed_blocks == 1 and second.report.skipped_blocks == 7
     again = zarr.open_array(str(level0), mode="r")[...].astype(np.int64) + 1

@@ -32,8 +32,8 @@ def test_crf_on_lucchi(shared_data):
     before = iou(p[0] > 0.5, mito)
     gauss = CRFConfig(bilateral_weight=0)
     both = CRFConfig()
-    out_gauss = dense_crf(p, image, voxel_size=VOXEL, **gauss.kernel_kwargs())
-    out_both = dense_crf(p, image, voxel_size=VOXEL, **both.kernel_kwargs())
+    out_gauss = dense_crf(p, image, gauss, voxel_size=VOXEL)
+    out_both = dense_crf(p, image, both, voxel_size=VOXEL)
     iou_gauss, iou_both = iou(out_gauss == 1, mito), iou(out_both == 1, mito)
     print(f"Lucchi mitochondria IoU: noisy {before:.3f}, Gaussian CRF {iou_gauss:.3f}, "
           f"+ bilateral {iou_both:.3f}")

@@ -39,11 +39,13 @@ def test_cpu_smoke_run_reports_every_figure(tmp_path) -> None:
 
 
 def _predict(model_path, image_path, out, device: str, precision: str) -> np.ndarray:
+    from volseg.inference.options import PredictOptions
     from volseg.inference.pipeline import run_predict
     from volseg.io import open_volume
 
-    run_predict(model_path, image_path, out, device=device, precision=precision,
-                probabilities="float32", pyramid=False)
+    run_predict(model_path, image_path, out,
+                PredictOptions(device=device, precision=precision, probabilities="float32",
+                               pyramid=False))
     probs, _ = open_volume(out)
     return np.asarray(probs)
 

@@ -13,10 +13,13 @@ from monai.data.utils import compute_importance_map, dense_patch_slices
 from monai.inferers import sliding_window_inference
 from monai.inferers.utils import _get_scan_interval
 from monai.networks.nets import UNet
+from pydantic import ValidationError
 from torch import nn
 
 from volseg.errors import ConfigError
 from volseg.inference import (
+    Network,
+    PredictOptions,
     cache_stats,
     clear_cache,
     importance_map,
@@ -90,9 +93,9 @@ class Times2(nn.Module):
 def test_per_voxel_model_comes_back_exactly(blend: str, overlap: float) -> None:
     rng = np.random.default_rng(1)
     x = rng.normal(size=(2, 11, 9, 5)).astype(np.float32) * 100  # 2 channels, odd shape
-    y = predict_logits(x, Times2(repeat=2), patch_size=(4, 6, 7), overlap=overlap,
-                       blend=blend, block_size=(3, 4, 5), batch_size=3,
-                       device="cpu").compute()
+    y = predict_logits(x, Times2(repeat=2),
+                       PredictOptions(patch_size=(4, 6, 7), overlap=overlap, blend=blend,
+                                      block_size=(3, 4, 5), batch_size=3, device="cpu")).compute()
     assert y.shape == (4, 11, 9, 5) and y.dtype == np.float32
     assert np.array_equal(y, np.concatenate([2 * x, 2 * x]))
 
@@ -110,8 +113,9 @@ def test_monai_parity_unet(volume: np.ndarray, overlap: float, block: tuple[int,
     net = small_unet()
     ref = monai_reference(volume, net, PATCH, overlap)
     image = da.from_array(volume, chunks=input_chunks)
-    out = predict_logits(image, net, patch_size=PATCH, overlap=overlap, block_size=block,
-                         batch_size=batch, device="cpu")
+    out = predict_logits(image, net,
+                         PredictOptions(patch_size=PATCH, overlap=overlap, block_size=block,
+                                        batch_size=batch, device="cpu"))
     assert out.chunks[1:] == tuple(
         tuple(min(b, n - i) for i in range(0, n, b)) for n, b in zip(SHAPE, block,
                                                                     strict=True))
@@ -124,8 +128,9 @@ def test_monai_parity_constant_blend_two_input_channels() -> None:
     x = np.random.default_rng(2).normal(size=(2, 9, 17, 12)).astype(np.float32)
     net = small_unet(in_channels=2, out_channels=2, seed=3)
     ref = monai_reference(x, net, (8, 8, 8), 0.4, mode="constant")
-    y = predict_logits(x, net, patch_size=(8, 8, 8), overlap=0.4, blend="constant",
-                       block_size=(4, 9, 5), device="cpu").compute()
+    y = predict_logits(x, net,
+                       PredictOptions(patch_size=(8, 8, 8), overlap=0.4, blend="constant",
+                                      block_size=(4, 9, 5), device="cpu")).compute()
     assert np.abs(y - ref).max() < 1e-4
 
 
@@ -151,8 +156,10 @@ def test_each_patch_evaluated_once(block: tuple[int, ...]) -> None:
     shape, patch, overlap, batch = (17, 20, 13), (4, 6, 5), 0.5, 4
     coded = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
     rec = Recorder()
-    y = predict_logits(coded, rec, patch_size=patch, overlap=overlap, block_size=block,
-                       batch_size=batch, device="cpu", out_channels=1).compute()
+    y = predict_logits(coded, rec,
+                       PredictOptions(patch_size=patch, overlap=overlap, block_size=block,
+                                      batch_size=batch, device="cpu"),
+                       network=Network(out_channels=1)).compute()
     assert np.array_equal(y[0], 2 * coded)
     interval = _get_scan_interval(shape, patch, 3, (overlap,) * 3)
     grid = [coded[tuple(s.start for s in sl)] for sl in dense_patch_slices(shape, patch,
@@ -166,8 +173,10 @@ def test_graph_is_linear_in_blocks() -> None:
     x = da.zeros((40, 40, 40), chunks=10, dtype=np.float32)
     sizes = {}
     for block in (20, 10):
-        out = predict_logits(x, Times2(), patch_size=(8, 8, 8), overlap=0.25,
-                             block_size=(block,) * 3, out_channels=1)
+        out = predict_logits(x, Times2(),
+                             PredictOptions(patch_size=(8, 8, 8), overlap=0.25,
+                                            block_size=(block,) * 3),
+                             network=Network(out_channels=1))
         nblocks = int(np.prod(out.numblocks))
         ours = [k for k in dict(out.__dask_graph__())
                 if isinstance(k, tuple) and str(k[0]).startswith("volseg-")]
@@ -196,16 +205,18 @@ class FlipAveraged(nn.Module):
 
 def test_tta_averages_eight_flips(volume: np.ndarray) -> None:
     net = small_unet(seed=4)
-    ours = predict_logits(volume, net, patch_size=PATCH, overlap=0.25, tta=True,
-                          block_size=(7, 11, 10), device="cpu").compute()
-    ref = predict_logits(volume, FlipAveraged(net), patch_size=PATCH, overlap=0.25,
-                         block_size=(13, 21, 10), device="cpu").compute()
+    ours = predict_logits(volume, net,
+                          PredictOptions(patch_size=PATCH, overlap=0.25, tta=True,
+                                         block_size=(7, 11, 10), device="cpu")).compute()
+    ref = predict_logits(volume, FlipAveraged(net),
+                         PredictOptions(patch_size=PATCH, overlap=0.25, block_size=(13, 21, 10),
+                                        device="cpu")).compute()
     assert np.abs(ours - ref).max() < 1e-5
-    plain = predict_logits(volume, net, patch_size=PATCH, overlap=0.25,
-                           device="cpu").compute()
+    plain = predict_logits(volume, net,
+                           PredictOptions(patch_size=PATCH, overlap=0.25, device="cpu")).compute()
     assert np.abs(ours - plain).max() > 1e-3  # TTA does change the result
-    exact = predict_logits(volume, Times2(), patch_size=PATCH, tta=True,
-                           device="cpu").compute()
+    exact = predict_logits(volume, Times2(),
+                           PredictOptions(patch_size=PATCH, tta=True, device="cpu")).compute()
     assert np.array_equal(exact[0], 2 * volume)
 
 
@@ -224,18 +235,20 @@ def test_probabilities_and_labels() -> None:
     np.testing.assert_allclose(logits_to_probabilities(lazy.rechunk({0: -1})).compute(), p)
 
 
-def test_bad_arguments_are_config_errors(volume: np.ndarray) -> None:
+def test_bad_arguments_are_rejected(volume: np.ndarray) -> None:
     net = Times2()
-    for kwargs in ({"blend": "triangle"}, {"overlap": 1.0}, {"kind": "4d"},
-                   {"precision": "int8"}, {"batch_size": 0}, {"device": "tpu"}):
-        with pytest.raises(ConfigError):
-            predict_logits(volume, net, **{"patch_size": PATCH, **kwargs}).compute()
+    for kwargs in ({"blend": "triangle"}, {"overlap": 1.0}, {"precision": "int8"},
+                   {"batch_size": 0}, {"device": "tpu"}, {"patch_size": (0, 8, 8)}):
+        with pytest.raises(ValidationError):
+            PredictOptions(**kwargs)
+    with pytest.raises(ValidationError):
+        Network(kind="4d")
     with pytest.raises(ConfigError):
         predict_logits(volume, net)  # no patch size for a module
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError):
-            predict_logits(volume, net, patch_size=PATCH, device="cuda",
-                           out_channels=1).compute()
+            predict_logits(volume, net, PredictOptions(patch_size=PATCH, device="cuda"),
+                           network=Network(out_channels=1)).compute()
 
 
 # ------------------------------------------------------- model files, cache, cluster
@@ -256,7 +269,7 @@ def test_model_file_uses_spec_and_normalisation(tmp_path, volume: np.ndarray) ->
     raw = volume * 20 + 100
     ref = monai_reference(spec.normalization.apply(raw), net, PATCH, 0.25)
     clear_cache()
-    y = predict_logits(raw, path, block_size=(6, 10, 10), device="cpu").compute()
+    y = predict_logits(raw, path, PredictOptions(block_size=(6, 10, 10), device="cpu")).compute()
     assert np.abs(y - ref).max() < 1e-4
     assert cache_stats()["loads"] == 1  # once for the whole volume, not per block
 
@@ -286,8 +299,8 @@ def test_run_predict_loads_the_network_once_before_the_blocks(tmp_path, volume: 
     image = tmp_path / "image.ome.zarr"
     write_image((volume * 20 + 100).astype(np.float32), image, voxel_size=(8, 8, 8))
     clear_cache()
-    result = run_predict(path, image, tmp_path / "out.ome.zarr", device="cpu",
-                         block_size=(6, 10, 10), pyramid=False)
+    result = run_predict(path, image, tmp_path / "out.ome.zarr",
+                         PredictOptions(device="cpu", block_size=(6, 10, 10), pyramid=False))
     assert result.computed_blocks == result.total_blocks > 1
     assert cache_stats()["loads"] == 1
     assert cache_stats()["hits"] >= 1  # the emissions found the entry loaded up front
@@ -309,8 +322,8 @@ def test_monai_parity_on_local_cluster(client, tmp_path, volume: np.ndarray) -> 
     for overlap, block in ((0.25, (5, 7, 4)), (0.5, (4, 6, 10))):
         ref = monai_reference(volume, net, PATCH, overlap)
         out = predict_logits(da.from_array(volume, chunks=(4, 9, 10)), net,
-                             patch_size=PATCH, overlap=overlap, block_size=block,
-                             device="cpu")
+                             PredictOptions(patch_size=PATCH, overlap=overlap, block_size=block,
+                                            device="cpu"))
         with dask.config.set(scheduler=client):
             y = out.compute()
         assert np.abs(y - ref).max() < 1e-4
@@ -318,7 +331,7 @@ def test_monai_parity_on_local_cluster(client, tmp_path, volume: np.ndarray) -> 
     path, fnet, spec = _model_file(tmp_path, seed=7)
     client.run(clear_cache)
     raw = volume * 20 + 100
-    out = predict_logits(raw, path, block_size=(3, 5, 5), device="cpu")
+    out = predict_logits(raw, path, PredictOptions(block_size=(3, 5, 5), device="cpu"))
     y = client.compute(out).result()
     ref = monai_reference(spec.normalization.apply(raw), fnet, PATCH, 0.25)
     assert np.abs(y - ref).max() < 1e-4

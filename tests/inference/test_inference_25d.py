@@ -10,7 +10,7 @@ from monai.networks.nets import UNet
 from torch import nn
 
 from volseg.errors import ConfigError
-from volseg.inference import predict_logits
+from volseg.inference import Network, PredictOptions, predict_logits
 
 SHAPE = (6, 20, 13)  # x shorter than the patch: padded as MONAI pads
 
@@ -41,9 +41,10 @@ def test_25d_equals_monai_per_section(k: int, overlap: float, block: tuple[int, 
     net = UNet(2, k, 2, channels=(4, 8), strides=(2,), num_res_units=1).eval()
     volume = np.random.default_rng(k).normal(size=SHAPE).astype(np.float32)
     ref = reference(volume, net, k, (8, 16), overlap)
-    out = predict_logits(volume, net, kind="2.5d", context=k, patch_size=(8, 16),
-                         overlap=overlap, block_size=block, batch_size=3,
-                         device="cpu").compute()
+    out = predict_logits(volume, net,
+                         PredictOptions(patch_size=(1, 8, 16), overlap=overlap, block_size=block,
+                                        batch_size=3, device="cpu"),
+                         network=Network(kind="2.5d", context=k)).compute()
     assert out.shape == ref.shape == (2, *SHAPE)
     assert np.abs(out - ref).max() < 1e-4
 
@@ -63,28 +64,32 @@ class MiddleTimesTwo(nn.Module):
 @pytest.mark.parametrize("tta", [False, True])
 def test_25d_per_voxel_model_exact_and_context_order(tta: bool) -> None:
     volume = np.random.default_rng(9).normal(size=SHAPE).astype(np.float32)
-    out = predict_logits(volume, MiddleTimesTwo(5), kind="2.5d", context=5,
-                         patch_size=(1, 8, 8), overlap=0.5, block_size=(2, 9, 13),
-                         tta=tta, device="cpu").compute()
+    out = predict_logits(volume, MiddleTimesTwo(5),
+                         PredictOptions(patch_size=(1, 8, 8), overlap=0.5, block_size=(2, 9, 13),
+                                        tta=tta, device="cpu"),
+                         network=Network(kind="2.5d", context=5)).compute()
     assert np.array_equal(out[0], 2 * volume)
 
     class Previous(nn.Module):  # channel 0 of a k = 3 stack is section z - 1
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return x[:, :1]
 
-    prev = predict_logits(volume, Previous(), kind="2.5d", context=3, patch_size=(8, 8),
-                          block_size=(3, 20, 13), device="cpu").compute()
+    prev = predict_logits(volume, Previous(),
+                          PredictOptions(patch_size=(1, 8, 8), block_size=(3, 20, 13),
+                                         device="cpu"),
+                          network=Network(kind="2.5d", context=3)).compute()
     expected = np.concatenate([volume[1:2], volume[:-1]])  # section -1 mirrors section 1
     assert np.array_equal(prev[0], expected)
-    one = predict_logits(volume[:1], Previous(), kind="2.5d", context=3, patch_size=(8, 8),
-                         device="cpu").compute()
+    one = predict_logits(volume[:1], Previous(), PredictOptions(patch_size=(1, 8, 8), device="cpu"),
+                         network=Network(kind="2.5d", context=3)).compute()
     assert np.array_equal(one[0], volume[:1])  # a single section is its own context
 
 
 def test_25d_needs_odd_context() -> None:
     volume = np.zeros(SHAPE, dtype=np.float32)
     with pytest.raises(ConfigError):
-        predict_logits(volume, MiddleTimesTwo(2), kind="2.5d", context=2, patch_size=(8, 8))
+        predict_logits(volume, MiddleTimesTwo(2), PredictOptions(patch_size=(1, 8, 8)),
+                       network=Network(kind="2.5d", context=2))
     with pytest.raises(ConfigError):
-        predict_logits(volume, MiddleTimesTwo(3), kind="2.5d", context=3,
-                       patch_size=(2, 8, 8))
+        predict_logits(volume, MiddleTimesTwo(3), PredictOptions(patch_size=(2, 8, 8)),
+                       network=Network(kind="2.5d", context=3))

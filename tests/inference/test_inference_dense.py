@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from volseg.inference import densify, predict_logits, receptive_field
+from volseg.inference import Network, PredictOptions, densify, predict_logits, receptive_field
 from volseg.inference.dense import needs_densify
 
 SHAPE = (11, 14, 9)
@@ -68,8 +68,10 @@ def test_dense_equals_patchwise(r: int, block: tuple[int, ...], tile: tuple[int,
     volume = rng.normal(size=SHAPE).astype(np.float32)
     net = valid_cnn(r, seed=r)
     assert receptive_field(net) == r
-    dense = predict_logits(volume, net, kind="centre_voxel", patch_size=tile,
-                           block_size=block, border=border, device="cpu").compute()
+    dense = predict_logits(volume, net,
+                           PredictOptions(patch_size=tile, block_size=block, border=border,
+                                          device="cpu"),
+                           network=Network(kind="centre_voxel")).compute()
     assert dense.shape == (3, *SHAPE)
     pos = positions(rng)
     ref = patchwise(net, volume, r, pos, border)
@@ -85,8 +87,9 @@ def test_volseg_centre_voxel_net_with_batch_norm() -> None:
     assert receptive_field(net) == 6
     rng = np.random.default_rng(6)
     volume = rng.normal(size=SHAPE).astype(np.float32)
-    dense = predict_logits(volume, net, kind="centre_voxel", patch_size=(5, 6, 7),
-                           block_size=(6, 7, 5), device="cpu").compute()
+    dense = predict_logits(volume, net,
+                           PredictOptions(patch_size=(5, 6, 7), block_size=(6, 7, 5), device="cpu"),
+                           network=Network(kind="centre_voxel")).compute()
     pos = positions(rng, 20)
     ref = patchwise(net, volume, 6, pos)
     assert np.abs(dense[:, pos[:, 0], pos[:, 1], pos[:, 2]].T - ref).max() < 1e-4
@@ -105,8 +108,9 @@ def test_densify_pooled_and_strided_network() -> None:
         assert dense(torch.zeros(1, 1, 12 + 6, 12 + 5, 12)).shape == (1, 2, 7, 6, 1)
     rng = np.random.default_rng(3)
     volume = rng.normal(size=SHAPE).astype(np.float32)
-    out = predict_logits(volume, net, kind="centre_voxel", patch_size=(5, 5, 5),
-                         block_size=(6, 7, 9), device="cpu").compute()
+    out = predict_logits(volume, net,
+                         PredictOptions(patch_size=(5, 5, 5), block_size=(6, 7, 9), device="cpu"),
+                         network=Network(kind="centre_voxel")).compute()
     pos = positions(rng)
     ref = patchwise(net, volume, 12, pos)
     got = out[:, pos[:, 0], pos[:, 1], pos[:, 2]].T
@@ -138,7 +142,8 @@ def test_dense_tta_and_per_voxel_identity() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:  # R = 3: the centre voxel * 2
             return 2 * x[:, :, 1:-1, 1:-1, 1:-1]
 
-    out = predict_logits(volume, Centre(), kind="centre_voxel", receptive_field=3,
-                         patch_size=(4, 4, 4), block_size=(5, 5, 5), tta=True,
-                         device="cpu").compute()
+    out = predict_logits(volume, Centre(),
+                         PredictOptions(patch_size=(4, 4, 4), block_size=(5, 5, 5), tta=True,
+                                        device="cpu"),
+                         network=Network(kind="centre_voxel", receptive_field=3)).compute()
     assert np.array_equal(out[0], 2 * volume)

@@ -18,7 +18,13 @@ from monai.inferers import sliding_window_inference
 from torch import nn
 
 from volseg.cli import main
-from volseg.inference import logits_to_labels, logits_to_probabilities, predict_logits
+from volseg.inference import (
+    Network,
+    PredictOptions,
+    logits_to_labels,
+    logits_to_probabilities,
+    predict_logits,
+)
 from volseg.inference.pipeline import output_state, store_together
 
 SHAPE = (20, 40, 36)
@@ -77,7 +83,7 @@ def test_cli_writes_labels_and_probabilities(inputs: tuple[Path, Path], tmp_path
     assert isinstance(ref, torch.Tensor)
     p_ref = torch.softmax(ref[0], 0).numpy()
     assert np.abs(probs.astype(np.float64) - p_ref * 255).max() <= 0.5 + 1e-3
-    logits = predict_logits(raw, model, overlap=0.5, device="cpu").compute()
+    logits = predict_logits(raw, model, PredictOptions(overlap=0.5, device="cpu")).compute()
     assert np.abs(logits - ref[0].numpy()).max() < 1e-4
     assert np.array_equal(labels, logits_to_labels(logits))
     # metadata: c axis for the probabilities, provenance, an NGFF label image
@@ -119,8 +125,10 @@ def test_labels_and_probabilities_come_from_one_graph(tmp_path: Path) -> None:
     shape, patch = (12, 17, 15), (6, 6, 6)
     x = np.random.default_rng(1).normal(size=shape).astype(np.float32)
     rec = Recorder()
-    logits = predict_logits(x, rec, patch_size=patch, overlap=0.5, block_size=(5, 6, 7),
-                            out_channels=2, device="cpu")
+    logits = predict_logits(x, rec,
+                            PredictOptions(patch_size=patch, overlap=0.5, block_size=(5, 6, 7),
+                                           device="cpu"),
+                            network=Network(out_channels=2))
     root = zarr.open_group(str(tmp_path / "o.zarr"), mode="w", zarr_format=2)
     lab = root.create_array("labels", shape=shape, chunks=(5, 6, 7), dtype=np.uint8)
     prob = root.create_array("probs", shape=(2, *shape), chunks=(2, 5, 6, 7),

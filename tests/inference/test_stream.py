@@ -174,3 +174,28 @@ def test_dask_synchronous_setting_runs_one_thread() -> None:
                          on_done=lambda key: callers.add(threading.get_ident()))
     assert len(log.threads) == 1 and sorted(log.calls) == sorted(indices)
     assert callers == {threading.get_ident()}  # on_done runs in the calling thread
+
+
+def test_the_private_dask_calls_hold_in_the_pinned_range() -> None:
+    """The scheduler uses dask._task_spec: the installed Dask is in the tested range."""
+    import re
+    import sys
+
+    from dask._task_spec import convert_legacy_graph
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import Version
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    (spec,) = [re.sub(r"^dask", "", d) for d in deps if re.match(r"^dask[<>=!~ ]", d)]
+    assert "<" in spec, "the scheduler's private Dask calls need an upper bound"
+    assert Version(dask.__version__) in SpecifierSet(spec)
+    # what compute_in_order relies on: legacy tuples become callables of their inputs
+    graph = convert_legacy_graph({"a": 1, "b": (sum, ["a", "a"]), ("c", 0): (abs, "b")})
+    assert set(graph["b"].dependencies) == {"a"}
+    assert graph["b"]({"a": 2}) == 4 and graph[("c", 0)]({"b": -3}) == 3

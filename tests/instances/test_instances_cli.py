@@ -10,7 +10,7 @@ from scipy import ndimage as ndi
 
 from volseg.cli import main
 from volseg.instances import read_table
-from volseg.instances.pipeline import run_instances
+from volseg.instances.pipeline import InstanceOptions, run_instances
 from volseg.io import open_volume
 from volseg.io.omezarr import group_attrs, image_state, write_labels
 from volseg.io.store import marker_dir
@@ -84,8 +84,9 @@ def test_resume_after_interruption(semantic, tmp_path):
     root, _ = semantic
     out = tmp_path / "r.ome.zarr"
     src = root / "crf.ome.zarr" / "labels" / "semantic"
-    kw = dict(classes=[2, 5], connectivity=26, min_size=2, block_size=(16, 17, 19))
-    first = run_instances(src, out, table=tmp_path / "t.csv", **kw)
+    options = InstanceOptions(classes=[2, 5], connectivity=26, min_size=2,
+                              block_size=(16, 17, 19))
+    first = run_instances(src, out, options, table=tmp_path / "t.csv")
     level0 = out / "labels" / "instances" / "0"
     arr = zarr.open_array(str(level0), mode="r+")
     done = arr[...]
@@ -95,7 +96,7 @@ def test_resume_after_interruption(semantic, tmp_path):
     assert len(markers) >= first.report.total_blocks > 1
     markers[0].unlink()
     assert image_state(out / "labels" / "instances") == "partial"
-    second = run_instances(src, out, table=tmp_path / "t.csv", **kw)
+    second = run_instances(src, out, options, table=tmp_path / "t.csv")
     assert second.state_before == "partial"
     assert second.report.computed_blocks == 1
     assert second.report.skipped_blocks == first.report.total_blocks - 1

@@ -57,7 +57,7 @@ def _image(path: Path) -> Path:
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
     """Each kind's model file and its package: 3-D through the workflow stage, 2.5-D
     through the command line, centre-voxel through the library."""
-    from volseg.inference.export import ExportOptions, export_model
+    from volseg.inference.package import Citation, PackageOptions, export_model
     from volseg.stages import export_model as stage
     from volseg.workflow.stage import RunContext
 
@@ -71,8 +71,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, 
         if kind == "3d":
             cfg = stage.Config(model=str(model), output=str(package),
                                authors=["Ada Lovelace; EPFL"], license="CC-BY-4.0",
-                               cite=[stage.Citation(text="Lucchi et al. 2012",
-                                                    doi="10.1109/TMI.2011.2171705")],
+                               cite=[Citation(text="Lucchi et al. 2012",
+                                              doi="10.1109/TMI.2011.2171705")],
                                sample=str(image))
             summary = stage.run(cfg, RunContext(workdir=d))
             assert summary["weights"] == ["torchscript", "onnx"]
@@ -82,7 +82,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, 
             assert main(["export-model", str(model), str(package), "--sample", str(image),
                          "--author", "Grace Hopper", "--license", "MIT"]) == 0
         else:
-            export_model(model, package, ExportOptions(sample=str(image)))
+            export_model(model, package, PackageOptions(sample=str(image)))
         out[kind] = (model, package)
     out["image"] = (image, image)
     return out
@@ -436,7 +436,7 @@ def test_lucchi_model_exports_and_passes_bioimageio_core(shared_data: Path,
     import tifffile
     from bioimageio.core import test_model
 
-    from volseg.inference.export import ExportOptions, export_model
+    from volseg.inference.package import Citation, PackageOptions, export_model
     from volseg.train import train
     from volseg.train.config import TrainConfig
     from volseg.workflow.schema import load_workflow
@@ -464,8 +464,8 @@ def test_lucchi_model_exports_and_passes_bioimageio_core(shared_data: Path,
           output_dir=tmp_path, progress=False)
     package = tmp_path / "lucchi.zip"
     export_model(tmp_path / "model.safetensors", package,
-                 ExportOptions(license="CC-BY-4.0", cite=(("Lucchi et al. 2012",
-                                                           "10.1109/TMI.2011.2171705"),)))
+                 PackageOptions(license="CC-BY-4.0", cite=[Citation(
+                     text="Lucchi et al. 2012", doi="10.1109/TMI.2011.2171705")]))
     summary = test_model(package)
     failed = [(d.name, [e.msg[:200] for e in d.errors]) for d in summary.details
               if d.status != "passed"]

@@ -59,14 +59,15 @@ def _read(path: Path) -> np.ndarray:
 def test_a_worker_killed_mid_predict_costs_only_its_blocks(tmp_path: Path) -> None:
     from distributed import Client, LocalCluster
 
+    from volseg.inference.options import PredictOptions
     from volseg.inference.pipeline import run_predict
 
     image, model = _inputs(tmp_path, (32, 96, 96))
-    options = {"block_size": (8, 16, 16), "batch_size": 2, "pyramid": False}
+    options = PredictOptions(block_size=(8, 16, 16), batch_size=2, pyramid=False)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster, Client(cluster) as client:
-        reference = run_predict(model, image, tmp_path / "ref.ome.zarr", client=client,
-                                **options)
+        reference = run_predict(model, image, tmp_path / "ref.ome.zarr", options,
+                                client=client)
         total = reference.total_blocks
         out = tmp_path / "disturbed.ome.zarr"
         killed: dict[str, int] = {}
@@ -84,7 +85,7 @@ def test_a_worker_killed_mid_predict_costs_only_its_blocks(tmp_path: Path) -> No
 
         killer = threading.Thread(target=kill_one_worker_midway)
         killer.start()
-        result = run_predict(model, image, out, client=client, **options)
+        result = run_predict(model, image, out, options, client=client)
         killer.join()
     assert killed, "the run finished before a worker could be killed midway"
     assert killed["done"] < total
@@ -98,11 +99,12 @@ def test_a_worker_killed_mid_predict_costs_only_its_blocks(tmp_path: Path) -> No
 
 @pytest.mark.slow
 def test_a_killed_run_resumes_with_few_blocks_recomputed(tmp_path: Path) -> None:
+    from volseg.inference.options import PredictOptions
     from volseg.inference.pipeline import run_predict
 
     image, model = _inputs(tmp_path / "wf", (48, 128, 128))
-    reference = run_predict(model, image, tmp_path / "ref.ome.zarr", block_size=(8, 16, 16),
-                            batch_size=2)
+    reference = run_predict(model, image, tmp_path / "ref.ome.zarr",
+                            PredictOptions(block_size=(8, 16, 16), batch_size=2))
     total = reference.total_blocks
     workflow = tmp_path / "wf.yaml"
     workflow.write_text(textwrap.dedent(f"""\

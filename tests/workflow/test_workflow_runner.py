@@ -82,3 +82,35 @@ def test_an_interrupted_stage_is_rerun_while_finished_ones_are_skipped(tmp_path:
 def test_unknown_stage_selection_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--stages: train not in"):
         run_workflow(_workflow(tmp_path), base_dir=tmp_path, only=["train"])  # type: ignore[arg-type]
+
+
+DECLARED = """\
+name: declared
+output_dir: out
+synth: {kind: fibsem, shape: [8, 32, 32], seed: 3, chunks: [8, 32, 32]}
+evaluate: {prediction: image.ome.zarr/labels/truth, truth: image.ome.zarr/labels/truth}
+export: {input: image.ome.zarr/labels/truth, output: truth.tif}
+"""
+
+
+def test_a_stage_hash_covers_its_config_and_the_stages_it_reads_from(tmp_path: Path) -> None:
+    from volseg.workflow.runner import stage_hashes, upstream
+
+    wf = _workflow(tmp_path, DECLARED)
+    assert upstream(wf) == {"synth": [], "evaluate": ["synth"], "export": ["synth"]}  # type: ignore[arg-type]
+    run_workflow(wf, base_dir=tmp_path)  # type: ignore[arg-type]
+    # editing evaluate leaves export (which runs after it but does not read it) alone
+    edited = _workflow(tmp_path, DECLARED, overrides=("evaluate.zero_division=1",))
+    before, after = stage_hashes(wf), stage_hashes(edited)  # type: ignore[arg-type]
+    assert before["evaluate"] != after["evaluate"]
+    assert before["export"] == after["export"] and before["synth"] == after["synth"]
+    outcomes = run_workflow(edited, base_dir=tmp_path, only=["export"])  # type: ignore[arg-type]
+    assert [(o.name, o.status) for o in outcomes] == [("export", "skipped")]
+    with pytest.raises(ConfigError, match=r"'evaluate'.*changed"):
+        run_workflow(edited, base_dir=tmp_path)  # type: ignore[arg-type]
+    # editing synth reaches every stage that reads its products
+    reseeded = _workflow(tmp_path, DECLARED, overrides=("synth.seed=4",))
+    changed = stage_hashes(reseeded)  # type: ignore[arg-type]
+    assert all(changed[name] != before[name] for name in before)
+    with pytest.raises(ConfigError, match=r"'export'.*changed"):
+        run_workflow(reseeded, base_dir=tmp_path, only=["export"])  # type: ignore[arg-type]

@@ -205,14 +205,14 @@ def monai_throughput(module: torch.nn.Module, image: np.ndarray, config: GpuBenc
 def volseg_throughput(model_path: Path, image_path: Path, out: Path, config: GpuBenchConfig,
                       device: torch.device) -> dict[str, Any]:
     """(b) volseg end to end: OME-Zarr in, labels + uint8 probabilities out."""
+    from volseg.inference.options import PredictOptions
     from volseg.inference.pipeline import run_predict
 
     with _Sampler(device) as sampler, _gpu_peak(device) as mem:
-        result = run_predict(
-            model_path, image_path, out, overlap=config.overlap, batch_size=config.batch_size,
-            device=str(device), precision=config.precision, probabilities="uint8",
-            overwrite=True, pyramid=False,
-        )
+        options = PredictOptions(overlap=config.overlap, batch_size=config.batch_size,
+                                 device=device.type, precision=config.precision,
+                                 probabilities="uint8", pyramid=False)
+        result = run_predict(model_path, image_path, out, options, overwrite=True)
     return {"seconds": result.seconds, "voxels_per_second": result.voxels_per_second,
             "model_seconds": result.model_seconds, "block_seconds": result.block_seconds,
             "gpu_busy_fraction": sampler.busy_fraction, "peak_rss_bytes": sampler.peak_rss,

@@ -24,7 +24,7 @@ import importlib
 import pkgutil
 import sys
 from collections.abc import Sequence
-from types import ModuleType
+from typing import NoReturn, Protocol, runtime_checkable
 
 from volseg import __version__
 from volseg.errors import EXIT_USAGE, VolsegError
@@ -45,19 +45,34 @@ def _requested_command(argv: Sequence[str]) -> str | None:
     return None
 
 
-def _command_modules(only: str | None = None) -> list[ModuleType]:
-    modules = []
+@runtime_checkable
+class Command(Protocol):
+    """A sub-command module (see the module notes)."""
+
+    NAME: str
+    HELP: str
+    ORDER: int
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add the command's arguments."""
+
+    def run(self, args: argparse.Namespace) -> int:
+        """Run the command; return the exit status."""
+
+
+def _command_modules(only: str | None = None) -> list[Command]:
+    modules: list[Command] = []
     for name in [only] if only else _command_names():
         module = importlib.import_module(f"{__name__}.{name}")
-        if hasattr(module, "NAME") and hasattr(module, "run"):
+        if isinstance(module, Command):
             modules.append(module)
-    return sorted(modules, key=lambda m: (getattr(m, "ORDER", 100), m.NAME))
+    return sorted(modules, key=lambda m: (m.ORDER, m.NAME))
 
 
 class _Parser(argparse.ArgumentParser):
     """Argument errors exit with status 2 and one line, like every other user error."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"volseg: error: {message} (see `{self.prog} --help`)\n")
 
 

@@ -8,6 +8,7 @@ import shlex
 from collections.abc import Sequence
 from typing import Any
 
+from volseg.options import Options
 from volseg.provenance import provenance
 
 
@@ -22,67 +23,6 @@ def add_dataset(parser: argparse.ArgumentParser) -> None:
     """Add ``--dataset`` (the array inside an HDF5 file, Zarr group or N5 container)."""
     parser.add_argument("--dataset", metavar="NAME",
                         help="dataset inside an HDF5 file, Zarr group or N5 container")
-
-
-def add_chunks(parser: argparse.ArgumentParser, default: str = "64 64 64") -> None:
-    """Add ``--chunks Z Y X`` (positive integers)."""
-    parser.add_argument("--chunks", nargs=3, type=positive_int, metavar=("Z", "Y", "X"),
-                        help=f"output chunk shape in voxels (default {default})")
-
-
-def add_voxel_size(parser: argparse.ArgumentParser) -> None:
-    """Add ``--voxel-size Z Y X`` in nanometres."""
-    parser.add_argument("--voxel-size", nargs=3, type=positive_float, metavar=("Z", "Y", "X"),
-                        help="voxel size in nm (overrides what the input file says)")
-
-
-def _integer(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-
-
-def _finite(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text} must be a finite number")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """``argparse`` type: an integer ≥ 1."""
-    value = _integer(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """``argparse`` type: an integer ≥ 0."""
-    value = _integer(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 0")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """``argparse`` type: a finite number ≥ 0."""
-    value = _finite(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} must be a non-negative number")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """``argparse`` type: a finite number > 0."""
-    value = _finite(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} must be a positive number")
-    return value
 
 
 def options(args: argparse.Namespace) -> dict[str, Any]:
@@ -111,14 +51,19 @@ def command_line(name: str, positional: Sequence[str], args: argparse.Namespace)
     return shlex.join(parts)
 
 
-def output_attrs(name: str, positional: Sequence[str], args: argparse.Namespace
-                 ) -> dict[str, Any]:
+def output_attrs(name: str, positional: Sequence[str], args: argparse.Namespace,
+                 validated: Options | None = None) -> dict[str, Any]:
     """Return group attributes recording how the command made its output.
 
-    ``positional`` names the attributes of ``args`` that are positional arguments.
+    ``positional`` names the attributes of ``args`` that are positional arguments;
+    ``validated``, the command's options object, completes the recorded config with
+    the defaults of the flags not given.
     """
+    config = {**(validated.to_dict() if validated is not None else {}), **options(args)}
+    config = {k: str(v) if isinstance(v, float) and not math.isfinite(v) else v
+              for k, v in config.items()}  # JSON has no nan
     return {"volseg": provenance(command=command_line(name, positional, args),
-                                 config=options(args))}
+                                 config=config)}
 
 
 def format_bytes(n: float) -> str:

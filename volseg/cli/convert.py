@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from volseg.cli import _common
+from volseg.cli._options import add_options, parse_options
 from volseg.errors import InputError
+from volseg.io.convert import ConvertOptions
 
 if TYPE_CHECKING:
     from volseg.io.convert import ConvertResult
@@ -47,9 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output", nargs="?",
                         help="output OME-Zarr group, e.g. image.ome.zarr (omit with "
                              "--labels-of)")
-    _common.add_chunks(parser, default="64 64 64; 1 256 256 for a single section")
-    _common.add_voxel_size(parser)
-    _common.add_dataset(parser)
+    add_options(parser, ConvertOptions, metavars={"dataset": "NAME"})
     parser.add_argument("--labels", action="store_true",
                         help="the input is a label volume: write an NGFF label image")
     parser.add_argument("--labels-of", metavar="IMAGE",
@@ -60,8 +60,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="OLD=NEW", type=_value_pair,
                         help="labels: map a raw value to a class id, e.g. --map 255=1 "
                              "(repeatable; values not listed are kept)")
-    parser.add_argument("--no-pyramid", action="store_true",
-                        help="write level 0 only (no downsampled levels)")
     _common.add_overwrite(parser)
 
 
@@ -77,7 +75,7 @@ def _value_pair(text: str) -> tuple[int, int]:
 
 def run(args: argparse.Namespace) -> int:
     """Convert and print a short summary; return the exit status."""
-    from volseg.io.convert import convert_image, convert_labels  # heavy: import when used
+    from volseg.io.convert import convert_image, convert_labels
 
     labels = bool(args.labels or args.labels_of)
     if args.values and not labels:
@@ -86,20 +84,19 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give either OUTPUT or --labels-of IMAGE, not both")
     if not args.labels_of and not args.output:
         raise InputError("missing OUTPUT: give an output path such as image.ome.zarr")
-    common = {
-        "dataset": args.dataset, "chunks": args.chunks, "voxel_size": args.voxel_size,
-        "overwrite": args.overwrite, "pyramid": not args.no_pyramid,
-    }
-    attrs = _common.output_attrs(NAME, ["input", "output"], args)
+    options = parse_options(ConvertOptions, args)
+    attrs = _common.output_attrs(NAME, ["input", "output"], args, options)
     if labels:
         image = Path(args.labels_of or args.output)
         if args.labels_of and not image.exists():
             raise InputError(f"{image} does not exist; convert the image first or drop "
                              f"--labels-of")
-        result = convert_labels(args.input, image, args.name, attrs=attrs,
-                                values=dict(args.values) or None, **common)
+        result = convert_labels(args.input, image, args.name, options,
+                                values=dict(args.values) or None, overwrite=args.overwrite,
+                                attrs=attrs)
     else:
-        result = convert_image(args.input, args.output, attrs=attrs, **common)
+        result = convert_image(args.input, args.output, options, overwrite=args.overwrite,
+                               attrs=attrs)
     print(summary(result))
     return 0
 

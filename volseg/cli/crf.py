@@ -5,6 +5,9 @@ Reads the class probabilities (``prediction.ome.zarr``, axes ``c, z, y, x``, uin
 kernel + bilateral intensity kernel, widths in nm) block by block with a halo, and
 writes ``OUTPUT/labels/semantic`` (uint8 class ids, mode pyramid). An interrupted run
 resumes; a finished output is refused unless ``--overwrite``.
+
+The options are the fields of :class:`volseg.crf.pipeline.CRFOptions` (the ``crf``
+workflow stage's too): one flag per field, with the field's default.
 """
 
 from __future__ import annotations
@@ -14,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
 
 from volseg.cli import _common
-from volseg.crf.blockwise import CRFConfig
-from volseg.crf.pipeline import run_crf
+from volseg.cli._options import add_options, parse_options
+from volseg.crf.pipeline import CRFOptions
 from volseg.errors import ConfigError, InputError
 
 NAME = "crf"
@@ -26,9 +28,18 @@ HELP = "refine class probabilities with a blockwise dense CRF (labels/semantic)"
 ORDER = 50
 
 
+#: Flags whose name is not ``--<field-name>`` (the historical short names stay).
+FLAGS = {
+    "gaussian_sigma_nm": ("--gaussian-sigma", "--gaussian-sigma-nm"),
+    "bilateral_sigma_nm": ("--bilateral-sigma", "--bilateral-sigma-nm"),
+    "compatibility": ("--compat", "--compatibility"),
+    "block_size": ("--block", "--block-size"),
+    "memory_budget_mib": ("--memory-budget", "--memory-budget-mib"),
+}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``crf``'s arguments."""
-    d = CRFConfig()
     parser.add_argument("--probabilities", required=True, metavar="P.ome.zarr",
                         help="class probabilities (c, z, y, x), e.g. prediction.ome.zarr")
     parser.add_argument("--image", metavar="I.ome.zarr",
@@ -36,43 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--bilateral-weight 0)")
     parser.add_argument("--output", required=True, metavar="O.ome.zarr",
                         help="output group; labels go to O.ome.zarr/labels/semantic")
-    parser.add_argument("--gaussian-sigma", type=_common.positive_float, metavar="NM",
-                        default=d.gaussian_sigma_nm,
-                        help=f"smoothness kernel width in nm (default {d.gaussian_sigma_nm:g})")
-    parser.add_argument("--gaussian-weight", type=_common.non_negative_float, metavar="W",
-                        default=d.gaussian_weight,
-                        help=f"smoothness kernel weight, 0 = off (default {d.gaussian_weight:g})")
-    parser.add_argument("--bilateral-sigma", type=_common.positive_float, metavar="NM",
-                        default=d.bilateral_sigma_nm,
-                        help=f"bilateral spatial width in nm (default {d.bilateral_sigma_nm:g})")
-    parser.add_argument("--bilateral-intensity", type=_common.positive_float, metavar="V",
-                        default=d.bilateral_intensity,
-                        help="bilateral intensity width in image units "
-                             f"(default {d.bilateral_intensity:g})")
-    parser.add_argument("--bilateral-weight", type=_common.non_negative_float, metavar="W",
-                        default=d.bilateral_weight,
-                        help=f"bilateral weight, 0 = off (default {d.bilateral_weight:g})")
-    parser.add_argument("--compat", metavar="WEIGHT|FILE.yaml", default="1",
-                        help="Potts weight (cost of two different labels), or a YAML file "
-                             "with a C x C cost matrix (a list of rows, or a mapping with "
-                             "key 'compatibility') (default 1)")
-    parser.add_argument("--iterations", type=_common.positive_int, metavar="N",
-                        default=d.iterations,
-                        help=f"mean-field iterations (default {d.iterations})")
-    parser.add_argument("--block", nargs=3, type=_common.positive_int, metavar=("Z", "Y", "X"),
-                        help="block size in voxels (default: from --memory-budget)")
-    parser.add_argument("--memory-budget", type=_common.positive_int, metavar="MIB",
-                        default=2048, help="memory per block in MiB when --block is not "
-                                           "given (default 2048)")
-    parser.add_argument("--halo", nargs=3, type=int, metavar=("Z", "Y", "X"),
-                        help="halo in voxels (default: derived from the kernel widths, "
-                             "weights and iterations)")
-    parser.add_argument("--processes", type=_common.positive_int, metavar="N",
-                        help="local worker processes (default: all cores; pydensecrf2 holds "
-                             "the GIL, so the CRF runs in processes, not threads)")
-    _common.add_voxel_size(parser)
-    parser.add_argument("--no-pyramid", action="store_true",
-                        help="write level 0 only (no downsampled levels)")
+    add_options(parser, CRFOptions, flags=FLAGS, types_={"compatibility": str},
+                metavars={"compatibility": "WEIGHT|FILE.yaml"})
     _common.add_overwrite(parser)
 
 
@@ -108,26 +84,15 @@ def parse_compatibility(text: str) -> float | list[list[float]]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the CRF and print a short summary; return the exit status."""
-    try:
-        config = CRFConfig(
-            gaussian_sigma_nm=args.gaussian_sigma, gaussian_weight=args.gaussian_weight,
-            bilateral_sigma_nm=args.bilateral_sigma,
-            bilateral_intensity=args.bilateral_intensity,
-            bilateral_weight=args.bilateral_weight,
-            compatibility=parse_compatibility(args.compat), iterations=args.iterations,
-            halo=tuple(args.halo) if args.halo else None,
-        )
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"crf option {where}: {first['msg']}") from None
-    attrs = _common.output_attrs(NAME, [], args)
-    result = run_crf(
-        args.probabilities, args.image, args.output, config=config,
-        voxel_size=args.voxel_size, block_size=args.block,
-        memory_budget=args.memory_budget * 2**20, overwrite=args.overwrite, attrs=attrs,
-        processes=args.processes, pyramid=not args.no_pyramid,
-    )
+    from volseg.crf.pipeline import run_crf
+
+    fixed = {}
+    if hasattr(args, "compatibility"):  # a number, or a YAML file with the matrix
+        fixed["compatibility"] = parse_compatibility(args.compatibility)
+    options = parse_options(CRFOptions, args, flags=FLAGS, **fixed)
+    attrs = _common.output_attrs(NAME, [], args, options)
+    result = run_crf(args.probabilities, args.image, args.output, options,
+                     overwrite=args.overwrite, attrs=attrs)
     info = result.to_dict()
     resumed = ""
     if info["resumed"]:

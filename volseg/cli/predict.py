@@ -2,10 +2,13 @@
 
 Reads the image (usually ``image.ome.zarr``), maps the network over overlapping
 blocks with Dask and blends the patches as MONAI's sliding window does (each patch
-evaluated once), then writes ``OUTPUT/labels/semantic`` (uint8 class ids) and, with
-``--probabilities``, the class probabilities as the multiscale image ``OUTPUT``
-(axes ``c, z, y, x``) — both from one Dask graph.  An interrupted run resumes where
-it stopped; a finished output is refused unless ``--overwrite``.
+evaluated once), then writes ``OUTPUT/labels/semantic`` (uint8 class ids) and the
+class probabilities as the multiscale image ``OUTPUT`` (axes ``c, z, y, x``; pass
+``--probabilities none`` to skip them) — both from one Dask graph.  An interrupted run
+resumes where it stopped; a finished output is refused unless ``--overwrite``.
+
+The options are the fields of :class:`volseg.inference.PredictOptions` (the ``predict``
+workflow stage's too): one flag per field, with the field's default.
 """
 
 from __future__ import annotations
@@ -13,23 +16,15 @@ from __future__ import annotations
 import argparse
 
 from volseg.cli import _common
-from volseg.inference.pipeline import PROBABILITY_DTYPES, run_predict
-from volseg.inference.predictor import PRECISIONS
-from volseg.inference.weights import BLENDS
+from volseg.cli._options import add_options, parse_options
+from volseg.inference.options import PredictOptions
 
 NAME = "predict"
 HELP = "segment a volume with a trained model (labels and class probabilities as OME-Zarr)"
 ORDER = 40
 
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be in [0, 1)")
-    return value
+#: Flags whose name is not ``--<field-name>``.
+FLAGS = {"patch_size": ("--patch", "--patch-size"), "block_size": ("--block", "--block-size")}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,52 +36,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="input volume (OME-Zarr or any format `volseg info` reads)")
     parser.add_argument("--output", required=True, metavar="OUT.ome.zarr",
                         help="output group: OUT/labels/semantic and the probabilities")
-    parser.add_argument("--patch", nargs=3, type=_common.positive_int, metavar=("Z", "Y", "X"),
-                        help="patch (output window) size (default: the model's)")
-    parser.add_argument("--overlap", type=_fraction, default=0.25, metavar="F",
-                        help="overlap of neighbouring patches, in [0, 1) (default 0.25)")
-    parser.add_argument("--blend", choices=BLENDS, default="gaussian",
-                        help="patch blending weights (default gaussian, as MONAI)")
-    parser.add_argument("--batch-size", type=_common.positive_int, default=4, metavar="N",
-                        help="patches per forward pass (default 4)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="where the network runs (default auto: CUDA when present)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="autocast precision on CUDA (the CPU always runs fp32)")
-    parser.add_argument("--probabilities", choices=PROBABILITY_DTYPES, default="none",
-                        help="also write class probabilities: uint8 = round(255 p), "
-                             "float16 or float32 (default none)")
-    parser.add_argument("--tta", action="store_true",
-                        help="average the logits over flips (8 in 3-D, 4 in-plane in 2.5-D)")
-    parser.add_argument("--block", nargs=3, type=_common.positive_int, metavar=("Z", "Y", "X"),
-                        help="block (= output chunk) size (default: two patch strides per axis; "
-                             "multiples of the stride need the least memory)")
-    parser.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
-                        help="how the network runs: torch (TorchScript for packages) or "
-                             "onnx (onnxruntime, CPU); default auto: torch, a package's "
-                             "TorchScript weights when present")
-    parser.add_argument("--no-pyramid", action="store_true",
-                        help="write level 0 only (no downsampled levels)")
+    add_options(parser, PredictOptions, flags=FLAGS)
     _common.add_overwrite(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Predict, write the outputs and print a short summary; return the exit status."""
-    attrs = _common.output_attrs(NAME, [], args)
-    result = run_predict(
-        args.model, args.input, args.output, patch_size=args.patch, overlap=args.overlap,
-        blend=args.blend, batch_size=args.batch_size, device=args.device,
-        precision=args.precision, probabilities=args.probabilities, tta=args.tta,
-        block_size=args.block, overwrite=args.overwrite, attrs=attrs,
-        pyramid=not args.no_pyramid, backend=args.backend,
-    )
+    from volseg.inference.pipeline import run_predict
+
+    options = parse_options(PredictOptions, args, flags=FLAGS)
+    attrs = _common.output_attrs(NAME, [], args, options)
+    result = run_predict(args.model, args.input, args.output, options,
+                         overwrite=args.overwrite, attrs=attrs)
     resumed = ""
     if result.skipped_blocks:
         resumed = (f" (resumed: {result.skipped_blocks} of {result.total_blocks} blocks were "
                    f"done, {result.computed_blocks} recomputed)")
     print(f"wrote {result.labels}{resumed}")
     if result.probabilities is not None:
-        print(f"  probabilities ({args.probabilities}) in {result.probabilities}")
+        print(f"  probabilities ({options.probabilities}) in {result.probabilities}")
     print(f"  shape {_common.format_shape(result.shape)}, {len(result.classes)} classes "
           f"({', '.join(result.classes)}), patch {_common.format_shape(result.patch_size)}")
     print(f"  {result.computed_blocks} of {result.total_blocks} blocks of "

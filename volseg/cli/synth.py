@@ -17,8 +17,9 @@ from rich.console import Console
 from rich.table import Table
 
 from volseg.cli import _common
-from volseg.stages.synth import WriteResult, make_phantom, summary, write_phantom
-from volseg.synth import KINDS, Phantom
+from volseg.cli._options import add_options, parse_options
+from volseg.synth import Phantom
+from volseg.synth.pipeline import SynthOptions, WriteResult, summary
 
 NAME = "synth"
 HELP = "write a synthetic EM phantom (fibsem, cryoet, em2d) with ground truth"
@@ -27,31 +28,20 @@ ORDER = 10
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``synth``'s arguments."""
-    parser.add_argument("kind", choices=sorted(KINDS), help="phantom kind")
+    add_options(parser, SynthOptions, positional=("kind",), exclude=("params",),
+                types_={"blur": float}, metavars={"annotated_slices": "K"})
     parser.add_argument("output", help="output OME-Zarr group (e.g. image.ome.zarr), or a "
                                        ".mrc file for cryoet")
-    parser.add_argument("--shape", nargs=3, type=_common.positive_int, required=True,
-                        metavar=("Z", "Y", "X"), help="size in voxels")
-    parser.add_argument("--seed", type=_common.non_negative_int, default=0,
-                        help="random seed (default 0); same seed, same bytes")
-    parser.add_argument("--chunks", nargs=3, type=_common.positive_int, metavar=("Z", "Y", "X"),
-                        help="chunk shape (default 64 128 128; em2d 1 512 512)")
-    parser.add_argument("--annotated-slices", type=_common.non_negative_int, metavar="K",
-                        help="label K evenly spaced z-slices in labels/annotation "
-                             "(default: fibsem 3, others 0)")
-    parser.add_argument("--noise", type=_common.non_negative_float,
-                        help="noise level (default: the kind's; see volseg.synth)")
-    parser.add_argument("--blur", type=_common.non_negative_float,
-                        help="blur sigma in voxels (default: the kind's)")
     _common.add_overwrite(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Make the phantom, write it and print the class frequencies."""
-    phantom = make_phantom(
-        args.kind, args.shape, seed=args.seed, chunks=args.chunks,
-        annotated_slices=args.annotated_slices, noise=args.noise, blur=args.blur)
-    provenance = _common.output_attrs(NAME, ["kind", "output"], args)["volseg"]
+    from volseg.synth.pipeline import make_phantom, write_phantom
+
+    options = parse_options(SynthOptions, args, kind=args.kind)
+    phantom = make_phantom(options)
+    provenance = _common.output_attrs(NAME, ["kind", "output"], args, options)["volseg"]
     result = write_phantom(phantom, args.output, provenance=provenance,
                            overwrite=args.overwrite, if_complete="error")
     print_report(phantom, result)

@@ -13,14 +13,17 @@ from volseg.crf.blockwise import (
     crf_labels,
 )
 from volseg.crf.kernel import compatibility_matrix, dense_crf, to_probabilities
+from volseg.crf.pipeline import CRFOptions, run_crf
 
 __all__ = [
     "CRFConfig",
+    "CRFOptions",
     "block_bytes",
     "choose_block_size",
     "compatibility_matrix",
     "crf_halo",
     "crf_labels",
     "dense_crf",
+    "run_crf",
     "to_probabilities",
 ]

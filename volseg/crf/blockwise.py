@@ -9,9 +9,8 @@ from typing import Any
 import dask.array as da
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from volseg.crf.kernel import compatibility_matrix, dense_crf
+from volseg.crf.kernel import CRFConfig, compatibility_matrix, dense_crf
 from volseg.errors import ConfigError, InputError
 
 __all__ = [
@@ -31,62 +30,6 @@ __all__ = [
 BYTES_PER_VOXEL_BASE = 64
 BYTES_PER_VOXEL_PER_CLASS = 36
 BYTES_PER_VOXEL_BILATERAL = 112
-
-
-def check_compatibility(value: float | list[list[float]]) -> float | list[list[float]]:
-    """Accept a Potts weight or a square C x C cost matrix (one row per class)."""
-    if isinstance(value, list):
-        n = len(value)
-        if n == 0 or any(len(row) != n for row in value):
-            raise ValueError("compatibility matrix must be square (one row per class)")
-    return value
-
-
-class CRFConfig(BaseModel):
-    """Parameters of the dense CRF (widths in nanometres), frozen and validated.
-
-    Attributes
-    ----------
-    gaussian_sigma_nm, gaussian_weight
-        Smoothness kernel width θγ (nm) and weight w⁽²⁾ (0 disables it).
-    bilateral_sigma_nm, bilateral_intensity, bilateral_weight
-        Appearance kernel: spatial width θα (nm), intensity width θβ (image units)
-        and weight w⁽¹⁾ (0 disables it).
-    compatibility
-        Potts weight (cost of two different labels) or a full ``C × C`` cost matrix.
-    iterations
-        Mean-field iterations.
-    halo
-        Halo in voxels ``(z, y, x)``; ``None`` derives it with :func:`crf_halo`.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    gaussian_sigma_nm: float = Field(default=10.0, gt=0)
-    gaussian_weight: float = Field(default=3.0, ge=0)
-    bilateral_sigma_nm: float = Field(default=20.0, gt=0)
-    bilateral_intensity: float = Field(default=10.0, gt=0)
-    bilateral_weight: float = Field(default=2.0, ge=0)
-    compatibility: float | list[list[float]] = 1.0
-    iterations: int = Field(default=5, ge=0, le=100)
-    halo: tuple[int, int, int] | None = None
-
-    @field_validator("compatibility")
-    @classmethod
-    def _square(cls, value: float | list[list[float]]) -> float | list[list[float]]:
-        return check_compatibility(value)
-
-    def kernel_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for :func:`~volseg.crf.kernel.dense_crf`."""
-        return {
-            "gaussian_sigma_nm": self.gaussian_sigma_nm,
-            "gaussian_weight": self.gaussian_weight,
-            "bilateral_sigma_nm": self.bilateral_sigma_nm,
-            "bilateral_intensity": self.bilateral_intensity,
-            "bilateral_weight": self.bilateral_weight,
-            "compatibility": self.compatibility,
-            "iterations": self.iterations,
-        }
 
 
 def _max_cost(compatibility: float | list[list[float]]) -> float:
@@ -269,7 +212,7 @@ def choose_block_size(
                 grown = True
         if not grown:
             break
-    return tuple(core)  # type: ignore[return-value]
+    return (core[0], core[1], core[2])
 
 
 def _crf_block(
@@ -279,7 +222,7 @@ def _crf_block(
     starts: tuple[npt.NDArray[np.int64], ...],
     halo: tuple[int, int, int],
     voxel_size: tuple[float, float, float],
-    kwargs: dict[str, Any],
+    config: CRFConfig,
     block_id: tuple[int, ...] | None = None,
 ) -> npt.NDArray[np.uint8]:
     assert block_id is not None  # the output block index (z, y, x); axis 0 is dropped
@@ -289,7 +232,7 @@ def _crf_block(
     origin = tuple(
         int(starts[a][block_id[a]]) - (halo[a] if block_id[a] > 0 else 0) for a in range(3)
     )
-    return dense_crf(prob, img, voxel_size=voxel_size, origin=origin, **kwargs)
+    return dense_crf(prob, img, config, voxel_size=voxel_size, origin=origin)
 
 
 def crf_labels(
@@ -392,7 +335,7 @@ def crf_labels(
         starts=starts,
         halo=halo,
         voxel_size=vs,
-        kwargs=config.kernel_kwargs(),
+        config=config,
     )
 
 

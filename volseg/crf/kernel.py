@@ -13,8 +13,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import Field, field_validator
 
 from volseg.errors import ConfigError, InputError
+from volseg.options import Options
 
 __all__ = [
     "MIN_PROBABILITY",
@@ -66,6 +68,52 @@ def to_probabilities(block: npt.NDArray[Any], *, axis: int = 0) -> npt.NDArray[n
     return p
 
 
+def check_compatibility(value: float | list[list[float]]) -> float | list[list[float]]:
+    """Accept a Potts weight or a square C x C cost matrix (one row per class)."""
+    if isinstance(value, list):
+        n = len(value)
+        if n == 0 or any(len(row) != n for row in value):
+            raise ValueError("compatibility matrix must be square (one row per class)")
+    return value
+
+
+class CRFConfig(Options):
+    """Parameters of the dense CRF (widths in nanometres), frozen and validated.
+
+    Attributes
+    ----------
+    gaussian_sigma_nm, gaussian_weight
+        Smoothness kernel width θγ (nm) and weight w⁽²⁾ (0 disables it).
+    bilateral_sigma_nm, bilateral_intensity, bilateral_weight
+        Appearance kernel: spatial width θα (nm), intensity width θβ (image units)
+        and weight w⁽¹⁾ (0 disables it).
+    compatibility
+        Potts weight (cost of two different labels) or a full ``C × C`` cost matrix.
+    iterations
+        Mean-field iterations.
+    halo
+        Halo in voxels ``(z, y, x)``; ``None`` derives it with :func:`crf_halo`.
+    """
+
+    gaussian_sigma_nm: float = Field(10.0, gt=0, description="smoothness kernel width in nm")
+    gaussian_weight: float = Field(3.0, ge=0, description="smoothness kernel weight, 0 = off")
+    bilateral_sigma_nm: float = Field(20.0, gt=0, description="bilateral spatial width in nm")
+    bilateral_intensity: float = Field(
+        10.0, gt=0, description="bilateral intensity width in image units")
+    bilateral_weight: float = Field(2.0, ge=0, description="bilateral weight, 0 = off")
+    compatibility: float | list[list[float]] = Field(
+        1.0, description="Potts weight (cost of two different labels) or a C x C cost matrix")
+    iterations: int = Field(5, ge=0, le=100, description="mean-field iterations")
+    halo: tuple[int, int, int] | None = Field(
+        None, description="halo in voxels z y x (default: derived from the kernel widths, "
+                          "weights and iterations)")
+
+    @field_validator("compatibility")
+    @classmethod
+    def _square(cls, value: float | list[list[float]]) -> float | list[list[float]]:
+        return check_compatibility(value)
+
+
 def compatibility_matrix(compatibility: Compatibility, n_classes: int) -> npt.NDArray[np.float32]:
     """Return the label-compatibility (cost) matrix :math:`\\mu` used by :func:`dense_crf`.
 
@@ -85,8 +133,8 @@ def compatibility_matrix(compatibility: Compatibility, n_classes: int) -> npt.ND
     ConfigError
         If the matrix is not ``C × C`` or not finite.
     """
-    if np.isscalar(compatibility):
-        weight = float(compatibility)  # type: ignore[arg-type]
+    if isinstance(compatibility, (int, float, np.number)):
+        weight = float(compatibility)
         if not np.isfinite(weight):
             raise ConfigError(f"compatibility weight must be finite, got {weight}")
         mu = weight * (1.0 - np.eye(n_classes))
@@ -124,16 +172,10 @@ def _coordinate_features(
 def dense_crf(
     probabilities: npt.NDArray[Any],
     image: npt.NDArray[Any] | None = None,
+    config: CRFConfig | None = None,
     *,
     voxel_size: Sequence[float],
     origin: Sequence[int] = (0, 0, 0),
-    gaussian_sigma_nm: float = 10.0,
-    gaussian_weight: float = 3.0,
-    bilateral_sigma_nm: float = 20.0,
-    bilateral_intensity: float = 10.0,
-    bilateral_weight: float = 0.0,
-    compatibility: Compatibility = 1.0,
-    iterations: int = 5,
     return_probabilities: bool = False,
 ) -> npt.NDArray[Any]:
     """Refine class probabilities of one block with a fully connected CRF.
@@ -147,22 +189,19 @@ def dense_crf(
         classes are then background ``1 - p`` (0) and foreground ``p`` (1).
     image
         ``(Z, Y, X)`` intensities for the bilateral term (needed when
-        ``bilateral_weight > 0``).
+        ``config.bilateral_weight > 0``).
+    config
+        The kernel parameters (:class:`CRFConfig`, default: its defaults): widths θγ
+        (nm) and weight w⁽²⁾ of the smoothness kernel, spatial width θα (nm),
+        intensity width θβ (image units) and weight w⁽¹⁾ of the appearance kernel (a
+        weight 0 disables its kernel), the Potts weight or ``C × C`` cost matrix μ
+        (see :func:`compatibility_matrix`) shared by both kernels, and the
+        mean-field iterations.
     voxel_size
         Voxel size in nm, ``(z, y, x)``.
     origin
         Global index of the block's first voxel ``(z, y, x)``: features use global
         coordinates so that overlapping blocks see identical features.
-    gaussian_sigma_nm, gaussian_weight
-        Width θγ (nm) and weight w⁽²⁾ of the smoothness kernel; weight 0 disables it.
-    bilateral_sigma_nm, bilateral_intensity, bilateral_weight
-        Spatial width θα (nm), intensity width θβ (image units) and weight w⁽¹⁾ of
-        the appearance kernel; weight 0 disables it.
-    compatibility
-        Potts weight or ``C × C`` cost matrix μ (see :func:`compatibility_matrix`),
-        shared by both kernels.
-    iterations
-        Mean-field iterations.
     return_probabilities
         Return the ``(C, Z, Y, X)`` float32 marginals instead of the labels.
 
@@ -205,6 +244,11 @@ def dense_crf(
     """
     import pydensecrf.densecrf as dcrf
 
+    c = config or CRFConfig()
+    iterations, compatibility = c.iterations, c.compatibility
+    gaussian_sigma_nm, gaussian_weight = c.gaussian_sigma_nm, c.gaussian_weight
+    bilateral_sigma_nm, bilateral_weight = c.bilateral_sigma_nm, c.bilateral_weight
+    bilateral_intensity = c.bilateral_intensity
     if probabilities.ndim != 4:
         raise InputError(
             f"probabilities must be (C, Z, Y, X), got an array of shape {probabilities.shape}"

@@ -1,7 +1,10 @@
 """The CRF from files to files: probabilities + image OME-Zarr → ``O/labels/semantic``.
 
-Shared by the ``crf`` workflow stage and the ``volseg crf`` command; the only place
-of :mod:`volseg.crf` that touches files (through :mod:`volseg.io`).
+:class:`CRFOptions` is the one options object of the operation: the kernel parameters
+(:class:`volseg.crf.CRFConfig`) plus how the volume is cut into blocks and computed.
+:func:`run_crf` takes it whole, the ``crf`` workflow stage's config is it plus the
+paths, and ``volseg crf``'s flags are generated from it.  This is the only place of
+:mod:`volseg.crf` that touches files (through :mod:`volseg.io`).
 """
 
 from __future__ import annotations
@@ -12,17 +15,59 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask
 import numpy as np
+from pydantic import Field
 
 from volseg.crf.blockwise import CRFConfig, block_bytes, crf_halo, crf_labels
 from volseg.errors import InputError, OutputExistsError
 from volseg.io import StoreReport, open_volume, store_blocks
 from volseg.io.omezarr import create_labels, image_state, write_pyramid
+from volseg.options import PositiveSize3, VoxelSize3, options_of
 
-__all__ = ["LABEL_NAME", "CRFRunResult", "crf_output_state", "default_processes", "run_crf"]
+if TYPE_CHECKING:
+    from distributed import Client
+
+__all__ = ["LABEL_NAME", "CRFOptions", "CRFRunResult", "crf_output_state", "default_processes",
+           "run_crf"]
+
+
+class CRFOptions(CRFConfig):
+    """The options of a CRF run: kernel parameters, blocks, voxel size, processes, pyramid.
+
+    Attributes
+    ----------
+    block_size
+        Core block (and zarr chunk) size ``(z, y, x)``; ``None`` chooses it from
+        ``memory_budget_mib``.
+    memory_budget_mib
+        Memory per block (per worker) when ``block_size`` is ``None``.
+    voxel_size
+        ``(z, y, x)`` nm; default: the probabilities', else the image's.
+    processes
+        Without a cluster: compute the blocks on this many local worker processes
+        (``None``: dask's ``num_workers`` setting, else all cores; 1: the threaded
+        scheduler).  pydensecrf2 holds the GIL during inference, so threads would run
+        the CRF of one block at a time; each process holds one block at a time, so
+        peak memory is about ``processes ×`` the per-block estimate.
+    pyramid
+        Also write the downsampled levels.
+
+    See :class:`volseg.crf.CRFConfig` for the kernel parameters (widths in nm).
+    """
+
+    block_size: PositiveSize3 | None = Field(
+        None, description="block size z y x in voxels (default: from the memory budget)")
+    memory_budget_mib: int = Field(2048, ge=16, description="memory per block in MiB when "
+                                                            "no block size is given")
+    voxel_size: VoxelSize3 | None = Field(
+        None, description="voxel size z y x in nm (default: the inputs')")
+    processes: int | None = Field(
+        None, ge=1, description="local worker processes without a cluster (default: all "
+                                "cores; pydensecrf2 holds the GIL)")
+    pyramid: bool = Field(True, description="write the downsampled levels")
 
 #: The label image the CRF writes: ``<output>/labels/semantic``.
 LABEL_NAME = "semantic"
@@ -85,7 +130,7 @@ def default_processes() -> int:
 
 
 @contextlib.contextmanager
-def _scheduler(client: Any, processes: int | None) -> Iterator[None]:
+def _scheduler(client: Client | None, processes: int | None) -> Iterator[None]:
     """Run on local worker processes when there is no cluster (the kernel holds the GIL)."""
     n = default_processes() if processes is None else int(processes)
     if client is not None or n <= 1:
@@ -99,16 +144,11 @@ def run_crf(
     probabilities: str | Path,
     image: str | Path | None,
     output: str | Path,
+    options: CRFOptions | None = None,
     *,
-    config: CRFConfig,
-    voxel_size: Sequence[float] | None = None,
-    block_size: Sequence[int] | None = None,
-    memory_budget: int = 2 * 1024**3,
     overwrite: bool = False,
     attrs: Mapping[str, Any] | None = None,
-    client: Any = None,
-    processes: int | None = None,
-    pyramid: bool = True,
+    client: Client | None = None,
 ) -> CRFRunResult:
     """Run the blockwise dense CRF and write ``output/labels/semantic`` (uint8).
 
@@ -123,14 +163,9 @@ def run_crf(
     output
         The output OME-Zarr group (e.g. ``crf.ome.zarr``); the labels go to
         ``output/labels/semantic`` with a mode pyramid.
-    config
-        CRF parameters.
-    voxel_size
-        ``(z, y, x)`` nm; default: from the probabilities, else from the image.
-    block_size
-        Core block (and zarr chunk) size; ``None`` chooses it from ``memory_budget``.
-    memory_budget
-        Bytes per block (per worker thread) when ``block_size`` is ``None``.
+    options
+        Kernel parameters, blocks, voxel size, processes and pyramid
+        (:class:`CRFOptions`, used whole; default: its defaults).
     overwrite
         Replace an existing output; otherwise a complete output is refused and a
         partial one (an interrupted run) resumed.
@@ -139,14 +174,6 @@ def run_crf(
         are added under ``volseg.crf``.
     client
         Optional ``distributed.Client``.
-    processes
-        Without a client: compute the blocks on this many local worker processes
-        (``None``: dask's ``num_workers`` setting, else all cores; 1: the threaded
-        scheduler). pydensecrf2 holds the GIL during inference, so threads would run
-        the CRF of one block at a time; each process holds one block at a time, so
-        peak memory is about ``processes ×`` the per-block estimate.
-    pyramid
-        Also write the downsampled levels.
 
     Raises
     ------
@@ -156,6 +183,8 @@ def run_crf(
         If the inputs are missing or do not fit together.
     """
     start = time.perf_counter()
+    config = options or CRFOptions()
+    voxel_size = config.voxel_size
     output = Path(output)
     state = crf_output_state(output)
     if not overwrite and state in ("complete", "other"):
@@ -191,7 +220,7 @@ def run_crf(
     n_classes = int(probs.shape[0])
     lazy = crf_labels(
         probs, img if config.bilateral_weight > 0 else None, voxel_size=vs, config=config,
-        block_size=block_size, memory_budget=memory_budget,
+        block_size=config.block_size, memory_budget=config.memory_budget_mib * 2**20,
     )
     halo = crf_halo(config, voxel_size=vs)
     core = (int(lazy.chunks[0][0]), int(lazy.chunks[1][0]), int(lazy.chunks[2][0]))
@@ -201,7 +230,8 @@ def run_crf(
     record = dict(all_attrs.get("volseg") or {})
     record["crf"] = {
         "probabilities": str(probabilities), "image": None if image is None else str(image),
-        "config": config.model_dump(mode="json"), "voxel_size_nm": list(vs),
+        "config": options_of(CRFConfig, config).to_dict(),
+        "voxel_size_nm": list(vs),
         "halo": list(halo), "block_size": list(core), "block_peak_bytes_estimate": peak,
     }
     # keep class names (and the ignore id) of the probabilities for later stages
@@ -216,10 +246,10 @@ def run_crf(
         output, LABEL_NAME, shape=shape, dtype=np.uint8, chunks=core, voxel_size=vs,
         overwrite=overwrite, attrs=all_attrs,
     )
-    with _scheduler(client, processes):
+    with _scheduler(client, config.processes):
         report = store_blocks(lazy, target, description="dense CRF", client=client,
                               overwrite=overwrite)
-    if pyramid:
+    if config.pyramid:
         write_pyramid(output / "labels" / LABEL_NAME, method="mode", client=client,
                       overwrite=overwrite)
     return CRFRunResult(

@@ -2,6 +2,8 @@
 
 >>> from volseg.inference import predict_logits, logits_to_labels, logits_to_probabilities
 
+* :class:`PredictOptions` — the options of a prediction (shared with the ``predict``
+  stage and ``volseg predict``); :class:`Network` — how a network consumes a volume.
 * :func:`predict_logits` — lazy ``(C, Z, Y, X)`` float32 blended logits of a volume
   (3-D sliding window equal to MONAI's, 2.5-D, or dense centre-voxel).
 * :func:`logits_to_probabilities`, :func:`logits_to_labels` — softmax/argmax (sigmoid
@@ -14,6 +16,7 @@ Parts: :mod:`volseg.geometry` (patch grid, overlap-add plan), :mod:`.weights`
 """
 
 from volseg.inference.api import (
+    Network,
     default_block_size,
     logits_to_labels,
     logits_to_probabilities,
@@ -21,10 +24,13 @@ from volseg.inference.api import (
 )
 from volseg.inference.cache import ModelRef, cache_stats, clear_cache
 from volseg.inference.dense import densify, receptive_field
+from volseg.inference.options import PredictOptions
 from volseg.inference.weights import importance_map
 
 __all__ = [
     "ModelRef",
+    "Network",
+    "PredictOptions",
     "cache_stats",
     "clear_cache",
     "default_block_size",

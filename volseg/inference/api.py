@@ -1,23 +1,28 @@
-"""``predict_logits`` and the probability/label read-outs of blended logits."""
+"""``predict_logits``, the network description it needs, and the read-outs of blended logits."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import dask.array as da
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 
 from volseg.errors import ConfigError
 from volseg.geometry import OverlapAddPlan, centre_halo, regular_chunks
-from volseg.inference.blockwise import PAD_MODES, ModelCall, dense_map, overlap_add
+from volseg.inference.blockwise import ModelCall, dense_map, overlap_add
 from volseg.inference.cache import ModelRef, get_model
 from volseg.inference.dense import receptive_field as _receptive_field
-from volseg.inference.predictor import KINDS, PRECISIONS, Predictor, resolve_device
-from volseg.inference.weights import BLENDS
+from volseg.inference.options import PredictOptions
+from volseg.inference.predictor import Predictor, resolve_device
+from volseg.models.bioimageio import PackageNormalization, PackageSpec, check_input_sizes
+from volseg.models.registry import Kind
+from volseg.models.spec import ModelSpec, Normalization
+from volseg.options import Options, PositiveSize3
 
 DEFAULT_BLOCK = 64
 """Smallest default block edge (voxels) of centre-voxel networks."""
@@ -89,27 +94,94 @@ def model_ref(model: nn.Module | str | os.PathLike[str], kind: str,
     return ModelRef.from_path(model, dense=dense, backend=backend)
 
 
+class Network(Options):
+    """How a network consumes a volume; a model file's spec says it (:meth:`from_spec`).
+
+    Attributes
+    ----------
+    kind
+        ``"3d"``, ``"2.5d"`` or ``"centre_voxel"``.
+    context
+        2.5-D: the odd number k of sections fed to the 2-D network as channels.
+    receptive_field
+        Centre-voxel: R (default: computed from the module's layers).
+    out_channels
+        ``C`` if known (skips probing a module with one patch of zeros).
+    patch_size
+        The default patch (``PredictOptions.patch_size`` wins); centre-voxel networks
+        default to a 64³ sub-tile.
+    normalization
+        Applied to the input before the network (``None``: the input as it is); a
+        bioimage.io package's preprocessing may need the volume's statistics first
+        (:meth:`volseg.models.bioimageio.PackageNormalization.resolve`).
+    activation
+        How blended outputs read out as probabilities: ``"auto"`` (softmax, sigmoid for
+        one channel), ``"softmax"``, ``"sigmoid"`` or ``"none"`` (already
+        probabilities; packages only).
+    sizes
+        Input sizes a bioimage.io package accepts per axis id, ``(min, step)`` (step
+        0: fixed); ``None``: any.
+    """
+
+    kind: Kind = "3d"
+    context: int | None = Field(None, ge=1)
+    receptive_field: int | None = Field(None, ge=1)
+    out_channels: int | None = Field(None, ge=1)
+    patch_size: PositiveSize3 | None = None
+    normalization: Normalization | PackageNormalization | None = None
+    activation: Literal["auto", "softmax", "sigmoid", "none"] = "auto"
+    sizes: dict[str, tuple[int, int]] | None = None
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec | PackageSpec) -> Network:
+        """Return the network description of a model spec (or a package's)."""
+        package = isinstance(spec, PackageSpec)
+        return cls(kind=spec.kind, context=spec.context, receptive_field=spec.receptive_field,
+                   out_channels=spec.out_channels, patch_size=spec.patch_size,
+                   normalization=spec.normalization,
+                   activation=spec.activation if package else "auto",  # type: ignore[union-attr]
+                   sizes=spec.sizes if package else None)  # type: ignore[union-attr]
+
+
+def geometry(
+    shape: Sequence[int], options: PredictOptions, network: Network
+) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """Return the patch and the block size of a prediction of a ``(z, y, x)`` volume.
+
+    The patch is ``options.patch_size``, else the network's, else (centre-voxel) the
+    64³ default tile; the block is ``options.block_size``, else
+    :func:`default_block_size`, clipped to the volume.
+
+    Raises
+    ------
+    ConfigError
+        When no patch size is known or it does not fit the network kind.
+    """
+    size = options.patch_size or network.patch_size
+    if size is None:
+        if network.kind != "centre_voxel":
+            raise ConfigError("patch_size is needed for an in-memory module")
+        size = (DEFAULT_TILE,) * 3
+    patch = (int(size[0]), int(size[1]), int(size[2]))
+    if network.kind == "2.5d" and patch[0] != 1:
+        raise ConfigError(f"a 2.5-D patch has z size 1, got {patch}")
+    if network.sizes:  # a bioimage.io package accepts only some input sizes
+        check_input_sizes(network.sizes, patch, kind=network.kind, context=network.context,
+                          receptive_field=network.receptive_field)
+    shape3 = tuple(int(n) for n in shape[-3:])
+    block = options.block_size or default_block_size(shape3, patch, network.kind,
+                                                     options.overlap)
+    b = tuple(max(1, min(int(v), n)) for v, n in zip(block, shape3, strict=True))
+    return patch, (b[0], b[1], b[2])
+
+
 def predict_logits(
     image: Any,
     model: nn.Module | str | os.PathLike[str],
+    options: PredictOptions | None = None,
     *,
-    patch_size: Sequence[int] | None = None,
-    overlap: float = 0.25,
-    blend: str = "gaussian",
-    sigma_scale: float | Sequence[float] = 0.125,
-    batch_size: int = 4,
-    device: str | torch.device = "auto",
-    precision: str = "fp32",
-    kind: str | None = None,
-    context: int | None = None,
-    receptive_field: int | None = None,
-    block_size: Sequence[int] | None = None,
-    tta: bool = False,
-    border: str = "reflect",
-    out_channels: int | None = None,
-    cpu_threads: int | None = 1,
+    network: Network | None = None,
     source: str | None = None,
-    backend: str = "auto",
 ) -> da.Array:
     """Return the blended network outputs of a volume as a lazy ``(C, Z, Y, X)`` float32 array.
 
@@ -120,52 +192,18 @@ def predict_logits(
     model
         A ``torch.nn.Module`` (put in eval mode; moved only as a copy) or the path of
         a volseg model file (:func:`volseg.models.save_model`) or bioimage.io package
-        (:mod:`volseg.models.bioimageio`), whose spec supplies the defaults of
-        ``kind``, ``patch_size``, ``context`` and ``receptive_field`` and whose
-        normalisation is applied to the input.
-    patch_size
-        ``(z, y, x)`` output window of one forward pass: the sliding-window patch
-        (3-D), ``(1, y, x)`` for 2.5-D (a 2-element ``(y, x)`` is accepted), or the
-        sub-tile of a dense centre-voxel pass.  Required for modules.
-    overlap
-        Fraction of the patch shared by neighbouring patches, in ``[0, 1)``; the
-        grid is MONAI's (:class:`volseg.geometry.PatchGrid`).
-    blend
-        ``"gaussian"`` (MONAI's importance map), ``"constant"`` or ``"bump"``.
-    sigma_scale
-        Gaussian sigma as a fraction of the patch size.
-    batch_size
-        Patches per forward pass.
-    device
-        ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``; resolved per worker.
-    precision
-        ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast on CUDA; the CPU runs fp32).
-    kind
-        ``"3d"`` (default for modules), ``"2.5d"`` or ``"centre_voxel"``.
-    context
-        2.5-D: the odd number k of sections fed to the 2-D network as channels.
-    receptive_field
-        Centre-voxel: R (default: computed from the module's layers).
-    block_size
-        ``(z, y, x)`` blocks = output chunks (default :func:`default_block_size`).
-        The result does not depend on it.
-    tta
-        Average the logits of flipped inputs (8 flips in 3-D, 4 in-plane in 2.5-D).
-    border
-        Centre-voxel border policy: ``numpy.pad`` mode of the volume outside its
-        border (``"reflect"``: mirrored without repeating the edge voxel).
-    out_channels
-        ``C`` if known (skips probing a module with one patch of zeros).
-    cpu_threads
-        Torch intra-op threads per forward pass on the CPU, set process-wide when a
-        block runs (``None``: leave torch's setting).  Dask runs one block per core,
-        so the default of one thread keeps the cores busy with concurrent passes.
+        (:mod:`volseg.models.bioimageio`).
+    options
+        Patch, overlap, blending, batch, device, precision, TTA, blocks, border and
+        CPU threads (:class:`PredictOptions`; default: its defaults).  The result
+        does not depend on ``block_size``.
+    network
+        How the network consumes the volume (kind, 2.5-D context, centre-voxel
+        receptive field, channels, default patch, input normalisation).  Default:
+        the model file's spec; for a module, a 3-D network.
     source
         How an error about a NaN or infinite input voxel names the image (its
         file; default "the input").
-    backend
-        For model files and packages: ``"auto"``, ``"torch"`` or ``"onnx"``
-        (onnxruntime), see :func:`volseg.models.load_model`.
 
     Returns
     -------
@@ -189,86 +227,58 @@ def predict_logits(
     ``padding_mode="constant"``); the z-context of 2.5-D networks beyond the first
     and last section is mirrored (``numpy.pad`` ``"reflect"``: section ``-1`` is
     section ``1``; a single section is repeated), as :mod:`volseg.train` mirrors
-    it in training; centre-voxel networks see the volume padded with ``border``.
+    it in training; centre-voxel networks see the volume padded with
+    ``options.border``.
 
     Centre-voxel networks are evaluated densely
     (:func:`volseg.inference.blockwise.dense_map`): pooling/strided networks are
     first rewritten with dilations (:func:`volseg.inference.dense.densify`); output
     voxel ``v`` is the class of the cube ``[v - R//2, v - R//2 + R)``.
     """
-    spec = None
-    if isinstance(model, (str, os.PathLike)):
-        from volseg.models import read_spec
+    options = options or PredictOptions()
+    if network is None:
+        if isinstance(model, nn.Module):
+            network = Network()
+        elif isinstance(model, (str, os.PathLike)):
+            from volseg.models import read_spec
 
-        spec = read_spec(model)
-        kind = kind or spec.kind
-        patch_size = patch_size or spec.patch_size
-        context = context or spec.context
-        receptive_field = receptive_field or spec.receptive_field
-        out_channels = out_channels or spec.out_channels
-    elif not isinstance(model, nn.Module):
-        raise ConfigError(f"model must be a torch.nn.Module or a model file, got {type(model)}")
-    kind = kind or "3d"
-    if kind not in KINDS:
-        raise ConfigError(f"kind must be one of {KINDS}, got {kind!r}")
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if blend not in BLENDS:
-        raise ConfigError(f"blend must be one of {BLENDS}, got {blend!r}")
-    if not 0 <= overlap < 1:
-        raise ConfigError(f"overlap must be in [0, 1), got {overlap}")
-    dev = str(device).lower()
-    if not (dev in ("auto", "cpu") or dev.startswith("cuda")):
-        raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    if patch_size is None:
-        if kind != "centre_voxel":
-            raise ConfigError("patch_size is needed for an in-memory module")
-        patch_size = (DEFAULT_TILE,) * 3
-    patch = tuple(int(p) for p in patch_size)
-    if kind == "2.5d" and len(patch) == 2:
-        patch = (1, *patch)
-    if len(patch) != 3 or any(p < 1 for p in patch):
-        raise ConfigError(f"patch_size must be three positive sizes (z, y, x), got {patch}")
-    if kind == "2.5d" and patch[0] != 1:
-        raise ConfigError(f"a 2.5-D patch has z size 1, got {patch}")
-
-    check_patch = getattr(spec, "check_patch", None)
-    if check_patch is not None:  # a package accepts only some input sizes
-        check_patch(patch)
-    ref = model_ref(model, kind, backend)
-    block = tuple(block_size) if block_size is not None else None
-    shape3 = tuple(image.shape[-3:])
-    if block is None:
-        block = default_block_size(shape3, patch, kind, overlap)
-    block = tuple(max(1, min(int(b), n)) for b, n in zip(block, shape3, strict=True))
+            network = Network.from_spec(read_spec(model))
+        else:
+            raise ConfigError(
+                f"model must be a torch.nn.Module or a model file, got {type(model)}")
+    kind = network.kind
+    patch, block = geometry(image.shape, options, network)
+    ref = model_ref(model, kind, options.backend)
+    shape3 = tuple(int(n) for n in image.shape[-3:])
     x = _as_dask(image, block)
-    normalization = spec.normalization if spec is not None else None
-    if getattr(normalization, "needs_statistics", False):  # per-volume package statistics
-        normalization = normalization.resolve(x)  # type: ignore[union-attr]
-    call = ModelCall(kind=kind, precision=precision, tta=tta, device=str(device),
-                     batch_size=int(batch_size), normalization=normalization,
-                     cpu_threads=cpu_threads, source=source or "the input")
+    normalization = network.normalization
+    if isinstance(normalization, PackageNormalization) and normalization.needs_statistics:
+        normalization = normalization.resolve(x)  # per-volume statistics, once
+    call = ModelCall(kind=kind, precision=options.precision, tta=options.tta,
+                     device=options.device, batch_size=options.batch_size,
+                     normalization=normalization, cpu_threads=options.cpu_threads,
+                     source=source or "the input")
     chunks = [regular_chunks(n, b) for n, b in zip(shape3, block, strict=True)]
     cin = int(x.shape[0])
+    out_channels = network.out_channels
 
     if kind == "centre_voxel":
+        receptive_field = network.receptive_field
         if receptive_field is None:
-            assert isinstance(model, nn.Module)
+            if not isinstance(model, nn.Module):
+                raise ConfigError("a centre-voxel network needs its receptive field")
             receptive_field = _receptive_field(model)
         halo = (centre_halo(int(receptive_field)),) * 3
-        if border not in PAD_MODES:
-            raise ConfigError(f"border must be one of {PAD_MODES}, got {border!r}")
         if out_channels is None:
             out_channels = _probe_channels(ref, call, cin, (int(receptive_field),) * 3)
         return dense_map(x, chunks, model=ref, call=call, out_channels=int(out_channels),
-                         halo=halo, tile=patch, pad_modes=(border,) * 3)
+                         halo=halo, tile=patch, pad_modes=(options.border,) * 3)
 
     if kind == "2.5d":
-        k = int(context or 0)
+        k = int(network.context or 0)
         if k < 1 or k % 2 == 0:
-            raise ConfigError(f"a 2.5-D network needs an odd context >= 1, got {context}")
+            raise ConfigError(f"a 2.5-D network needs an odd context >= 1, got "
+                              f"{network.context}")
         ctx = ((k // 2, k // 2), (0, 0), (0, 0))
         modes = ("reflect", "constant", "constant")
     else:
@@ -277,9 +287,11 @@ def predict_logits(
     if out_channels is None:
         in_patch = tuple(p + b + a for p, (b, a) in zip(patch, ctx, strict=True))
         out_channels = _probe_channels(ref, call, cin, in_patch)
-    plan = OverlapAddPlan.create(shape3, chunks, patch=patch, overlap=overlap, context=ctx)
+    plan = OverlapAddPlan.create(shape3, chunks, patch=patch, overlap=options.overlap,
+                                 context=ctx)
     return overlap_add(x, plan, model=ref, call=call, out_channels=int(out_channels),
-                       context=ctx, pad_modes=modes, blend=blend, sigma_scale=sigma_scale)
+                       context=ctx, pad_modes=modes, blend=options.blend,
+                       sigma_scale=options.sigma_scale)
 
 
 # ---------------------------------------------------------------------- read-outs
@@ -299,7 +311,8 @@ def _softmax(block: np.ndarray, activation: str = "auto") -> np.ndarray:
             out = t.clamp(0.0, 1.0)
         else:
             out = torch.sigmoid(t) if activation == "sigmoid" else torch.softmax(t, dim=0)
-    return out.numpy()
+    result: np.ndarray = out.numpy()
+    return result
 
 
 def _labels(block: np.ndarray, threshold: float = 0.0) -> np.ndarray:

@@ -60,6 +60,7 @@ from volseg.checks import require_finite
 from volseg.geometry import Box, OverlapAddPlan, chunk_bounds, halo_box, tiles
 from volseg.inference.cache import ModelRef, get_model
 from volseg.inference.predictor import Predictor, resolve_device
+from volseg.inference.stream import PIECE_PREFIX
 from volseg.inference.weights import importance_map
 
 PAD_MODES: tuple[str, ...] = ("constant", "edge", "reflect", "symmetric")
@@ -425,7 +426,8 @@ def overlap_add(
     xr = _as_input(x, chunks)
     token = tokenize(xr.name, plan, model.token, call, out_channels, ctx, modes, blend, ss)
     model_key = f"volseg-model-{model.token}"
-    ename, pname, mname = (f"volseg-{s}-{token}" for s in ("emit", "piece", "logits"))
+    ename, mname = (f"volseg-{s}-{token}" for s in ("emit", "logits"))
+    pname = f"{PIECE_PREFIX}{token}"  # the scheduler gives pieces their emission's priority
     dsk: dict[Any, Any] = {model_key: model}
     for idx in plan.blocks():
         starts = plan.patch_starts(idx)

@@ -21,26 +21,32 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import dask.array as da
 import numpy as np
 import zarr
 from dask.highlevelgraph import HighLevelGraph
 
-from volseg.errors import ConfigError, InputError, OutputExistsError
+from volseg.errors import InputError, OutputExistsError
 from volseg.inference.api import (
-    default_block_size,
+    Network,
+    geometry,
     logits_to_labels,
     logits_to_probabilities,
     model_ref,
     predict_logits,
 )
+from volseg.inference.options import PROBABILITY_DTYPES, PredictOptions
 from volseg.inference.stream import compute_in_order
 
+if TYPE_CHECKING:
+    from distributed import Client
+
+__all__ = ["LABEL_NAME", "PROBABILITY_DTYPES", "PredictResult", "joint_writes",
+           "output_state", "quantize", "run_predict", "store_together"]
+
 LABEL_NAME = "semantic"
-ProbabilityDtype = Literal["none", "uint8", "float16", "float32"]
-PROBABILITY_DTYPES: tuple[str, ...] = ("none", "uint8", "float16", "float32")
 
 
 @dataclass(frozen=True)
@@ -259,7 +265,8 @@ def joint_writes(
 
 
 def store_together(
-    pairs: Sequence[tuple[da.Array, zarr.Array]], *, description: str, client: Any = None,
+    pairs: Sequence[tuple[da.Array, zarr.Array]], *, description: str,
+    client: Client | None = None,
     overwrite: bool = False,
 ) -> tuple[int, int]:
     """Compute several arrays sharing one spatial block grid into their targets at once.
@@ -299,22 +306,11 @@ def run_predict(
     model: str | os.PathLike[str],
     image: str | os.PathLike[str],
     output: str | os.PathLike[str],
+    options: PredictOptions | None = None,
     *,
-    patch_size: Sequence[int] | None = None,
-    overlap: float = 0.25,
-    blend: str = "gaussian",
-    sigma_scale: float = 0.125,
-    batch_size: int = 4,
-    device: str = "auto",
-    precision: str = "fp32",
-    probabilities: str = "uint8",
-    tta: bool = False,
-    block_size: Sequence[int] | None = None,
     overwrite: bool = False,
     attrs: Mapping[str, Any] | None = None,
-    client: Any = None,
-    pyramid: bool = True,
-    backend: str = "auto",
+    client: Client | None = None,
 ) -> PredictResult:
     """Predict a volume with a model file and write labels (and probabilities) as OME-Zarr.
 
@@ -329,14 +325,13 @@ def run_predict(
         OME-Zarr image).
     output
         The output group: ``output/labels/semantic`` (uint8) and, unless
-        ``probabilities="none"``, the probability image ``output`` (``c, z, y, x``).
-    patch_size, overlap, blend, sigma_scale, batch_size, device, precision, tta
-        See :func:`volseg.inference.predict_logits`.
-    probabilities
-        ``"none"``, ``"uint8"`` (``round(255 p)``), ``"float16"`` or ``"float32"``.
-    block_size
-        Blocks = output chunks ``(z, y, x)`` (default
-        :func:`volseg.inference.default_block_size`).
+        ``options.probabilities`` is ``"none"``, the probability image ``output``
+        (``c, z, y, x``).
+    options
+        The prediction's options (:class:`volseg.inference.PredictOptions`), used
+        whole: the sliding window (see :func:`volseg.inference.predict_logits`),
+        ``probabilities`` (``"none"``, ``"uint8"`` = ``round(255 p)``, ``"float16"``,
+        ``"float32"``) and ``pyramid`` (also write the downsampled levels).
     overwrite
         Replace existing outputs; otherwise a complete output raises
         :class:`OutputExistsError` and a partial one is resumed.
@@ -344,10 +339,6 @@ def run_predict(
         Extra group attributes (provenance under ``"volseg"``).
     client
         A ``distributed.Client`` or ``None`` (local threads).
-    pyramid
-        Also write the downsampled levels.
-    backend
-        ``"auto"``, ``"torch"`` or ``"onnx"`` (see :func:`volseg.models.load_model`).
 
     Raises
     ------
@@ -364,9 +355,8 @@ def run_predict(
     from volseg.models import read_spec
 
     start = time.perf_counter()
-    if probabilities not in PROBABILITY_DTYPES:
-        raise ConfigError(f"probabilities must be one of {PROBABILITY_DTYPES}, got "
-                          f"{probabilities!r}")
+    options = options or PredictOptions()
+    probabilities = options.probabilities
     out = Path(output)
     state = output_state(out, probabilities)
     if not overwrite and state in ("complete", "other"):
@@ -379,23 +369,19 @@ def run_predict(
             arr.ndim == 3 and spec.in_channels != 1):
         raise InputError(f"{image}: the model expects {spec.in_channels} image channel(s), "
                          f"got an array of shape {tuple(arr.shape)}")
-    shape = tuple(int(n) for n in arr.shape[-3:])
-    patch = tuple(int(p) for p in (patch_size or spec.patch_size))
-    block = tuple(int(b) for b in (
-        block_size or default_block_size(shape, patch, spec.kind, overlap)))
-    block = tuple(max(1, min(b, n)) for b, n in zip(block, shape, strict=True))
-    logits = predict_logits(
-        arr, model, patch_size=patch, overlap=overlap, blend=blend, sigma_scale=sigma_scale,
-        batch_size=batch_size, device=device, precision=precision, tta=tta,
-        block_size=block, source=str(image), backend=backend)
+    shape = (int(arr.shape[-3]), int(arr.shape[-2]), int(arr.shape[-1]))
+    network = Network.from_spec(spec)
+    patch, block = geometry(shape, options, network)
+    window = options.model_copy(update={"patch_size": patch, "block_size": block})
+    logits = predict_logits(arr, model, window, network=network, source=str(image))
     nclass = int(logits.shape[0])
-    activation = getattr(spec, "activation", "auto")  # packages: how outputs read out
     record = dict((attrs or {}).get("volseg") or {})
     record["predict"] = {
         "model": str(model), "image": str(image), "classes": list(spec.classes),
-        "kind": spec.kind, "patch_size": list(patch), "overlap": overlap, "blend": blend,
-        "sigma_scale": sigma_scale, "tta": tta, "precision": precision,
-        "block_size": list(block), "probabilities": probabilities, "backend": backend,
+        "kind": spec.kind, "patch_size": list(patch), "overlap": options.overlap,
+        "blend": options.blend, "sigma_scale": options.sigma_scale, "tta": options.tta,
+        "precision": options.precision, "block_size": list(block),
+        "probabilities": probabilities, "backend": options.backend,
     }
     group_attrs = {**dict(attrs or {}), "volseg": record}
     vs = meta.voxel_size
@@ -406,22 +392,23 @@ def run_predict(
                                chunks=(nclass, *block), voxel_size=vs,
                                axes=("c", "z", "y", "x"), overwrite=overwrite,
                                attrs=group_attrs)
-        pairs.append((quantize(logits_to_probabilities(logits, activation), probabilities),
-                      ptarget))
+        pairs.append((quantize(logits_to_probabilities(logits, network.activation),
+                               probabilities), ptarget))
         prob_path = out
     ltarget = create_labels(out, LABEL_NAME, shape=shape, dtype=np.uint8, chunks=block,
                             voxel_size=vs, overwrite=overwrite, attrs=group_attrs)
-    pairs.insert(0, (logits_to_labels(logits, activation), ltarget))
+    pairs.insert(0, (logits_to_labels(logits, network.activation), ltarget))
     for _, target in pairs:  # marks the outputs as ours (resumable) from the start
         marker_dir(target).mkdir(exist_ok=True)
     t0 = time.perf_counter()
     if client is None:  # local threads share this process's cache: load it up front
-        get_model(model_ref(model, spec.kind, backend), resolve_device(device))
+        get_model(model_ref(model, spec.kind, options.backend),
+                  resolve_device(options.device))
     t1 = time.perf_counter()
     total, computed = store_together(pairs, description="predict", client=client,
                                      overwrite=overwrite)
     t2 = time.perf_counter()
-    if pyramid:
+    if options.pyramid:
         write_pyramid(out / "labels" / LABEL_NAME, method="mode", client=client,
                       overwrite=overwrite)
         if prob_path is not None:
@@ -430,8 +417,8 @@ def run_predict(
     computed_voxels = computed / max(total, 1) * float(np.prod(shape))
     return PredictResult(
         output=out, labels=out / "labels" / LABEL_NAME, probabilities=prob_path,
-        shape=shape, classes=tuple(spec.classes), patch_size=patch,  # type: ignore[arg-type]
-        block_size=block, total_blocks=total, computed_blocks=computed,  # type: ignore[arg-type]
+        shape=shape, classes=tuple(spec.classes), patch_size=patch,
+        block_size=block, total_blocks=total, computed_blocks=computed,
         skipped_blocks=total - computed, seconds=time.perf_counter() - start,
         model_seconds=t1 - t0, block_seconds=t2 - t1, pyramid_seconds=t3 - t2,
         voxels_per_second=computed_voxels / (t2 - t1) if computed else 0.0,

@@ -34,18 +34,17 @@ import itertools
 import threading
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Literal
+from typing import get_args
 
 import numpy as np
 import torch
 
 from volseg.errors import ConfigError
 from volseg.inference.cache import CachedModel
+from volseg.inference.options import PRECISIONS
+from volseg.models.registry import Kind
 
-Kind = Literal["3d", "2.5d", "centre_voxel"]
-Precision = Literal["fp32", "bf16", "fp16"]
-KINDS: tuple[str, ...] = ("3d", "2.5d", "centre_voxel")
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+KINDS: tuple[str, ...] = get_args(Kind)
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _local = threading.local()
 

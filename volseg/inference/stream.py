@@ -25,6 +25,19 @@ instead).  Every task runs exactly once.  Measured with a 1 × 1 × 1 network an
 cross-section), blocks of 96³, labels + uint8 probabilities written: 59 s at a
 peak RSS of 4.0 GiB, against 93 s at 3.5 GiB for the row-by-row predecessor;
 with float32 input, doubling the depth of a 1024² plane added 0.17 GiB.
+
+Dask API
+--------
+The scheduler walks the materialised graph with ``dask._task_spec.convert_legacy_graph``
+and runs its task objects (``task(data)``): not public API.  Dask's public priority
+hook, ``dask.annotate(priority=...)``, is honoured by the ``distributed`` scheduler
+only; the local threaded scheduler orders by ``dask.order`` and ignores it, and
+the raster order here is what bounds memory and keeps the cores busy.  So the
+private calls stay, the Dask range they were tested with is pinned in
+``pyproject.toml`` (``dask>=2026.8,<2027``; tested with 2026.8.0), and
+``tests/inference/test_stream.py`` checks both the range and the calls.  On a
+``distributed`` cluster :func:`volseg.inference.pipeline.store_together` submits the
+write tasks together and the cluster's scheduler orders them.
 """
 
 from __future__ import annotations

@@ -1,32 +1,21 @@
 """Blend weights (importance maps) of a sliding-window patch.
 
-``gaussian`` and ``constant`` equal MONAI's ``compute_importance_map`` (float32,
-same formula, same clamping), so that overlap-add blending reproduces
-``monai.inferers.sliding_window_inference``; ``bump`` is a smooth window with
-compact support.
+``gaussian`` and ``constant`` are MONAI's ``compute_importance_map`` itself (float32),
+so that overlap-add blending reproduces ``monai.inferers.sliding_window_inference``;
+``bump`` is a smooth window with compact support, clamped the way MONAI clamps.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import Literal
 
 import numpy as np
 
-Blend = Literal["gaussian", "constant", "bump"]
-BLENDS: tuple[str, ...] = ("gaussian", "constant", "bump")
+from volseg.inference.options import BLENDS, Blend
+
 MIN_WEIGHT = 1e-3
 """Lower bound of the clamp (MONAI's): weights are at least ``max(min(w), 1e-3)``."""
-
-
-def _gaussian_1d(n: int, sigma_scale: float) -> np.ndarray:
-    # torch's float32 exp, so that the map is bit-identical to MONAI's
-    import torch
-
-    sigma = n * sigma_scale
-    x = torch.arange(-(n - 1) / 2.0, (n - 1) / 2.0 + 1, dtype=torch.float)
-    return torch.exp(x**2 / (-2 * sigma**2)).numpy()
 
 
 def _bump_1d(n: int) -> np.ndarray:
@@ -39,15 +28,19 @@ def _bump_1d(n: int) -> np.ndarray:
 def _importance_map(
     patch: tuple[int, ...], blend: str, sigma_scale: tuple[float, ...]
 ) -> np.ndarray:
-    if blend == "constant":
-        weights = np.ones(patch, dtype=np.float32)
-    elif blend in ("gaussian", "bump"):
-        weights = np.ones((), dtype=np.float32)
-        for axis, n in enumerate(patch):
-            w1 = _gaussian_1d(n, sigma_scale[axis]) if blend == "gaussian" else _bump_1d(n)
-            weights = weights[..., None] * w1 if axis else w1
-    else:
+    if blend in ("gaussian", "constant"):
+        from monai.data.utils import compute_importance_map
+
+        monai_map = compute_importance_map(patch, mode=blend, sigma_scale=sigma_scale)
+        out = np.ascontiguousarray(monai_map.numpy(), dtype=np.float32)
+        out.setflags(write=False)
+        return out
+    if blend != "bump":
         raise ValueError(f"blend must be one of {BLENDS}, got {blend!r}")
+    weights = np.ones((), dtype=np.float32)
+    for axis, n in enumerate(patch):
+        w1 = _bump_1d(n)
+        weights = weights[..., None] * w1 if axis else w1
     floor = max(float(weights.min()), MIN_WEIGHT)
     out = np.maximum(weights, np.float32(floor)).astype(np.float32)
     out.setflags(write=False)
@@ -89,7 +82,7 @@ def importance_map(
 
     All maps are then clamped from below at :math:`\\max(\\min w, 10^{-3})`, as
     MONAI's ``compute_importance_map`` does, so every voxel keeps a positive weight
-    and the blend denominator never vanishes.  Gaussian and constant maps equal
+    and the blend denominator never vanishes.  Gaussian and constant maps are
     ``monai.data.utils.compute_importance_map(patch, mode, sigma_scale)``.
 
     References

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask
 import dask.array as da
@@ -38,6 +38,9 @@ from volseg.instances.kernel import (
     plane_pairs,
     unique_pairs,
 )
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = ["InstanceResult", "ObjectTable", "instance_dtype", "label_instances"]
 
@@ -240,7 +243,7 @@ def label_instances(
     min_size: int = 0,
     voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
     block_size: Sequence[int] | None = None,
-    client: Any = None,
+    client: Client | None = None,
     description: str = "instances: label blocks",
 ) -> InstanceResult:
     """Connected components of ``classes`` in a large semantic volume, blockwise.

@@ -1,7 +1,9 @@
 """Instances from files to files: semantic labels → ``O/labels/instances`` + object table.
 
-Shared by the ``instances`` workflow stage and the ``volseg instances`` command; the
-only place of :mod:`volseg.instances` that touches files (through :mod:`volseg.io`).
+:class:`InstanceOptions` is the operation's one options object: :func:`run_instances`
+takes it whole, the ``instances`` workflow stage's config is it plus the paths, and
+``volseg instances``'s flags are generated from it.  This is the only place of
+:mod:`volseg.instances` that touches files (through :mod:`volseg.io`).
 """
 
 from __future__ import annotations
@@ -10,20 +12,64 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, field_validator
 
 from volseg.errors import InputError, OutputExistsError
 from volseg.instances.blockwise import label_instances
 from volseg.instances.table import write_table
 from volseg.io import StoreReport, open_volume, store_blocks
 from volseg.io.omezarr import create_labels, image_state, write_pyramid
+from volseg.options import Options, PositiveSize3, VoxelSize3
 
-__all__ = ["LABEL_NAME", "InstancesRunResult", "instances_output_state", "run_instances"]
+if TYPE_CHECKING:
+    from distributed import Client
+
+__all__ = ["LABEL_NAME", "InstanceOptions", "InstancesRunResult", "instances_output_state",
+           "run_instances"]
 
 #: The label image written: ``<output>/labels/instances``.
 LABEL_NAME = "instances"
 #: Default block (and the largest zarr chunk) size.
 DEFAULT_BLOCK = (128, 128, 128)
+
+
+class InstanceOptions(Options):
+    """Which classes become objects, how they connect, and how the volume is cut.
+
+    Attributes
+    ----------
+    classes
+        Class ids whose connected components become objects.
+    connectivity
+        6 (faces), 18 (+ edges) or 26 (+ corners).
+    min_size
+        Objects with fewer voxels are dropped (0 keeps all).
+    block_size
+        Block size ``(z, y, x)``.
+    voxel_size
+        ``(z, y, x)`` nm for the centroids; default: the labels'.
+    pyramid
+        Also write the downsampled levels (mode).
+    """
+
+    classes: list[int] = Field(min_length=1, description="class ids whose connected "
+                                                         "components become objects")
+    connectivity: Literal[6, 18, 26] = Field(26, description="6 (faces), 18 (+edges) or 26 "
+                                                             "(+corners)")
+    min_size: int = Field(0, ge=0, description="drop objects with fewer voxels (0: keep all)")
+    block_size: PositiveSize3 = Field(DEFAULT_BLOCK, description="block size z y x in voxels")
+    voxel_size: VoxelSize3 | None = Field(
+        None, description="voxel size z y x in nm (default: the labels')")
+    pyramid: bool = Field(True, description="write the downsampled levels")
+
+    @field_validator("classes")
+    @classmethod
+    def _ids(cls, value: list[int]) -> list[int]:
+        if any(not 0 <= c <= 65534 for c in value):
+            raise ValueError("class ids must be in 0..65534")
+        return value
 
 
 @dataclass(frozen=True)
@@ -78,17 +124,12 @@ def _chunks(block: Sequence[int], shape: Sequence[int]) -> tuple[int, int, int]:
 def run_instances(
     labels: str | Path,
     output: str | Path,
+    options: InstanceOptions,
     *,
-    classes: Sequence[int],
-    connectivity: int = 26,
-    min_size: int = 0,
     table: str | Path | None = None,
-    block_size: Sequence[int] | None = None,
-    voxel_size: Sequence[float] | None = None,
     overwrite: bool = False,
     attrs: Mapping[str, Any] | None = None,
-    client: Any = None,
-    pyramid: bool = True,
+    client: Client | None = None,
 ) -> InstancesRunResult:
     """Label objects blockwise and write ``output/labels/instances`` and the table.
 
@@ -98,14 +139,12 @@ def run_instances(
         Semantic labels ``(z, y, x)``, e.g. ``crf.ome.zarr/labels/semantic``.
     output
         Output OME-Zarr group (e.g. ``instances.ome.zarr``).
-    classes, connectivity, min_size
-        See :func:`volseg.instances.label_instances`.
+    options
+        Classes, connectivity, minimum size, blocks, voxel size and pyramid
+        (:class:`InstanceOptions`, used whole; see
+        :func:`volseg.instances.label_instances`).
     table
         Object table path (``.csv``; ``.parquet`` with pyarrow), or ``None``.
-    block_size
-        Block size ``(z, y, x)``; default 128³.
-    voxel_size
-        ``(z, y, x)`` nm for the centroids; default: the input's.
     overwrite
         Replace existing outputs. Otherwise a complete output is refused and a
         partial one resumed (the first pass is recomputed — it is deterministic —
@@ -114,8 +153,6 @@ def run_instances(
         Group attributes (provenance under ``"volseg"``).
     client
         Optional ``distributed.Client``.
-    pyramid
-        Also write the downsampled levels (mode).
     """
     start = time.perf_counter()
     output = Path(output)
@@ -131,11 +168,10 @@ def run_instances(
     sem, meta = open_volume(labels)
     if sem.ndim != 3:
         raise InputError(f"{labels}: semantic labels must be z, y, x, got {sem.ndim} axes")
-    vs_in = voxel_size if voxel_size is not None else meta.voxel_size
+    vs_in = options.voxel_size if options.voxel_size is not None else meta.voxel_size
     vs = None if vs_in is None else tuple(float(v) for v in vs_in)
-    block = tuple(int(b) for b in (block_size or DEFAULT_BLOCK))
-    if len(block) != 3 or min(block) < 1:
-        raise InputError(f"block size must be three positive integers, got {block}")
+    block = options.block_size
+    classes, connectivity, min_size = options.classes, options.connectivity, options.min_size
     shape = tuple(int(s) for s in sem.shape)
     chunks = _chunks(block, shape)
     result = label_instances(
@@ -158,7 +194,7 @@ def run_instances(
     )
     report = store_blocks(result.labels, target, description="instances: relabel",
                           client=client, overwrite=overwrite)
-    if pyramid:
+    if options.pyramid:
         write_pyramid(output / "labels" / LABEL_NAME, method="mode", client=client,
                       overwrite=overwrite)
     if table_path is not None:

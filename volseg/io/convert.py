@@ -1,5 +1,8 @@
 """Converting any readable volume into OME-Zarr: shared by ``volseg convert`` and the stage.
 
+:class:`ConvertOptions` is the operation's one options object (the ``convert`` stage's
+config is it plus the paths; ``volseg convert``'s flags are generated from it).
+
 The input is opened in blocks aligned to the output chunks — one chunk deep in
 ``z`` and as wide in ``y, x`` as :data:`volseg.io.omezarr.READ_BLOCK_BYTES` allows —
 so each task reads exactly the region it writes and memory stays bounded by a few
@@ -13,18 +16,48 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import dask.array as da
 import numpy as np
 import zarr
+from pydantic import Field
 
 from volseg.errors import InputError, OutputExistsError
 from volseg.io import omezarr
 from volseg.io.readers import VolumeMeta, open_volume
 from volseg.io.store import StoreReport, store_blocks
+from volseg.options import Options, PositiveSize3, VoxelSize3
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 State = Literal["absent", "partial", "complete", "other"]
+
+
+class ConvertOptions(Options):
+    """How a volume is read and written as OME-Zarr.
+
+    Attributes
+    ----------
+    dataset
+        Dataset inside an HDF5 file / Zarr group / N5 container.
+    chunks
+        ``(z, y, x)`` zarr chunks (default :func:`volseg.io.omezarr.default_chunks`).
+    voxel_size
+        ``(z, y, x)`` nm; overrides what the file says (labels: the image's).
+    pyramid
+        Build the downsampled levels.
+    """
+
+    dataset: str | None = Field(None, description="dataset inside an HDF5 file, Zarr group "
+                                                  "or N5 container")
+    chunks: PositiveSize3 | None = Field(
+        None, description="output chunk shape z y x in voxels (default 64 64 64; 1 256 256 "
+                          "for a single section)")
+    voxel_size: VoxelSize3 | None = Field(
+        None, description="voxel size z y x in nm (overrides what the input file says)")
+    pyramid: bool = Field(True, description="write the downsampled levels")
 
 
 @dataclass(frozen=True)
@@ -138,10 +171,9 @@ def _open_aligned(source: Path, dataset: str | None, chunks: Sequence[int] | Non
 
 
 def convert_image(
-    source: str | Path, output: str | Path, *, dataset: str | None = None,
-    chunks: Sequence[int] | None = None, voxel_size: Sequence[float] | None = None,
-    overwrite: bool = False, attrs: Mapping[str, Any] | None = None, pyramid: bool = True,
-    client: Any = None,
+    source: str | Path, output: str | Path, options: ConvertOptions | None = None, *,
+    overwrite: bool = False, attrs: Mapping[str, Any] | None = None,
+    client: Client | None = None,
 ) -> ConvertResult:
     """Convert ``source`` into the OME-Zarr image ``output`` (resuming a partial one).
 
@@ -151,18 +183,12 @@ def convert_image(
         Anything :func:`volseg.io.open_volume` reads.
     output
         The image group to write.
-    dataset
-        Dataset inside an HDF5 file / Zarr group / N5 container.
-    chunks
-        ``(z, y, x)`` zarr chunks (default :func:`volseg.io.omezarr.default_chunks`).
-    voxel_size
-        ``(z, y, x)`` nm; overrides what the file says.
+    options
+        Dataset, chunks, voxel size and pyramid (:class:`ConvertOptions`, used whole).
     overwrite
         Replace an existing output.
     attrs
         Group attributes (provenance under ``"volseg"``).
-    pyramid
-        Build the downsampled levels.
     client
         Optional ``distributed.Client``.
 
@@ -172,16 +198,17 @@ def convert_image(
         For unreadable inputs and outputs that exist without ``overwrite``.
     """
     start = time.perf_counter()
+    options = options or ConvertOptions()
     source, output = Path(source), Path(output)
-    array, meta, target_chunks = _open_aligned(source, dataset, chunks)
+    array, meta, target_chunks = _open_aligned(source, options.dataset, options.chunks)
     state = check_output(output, overwrite, inputs=[source])
-    vs = _voxel(voxel_size, meta)
+    vs = _voxel(options.voxel_size, meta)
     target = omezarr.create_image(
         output, shape=array.shape, dtype=array.dtype, chunks=target_chunks, voxel_size=vs,
         axes=meta.axes, overwrite=overwrite, attrs=attrs)
     report = store_blocks(array, target, description=f"converting {source.name}",
                           client=client)
-    if pyramid:
+    if options.pyramid:
         omezarr.write_pyramid(output, method="mean", client=client)
     return _result(output, target, vs, state, report, start, overwrite)
 
@@ -210,24 +237,25 @@ def remap_labels(array: da.Array, values: Mapping[int, int]) -> da.Array:
 
 
 def convert_labels(
-    source: str | Path, image: str | Path, name: str, *, dataset: str | None = None,
-    chunks: Sequence[int] | None = None, voxel_size: Sequence[float] | None = None,
-    overwrite: bool = False, attrs: Mapping[str, Any] | None = None, pyramid: bool = True,
-    client: Any = None, values: Mapping[int, int] | None = None,
+    source: str | Path, image: str | Path, name: str, options: ConvertOptions | None = None,
+    *, values: Mapping[int, int] | None = None, overwrite: bool = False,
+    attrs: Mapping[str, Any] | None = None, client: Client | None = None,
 ) -> ConvertResult:
     """Convert ``source`` into the NGFF label image ``image/labels/<name>``.
 
     The image group is created (without an image) when it does not exist; when it
     holds an image, the labels must have its shape and take its voxel size unless
-    ``voxel_size`` is given.  ``values`` maps raw label values to class ids (e.g.
+    ``options.voxel_size`` is given.  ``values`` maps raw label values to class ids (e.g.
     ``{255: 1}`` for a 0/255 mask); values not listed are kept.  Other parameters as
     for :func:`convert_image`.
     """
     start = time.perf_counter()
+    options = options or ConvertOptions()
+    voxel_size = options.voxel_size
     source, image = Path(source), Path(image)
     if not name or "/" in name or name.startswith("."):
         raise InputError(f"label name {name!r} must be a plain name such as 'truth'")
-    array, meta, target_chunks = _open_aligned(source, dataset, chunks)
+    array, meta, target_chunks = _open_aligned(source, options.dataset, options.chunks)
     if array.ndim != 3 or not (np.issubdtype(array.dtype, np.integer) or
                                array.dtype == np.bool_):
         raise InputError(f"{source} has shape {tuple(array.shape)} {array.dtype}; labels must be "
@@ -247,7 +275,7 @@ def convert_labels(
                           client=client)
     if np.dtype(array.dtype) == np.uint8:
         omezarr.store_class_frequencies(output, client=client)
-    if pyramid:
+    if options.pyramid:
         omezarr.write_pyramid(output, method="mode", client=client)
     return _result(output, target, vs, state, report, start, overwrite)
 

@@ -23,12 +23,15 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from volseg.errors import InputError, OutputExistsError
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 MODES: dict[int, np.dtype[Any]] = {
     0: np.dtype(np.int8),
@@ -52,6 +55,15 @@ _DEFAULT_MODE: dict[np.dtype[Any], int] = {
 
 SLAB_BYTES = 64 * 2**20
 """Target size of one written slab (a dask z-chunk larger than this is still one slab)."""
+
+
+#: File name endings of MRC files: maps, tomograms, image stacks, tilt series, aligned stacks.
+MRC_SUFFIXES = (".mrc", ".rec", ".map", ".mrcs", ".st", ".ali")
+
+
+def is_mrc(path: str | Path) -> bool:
+    """Whether ``path`` names an MRC file (by its ending, :data:`MRC_SUFFIXES`)."""
+    return Path(path).suffix.lower() in MRC_SUFFIXES
 
 
 def partial_path(path: str | Path) -> Path:
@@ -293,7 +305,7 @@ def write_mrc(
     overwrite: bool = False,
     mode: int | None = None,
     labels: Sequence[str] = (),
-    client: Any = None,
+    client: Client | None = None,
 ) -> Path:
     """Write a ``(z, y, x)`` volume to an MRC file, one slab at a time.
 

@@ -41,7 +41,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import dask.array as da
 import numcodecs
@@ -51,6 +51,9 @@ import zarr
 from volseg.errors import InputError, OutputExistsError
 from volseg.io import pyramid
 from volseg.io.store import is_complete, marker_dir, store_blocks
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 NGFF_VERSION = "0.4"
 UNIT = "nanometer"
@@ -466,7 +469,7 @@ def create_labels(
 
 
 def write_pyramid(
-    group_path: PathLike, *, method: Literal["mean", "mode"] = "mean", client: Any = None,
+    group_path: PathLike, *, method: Literal["mean", "mode"] = "mean", client: Client | None = None,
     overwrite: bool = False,
 ) -> None:
     """Build levels 1, 2, ... of a multiscale group from its level 0.
@@ -559,7 +562,7 @@ def write_image(
     array: Any, path: PathLike, *, voxel_size: Sequence[float] | None,
     chunks: Sequence[int] | None = None, axes: Sequence[str] | None = None,
     overwrite: bool = False, attrs: Mapping[str, Any] | None = None, pyramid: bool = True,
-    client: Any = None,
+    client: Client | None = None,
 ) -> None:
     """Write a whole array as an OME-Zarr multiscale image, out-of-core and resumable.
 
@@ -597,7 +600,7 @@ def write_image(
 def write_labels(
     array: Any, image_path: PathLike, name: str, *, voxel_size: Sequence[float] | None = None,
     chunks: Sequence[int] | None = None, overwrite: bool = False,
-    attrs: Mapping[str, Any] | None = None, pyramid: bool = True, client: Any = None,
+    attrs: Mapping[str, Any] | None = None, pyramid: bool = True, client: Client | None = None,
 ) -> None:
     """Write an NGFF label image ``image_path/labels/<name>`` (mode pyramid).
 
@@ -637,7 +640,7 @@ def _bincount(block: np.ndarray) -> np.ndarray:
     return np.bincount(np.asarray(block).ravel(), minlength=256)
 
 
-def class_frequencies(target: zarr.Array, client: Any = None) -> dict[str, int]:
+def class_frequencies(target: zarr.Array, client: Client | None = None) -> dict[str, int]:
     """Return ``{class id: voxel count}`` of a ``uint8`` label array (nonzero counts only)."""
     import dask
 
@@ -650,7 +653,8 @@ def class_frequencies(target: zarr.Array, client: Any = None) -> dict[str, int]:
     return {str(i): int(n) for i, n in enumerate(np.asarray(result)) if n}
 
 
-def store_class_frequencies(group_path: PathLike, *, client: Any = None) -> dict[str, int]:
+def store_class_frequencies(group_path: PathLike, *, client: Client | None = None
+                            ) -> dict[str, int]:
     """Count the voxels of each class of a ``uint8`` label group's level 0 and store them.
 
     The counts go to the group attribute ``volseg.class_frequencies`` (``{id: count}``,

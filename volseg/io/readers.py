@@ -28,12 +28,12 @@ from dask.base import tokenize
 
 from volseg.errors import InputError
 from volseg.io import n5, omezarr
+from volseg.io.mrc import MRC_SUFFIXES
+from volseg.io.tiff import TIFF_SUFFIXES
 
 SLAB_BYTES = 64 * 2**20
 """Default largest dask block for memory-mappable formats."""
 
-MRC_SUFFIXES = (".mrc", ".rec", ".map", ".mrcs", ".st", ".ali")
-TIFF_SUFFIXES = (".tif", ".tiff")
 SLICE_SUFFIXES = (".tif", ".tiff", ".png")
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 SUPPORTED = (

@@ -36,7 +36,7 @@ import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask
 import dask.array as da
@@ -44,6 +44,9 @@ import numpy as np
 import zarr
 
 from volseg.progress import compute
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 MARKER_DIR = ".volseg_done"
 
@@ -314,7 +317,7 @@ def store_blocks(
     target: zarr.Array,
     *,
     description: str,
-    client: Any = None,
+    client: Client | None = None,
     overwrite: bool = False,
 ) -> StoreReport:
     """Compute ``array`` into ``target`` block by block, skipping blocks already done.

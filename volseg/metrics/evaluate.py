@@ -9,7 +9,7 @@ pass so that shared inputs are read once.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask.array as da
 import numpy as np
@@ -32,6 +32,9 @@ from volseg.metrics.matching import (
 )
 from volseg.metrics.semantic import semantic_metrics
 from volseg.progress import compute
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 #: Class ids are counted over this many classes when the number of classes is unknown.
 _MAX_UINT8_CLASSES = 256
@@ -152,7 +155,7 @@ def evaluate_semantic(
     probabilities: da.Array | np.ndarray | None = None,
     class_names: Sequence[str] | None = None,
     zero_division: float = 0.0,
-    client: Any = None,
+    client: Client | None = None,
 ) -> dict[str, Any]:
     """Semantic segmentation metrics of a predicted label volume, computed exactly.
 
@@ -207,7 +210,7 @@ def evaluate_instances(
     *,
     ignore_labels: Sequence[int] = DEFAULT_IGNORE,
     iou_thresholds: Sequence[float] = IOU_THRESHOLDS,
-    client: Any = None,
+    client: Client | None = None,
 ) -> dict[str, Any]:
     """Connectomics and object-matching metrics of an instance segmentation.
 
@@ -243,7 +246,7 @@ def evaluate(
     zero_division: float = 0.0,
     ignore_labels: Sequence[int] = DEFAULT_IGNORE,
     iou_thresholds: Sequence[float] = IOU_THRESHOLDS,
-    client: Any = None,
+    client: Client | None = None,
 ) -> dict[str, Any]:
     """Semantic and instance evaluation in one Dask pass.
 

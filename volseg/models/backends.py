@@ -74,7 +74,8 @@ def write_torchscript(module: nn.Module, example: torch.Tensor, path: Any) -> No
         # TorchScript is deprecated in torch but is bioimage.io's torch format; a size
         # check in a forward pass is traced as a constant (TracerWarning), harmlessly
         warnings.simplefilter("ignore")
-        traced = torch.jit.trace(module, example, check_trace=False)
+        traced = torch.jit.trace(module, example,  # type: ignore[no-untyped-call]
+                                 check_trace=False)
         expected = module(example)
         got = traced(example)
         if not torch.equal(expected, got):
@@ -211,7 +212,8 @@ def load_torchscript(data: bytes, *, name: str) -> nn.Module:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            module = torch.jit.load(io.BytesIO(data), map_location="cpu")
+            module = torch.jit.load(  # type: ignore[no-untyped-call]
+                io.BytesIO(data), map_location="cpu")
     except Exception as exc:
         first = str(exc).strip().splitlines()
         raise InputError(f"{name} could not be loaded as TorchScript: "
@@ -220,7 +222,8 @@ def load_torchscript(data: bytes, *, name: str) -> nn.Module:
         if kind in _FILE_OPS:
             raise InputError(f"{name}: the TorchScript program calls {kind}; volseg runs no "
                              "program that touches files")
-    return module.eval()
+    loaded: nn.Module = module.eval()
+    return loaded
 
 
 def _graph_ops(graph: Any) -> set[str]:

@@ -110,9 +110,11 @@ class PackageNormalization:
         op, a, b = self.steps[0]
         import dask.array as da
 
-        arr = volume if isinstance(volume, da.Array) else da.asarray(np.asarray(volume))
+        arr = volume if isinstance(volume, da.Array) else da.from_array(  # type: ignore[no-untyped-call]
+            np.asarray(volume))
         if op == "volume_zmuv":
-            mean, std = da.compute(arr.astype(np.float64).mean(), arr.astype(np.float64).std())
+            mean, std = da.compute(  # type: ignore[no-untyped-call]
+                arr.astype(np.float64).mean(), arr.astype(np.float64).std())
             first: tuple[str, Any, Any] = ("zmuv", float(mean), float(std) + float(a))
         else:
             step = max(1, math.ceil((arr.size / _PERCENTILE_VOXELS) ** (1 / 3)))
@@ -190,16 +192,9 @@ class PackageSpec:
         return len(self.classes)
 
     @property
-    def halo(self) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    def halo(self) -> tuple[tuple[int, int], ...]:
         """Extra input voxels ``(before, after)`` per axis around an output window."""
-        if self.kind == "2.5d":
-            h = (self.context or 1) // 2
-            return ((h, h), (0, 0), (0, 0))
-        if self.kind == "centre_voxel":
-            r = self.receptive_field or 1
-            side = (r // 2, r - 1 - r // 2)
-            return (side, side, side)
-        return ((0, 0), (0, 0), (0, 0))
+        return _halo(self.kind, self.context, self.receptive_field)
 
     @property
     def input_size(self) -> tuple[int, int, int]:
@@ -209,18 +204,46 @@ class PackageSpec:
 
     def check_patch(self, patch: Sequence[int]) -> None:
         """Raise :class:`ConfigError` unless ``patch`` gives an input size the package accepts."""
-        halo = self.halo
-        for axis, (p, (b, a)) in zip("zyx", zip(patch, halo, strict=True), strict=True):
-            if axis not in self.sizes:
-                continue
-            size, (low, step) = int(p) + b + a, self.sizes[axis]
-            ok = size == low if step == 0 else size >= low and (size - low) % step == 0
-            if not ok:
-                valid = f"{low}" if step == 0 else f"{low} + n * {step}"
-                raise ConfigError(
-                    f"{self.source}: an input of {size} voxels along axis {axis!r} (patch "
-                    f"{tuple(patch)}) is not one the package accepts ({valid}); choose "
-                    "another --patch")
+        check_input_sizes(self.sizes, patch, kind=self.kind, context=self.context,
+                          receptive_field=self.receptive_field, source=self.source)
+
+
+def _halo(kind: str, context: int | None,
+          receptive_field: int | None) -> tuple[tuple[int, int], ...]:
+    if kind == "2.5d":
+        h = (context or 1) // 2
+        return ((h, h), (0, 0), (0, 0))
+    if kind == "centre_voxel":
+        r = receptive_field or 1
+        side = (r // 2, r - 1 - r // 2)
+        return (side, side, side)
+    return ((0, 0), (0, 0), (0, 0))
+
+
+def check_input_sizes(sizes: dict[str, tuple[int, int]], patch: Sequence[int], *, kind: str,
+                      context: int | None = None, receptive_field: int | None = None,
+                      source: str = "the package") -> None:
+    """Raise :class:`ConfigError` unless the input window of ``patch`` is a valid size.
+
+    Parameters
+    ----------
+    sizes
+        ``(min, step)`` per axis id (step 0: a fixed size), as :attr:`PackageSpec.sizes`.
+    patch
+        ``(z, y, x)`` output window; the input window adds the kind's halo.
+    """
+    halo = _halo(kind, context, receptive_field)
+    for axis, p, (b, a) in zip("zyx", patch, halo, strict=True):
+        if axis not in sizes:
+            continue
+        size, (low, step) = int(p) + b + a, sizes[axis]
+        ok = size == low if step == 0 else size >= low and (size - low) % step == 0
+        if not ok:
+            valid = f"{low}" if step == 0 else f"{low} + n * {step}"
+            raise ConfigError(
+                f"{source}: an input of {size} voxels along axis {axis!r} (patch "
+                f"{tuple(patch)}) is not one the package accepts ({valid}); choose "
+                "another --patch")
 
 
 # ------------------------------------------------------------------------ reading
@@ -627,6 +650,7 @@ __all__ = [
     "PackageNet",
     "PackageNormalization",
     "PackageSpec",
+    "check_input_sizes",
     "is_package",
     "load_package",
     "read_package",

@@ -24,14 +24,42 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-if TYPE_CHECKING:
-    from volseg.models.spec import Kind, ModelSpec
+#: How a network consumes a volume.
+Kind = Literal["3d", "2.5d", "centre_voxel"]
+
+
+class SpecLike(Protocol):
+    """What the builders and checks of an architecture read of a spec.
+
+    :class:`volseg.models.ModelSpec` is one; the registry does not import it (the spec
+    depends on the registry, not the other way round).
+    """
+
+    @property
+    def architecture(self) -> str:
+        """Registry key."""
+
+    @property
+    def in_channels(self) -> int:
+        """Image channels."""
+
+    @property
+    def out_channels(self) -> int:
+        """Output (logit) channels, one per class."""
+
+    @property
+    def patch_size(self) -> tuple[int, int, int]:
+        """``(z, y, x)`` output window."""
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Architecture hyper-parameters."""
 
 UNetVariant = Literal["unet", "basic", "attention", "segresnet"]
 
@@ -178,14 +206,14 @@ class Architecture:
     name: str
     kind: Kind
     params_model: type[BaseModel]
-    build: Callable[[ModelSpec, Any], nn.Module]
-    check: Callable[[ModelSpec, Any], None]
+    build: Callable[[SpecLike, Any], nn.Module]
+    check: Callable[[SpecLike, Any], None]
 
     def parse_params(self, params: dict[str, Any]) -> BaseModel:
         """Validate ``params`` (raises ``pydantic.ValidationError``/``ValueError``)."""
         return self.params_model.model_validate(params)
 
-    def validate(self, spec: ModelSpec) -> None:
+    def validate(self, spec: SpecLike) -> None:
         """Check ``spec`` against this architecture (raises ``ValueError``)."""
         self.check(spec, self.parse_params(spec.params))
 
@@ -297,13 +325,13 @@ def _check_divisible(sizes: tuple[int, ...], divisor: tuple[int, ...], axes: str
         )
 
 
-def _check_unet3d(spec: ModelSpec, p: UNetParams) -> None:
+def _check_unet3d(spec: SpecLike, p: UNetParams) -> None:
     if p.context != 1:
         raise ValueError("'context' is a unet25d parameter; unet3d reads a 3-D patch")
     _check_divisible(spec.patch_size, p.divisor(3), "(z, y, x)")
 
 
-def _check_unet25d(spec: ModelSpec, p: UNetParams) -> None:
+def _check_unet25d(spec: SpecLike, p: UNetParams) -> None:
     if spec.patch_size[0] != 1:
         raise ValueError(
             f"unet25d patch_size must have z = 1 (one output section; the input is "
@@ -312,22 +340,22 @@ def _check_unet25d(spec: ModelSpec, p: UNetParams) -> None:
     _check_divisible(spec.patch_size[1:], p.divisor(2), "(y, x)")
 
 
-def _build_unet3d(spec: ModelSpec, p: UNetParams) -> nn.Module:
+def _build_unet3d(spec: SpecLike, p: UNetParams) -> nn.Module:
     return _build_unet(3, spec.in_channels, spec.out_channels, p)
 
 
-def _build_unet25d(spec: ModelSpec, p: UNetParams) -> nn.Module:
+def _build_unet25d(spec: SpecLike, p: UNetParams) -> nn.Module:
     return _build_unet(2, spec.in_channels * p.context, spec.out_channels, p)
 
 
 # -- centre voxel --------------------------------------------------------------------
-def _check_centre_voxel(spec: ModelSpec, p: CentreVoxelParams) -> None:
+def _check_centre_voxel(spec: SpecLike, p: CentreVoxelParams) -> None:
     from volseg.models.centre_voxel import layer_plan
 
     layer_plan(p.receptive_field, p.variant)
 
 
-def _build_centre_voxel(spec: ModelSpec, p: CentreVoxelParams) -> nn.Module:
+def _build_centre_voxel(spec: SpecLike, p: CentreVoxelParams) -> nn.Module:
     from volseg.models.centre_voxel import CentreVoxelNet
 
     return CentreVoxelNet(
@@ -349,7 +377,7 @@ register_architecture(
 )
 
 
-def build_model(spec: ModelSpec) -> nn.Module:
+def build_model(spec: SpecLike) -> nn.Module:
     """Build the (untrained) network described by ``spec``.
 
     Parameters

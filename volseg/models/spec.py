@@ -16,6 +16,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from volseg.models.registry import Kind, get_architecture
+
 NormalizationMode = Literal["meanstd", "percentile", "none"]
 
 
@@ -138,7 +140,6 @@ class Normalization(BaseModel):
         return out
 
 
-Kind = Literal["3d", "2.5d", "centre_voxel"]
 
 
 class ModelSpec(BaseModel):
@@ -189,8 +190,6 @@ class ModelSpec(BaseModel):
     @classmethod
     def _fill_params(cls, data: Any) -> Any:
         """Validate ``params`` against the architecture and record every default."""
-        from volseg.models.registry import get_architecture
-
         if isinstance(data, dict) and isinstance(data.get("architecture"), str):
             arch = get_architecture(data["architecture"])
             data = dict(data)
@@ -201,8 +200,6 @@ class ModelSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> ModelSpec:
-        from volseg.models.registry import get_architecture
-
         if any(p < 1 for p in self.patch_size):
             raise ValueError(f"patch_size must be positive, got {self.patch_size}")
         if len(set(self.classes)) != len(self.classes):
@@ -215,8 +212,6 @@ class ModelSpec(BaseModel):
     @property
     def kind(self) -> Kind:
         """How the network consumes a volume: ``"3d"``, ``"2.5d"`` or ``"centre_voxel"``."""
-        from volseg.models.registry import get_architecture
-
         return get_architecture(self.architecture).kind
 
     @property
@@ -264,9 +259,8 @@ class ModelSpec(BaseModel):
     @property
     def input_size(self) -> tuple[int, int, int]:
         """``(z, y, x)`` size of the input window of one forward pass (patch plus halo)."""
-        return tuple(  # type: ignore[return-value]
-            p + b + a for p, (b, a) in zip(self.patch_size, self.halo, strict=True)
-        )
+        (pz, py, px), ((bz, az), (by, ay), (bx, ax)) = self.patch_size, self.halo
+        return (pz + bz + az, py + by + ay, px + bx + ax)
 
     def to_json(self) -> str:
         """Return the spec as a JSON string (what model files store)."""

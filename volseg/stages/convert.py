@@ -10,8 +10,10 @@ Example::
         truth: data/training_groundtruth.tif
         annotation: {path: data/cremi.h5, dataset: volumes/labels/clefts}
 
-A rerun resumes an interrupted conversion and skips a finished one; with the
-workflow's ``--overwrite`` everything is rewritten.
+``dataset``, ``chunks``, ``voxel_size`` and ``pyramid`` are the fields of
+:class:`volseg.io.convert.ConvertOptions` (the options of ``volseg convert`` too).  A
+rerun resumes an interrupted conversion and skips a finished one; with the workflow's
+``--overwrite`` everything is rewritten.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from typing import Any
 from pydantic import Field
 
 from volseg.io import omezarr
-from volseg.io.convert import ConvertResult, convert_image, convert_labels
+from volseg.io.convert import ConvertOptions, ConvertResult, convert_image, convert_labels
+from volseg.options import options_of
 from volseg.workflow.stage import RunContext, StageConfig
 
 NAME = "convert"
@@ -37,20 +40,24 @@ class LabelSource(StageConfig):
         None, description="raw value -> class id, e.g. {255: 1} for a 0/255 mask")
 
 
-class Config(StageConfig):
-    """Where the input is and how to write it."""
+class Config(ConvertOptions, StageConfig):
+    """The conversion's options plus the input, the output and the label volumes."""
 
     input: str = Field(description="external input volume (MRC, TIFF, slices, HDF5, NPY, "
                                    "Zarr, N5, OME-Zarr)")
     output: str = Field("image.ome.zarr", description="OME-Zarr image in the workflow dir")
-    dataset: str | None = Field(None, description="dataset inside HDF5 / Zarr / N5 input")
-    chunks: tuple[int, int, int] | None = Field(
-        None, description="zarr chunks z y x (default 64 64 64)")
-    voxel_size: tuple[float, float, float] | None = Field(
-        None, description="voxel size z y x in nm (overrides the input's)")
     labels: dict[str, str | LabelSource] = Field(
         default_factory=dict,
         description="label images to add: name -> external label volume path")
+
+    def reads(self) -> tuple[str, ...]:
+        """The external input volumes."""
+        return (self.input, *(s if isinstance(s, str) else s.path
+                              for s in self.labels.values()))
+
+    def writes(self) -> tuple[str, ...]:
+        """The image group (with its label images)."""
+        return (self.output,)
 
 
 def _skip(path: Any, ctx: RunContext) -> bool:
@@ -60,24 +67,25 @@ def _skip(path: Any, ctx: RunContext) -> bool:
 def run(config: Config, ctx: RunContext) -> dict[str, Any]:
     """Convert the image, then each label volume; return a JSON-able summary."""
     output = ctx.path(config.output)
-    attrs = {"volseg": {**ctx.provenance, "stage": NAME, "config": config.to_dict()}}
+    attrs = ctx.attrs(NAME, config)
+    options = options_of(ConvertOptions, config)
     summary: dict[str, Any] = {"output": str(output), "labels": {}}
     if _skip(output, ctx):
         summary["image"] = "complete (skipped)"
     else:
-        result = convert_image(
-            ctx.resolve(config.input), output, dataset=config.dataset, chunks=config.chunks,
-            voxel_size=config.voxel_size, overwrite=ctx.overwrite, attrs=attrs,
-            client=ctx.client)
+        result = convert_image(ctx.resolve(config.input), output, options,
+                               overwrite=ctx.overwrite, attrs=attrs, client=ctx.client)
         summary["image"] = _brief(result)
     for name, source in config.labels.items():
         src = source if isinstance(source, LabelSource) else LabelSource(path=source)
         if _skip(output / "labels" / name, ctx):
             summary["labels"][name] = "complete (skipped)"
             continue
-        result = convert_labels(
-            ctx.resolve(src.path), output, name, dataset=src.dataset, chunks=config.chunks,
-            overwrite=ctx.overwrite, attrs=attrs, client=ctx.client, values=src.values)
+        # labels take the image's voxel size, and their own dataset
+        label_options = options.model_copy(update={"dataset": src.dataset, "voxel_size": None})
+        result = convert_labels(ctx.resolve(src.path), output, name, label_options,
+                                values=src.values, overwrite=ctx.overwrite, attrs=attrs,
+                                client=ctx.client)
         summary["labels"][name] = _brief(result)
     return summary
 

@@ -13,19 +13,21 @@ Example::
         truth: image.ome.zarr/labels/cells
       report: report                               # default
 
-Paths are products of the workflow directory; a relative path that does not exist
-there is looked up from where the workflow was started (an external file).  The
-report layout is documented in ``docs/metrics.md``.
+Every key but the paths is a field of :class:`volseg.metrics.pipeline.EvaluateOptions`
+(the options of ``volseg evaluate`` too).  Paths are products of the workflow
+directory; a relative path that does not exist there is looked up from where the
+workflow was started (an external file).  The report layout is documented in
+``docs/metrics.md``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from volseg.cli.evaluate import run_evaluation
-from volseg.errors import ConfigError
+from volseg.metrics.pipeline import EvaluateOptions, EvaluationInputs, run_evaluation
+from volseg.options import options_of
 from volseg.provenance import provenance
 from volseg.workflow.stage import RunContext, StageConfig
 
@@ -42,8 +44,8 @@ class InstanceInputs(StageConfig):
     truth: str = Field(description="ground-truth instance labels")
 
 
-class Config(StageConfig):
-    """What to evaluate and where to write the report."""
+class Config(EvaluateOptions, StageConfig):
+    """The evaluation's options plus what to evaluate and where to write the report."""
 
     prediction: str | None = Field(
         "crf.ome.zarr/labels/semantic",
@@ -53,64 +55,46 @@ class Config(StageConfig):
     probabilities: str | None = Field(
         None, description="class probabilities (c, z, y, x) for average precision / PR curves"
     )
-    ignore_label: int | None = Field(
-        255, ge=0, description="truth id of unannotated voxels (null: evaluate every voxel)"
-    )
-    classes: list[str] | None = Field(
-        None, description="class names in id order (default: the labels' volseg.class_names)"
-    )
     instances: InstanceInputs | None = Field(
         None, description="instance volumes for VOI / adapted Rand / CREMI / object matching"
     )
-    zero_division: Literal[0, 1] = Field(
-        0, description="score of a class whose denominator is zero (as scikit-learn)"
-    )
-    z_range: tuple[int, int] | None = Field(
-        None, description="evaluate only sections [start, stop), e.g. the held-out ones"
-    )
     report: str = Field("report", description="report directory in the workflow dir")
+
+    @model_validator(mode="after")
+    def _something(self) -> Config:
+        if self.prediction is None and self.instances is None:
+            raise ValueError("give a semantic 'prediction' and/or 'instances'")
+        return self
+
+    def reads(self) -> tuple[str, ...]:
+        """The volumes compared."""
+        paths = [self.prediction, self.truth, self.probabilities]
+        if self.instances is not None:
+            paths += [self.instances.prediction, self.instances.truth]
+        return tuple(p for p in paths if p is not None)
+
+    def writes(self) -> tuple[str, ...]:
+        """The report directory."""
+        return (self.report,)
 
 
 def run(config: Config, ctx: RunContext) -> dict[str, Any]:
     """Evaluate in one pass and write the report; return the headline figures."""
-    if config.prediction is None and config.instances is None:
-        raise ConfigError("evaluate: give a semantic 'prediction' and/or 'instances'")
     report = ctx.path(config.report)
-    instances = None
-    if config.instances is not None:
-        instances = (
+    semantic = config.prediction is not None
+    inputs = EvaluationInputs(
+        prediction=str(ctx.resolve(config.prediction)) if config.prediction else None,
+        truth=str(ctx.resolve(config.truth)) if semantic else None,
+        probabilities=(str(ctx.resolve(config.probabilities))
+                       if semantic and config.probabilities else None),
+        instances=None if config.instances is None else (
             str(ctx.resolve(config.instances.prediction)),
-            str(ctx.resolve(config.instances.truth)),
-        )
-    common: dict[str, Any] = {
-        "report": str(report),
-        "overwrite": ctx.overwrite,
-        "record": {
-            **(ctx.provenance or provenance(command=f"stage {NAME}")),
-            "stage": NAME,
-            "stage_config": config.to_dict(),
-        },
-        "client": ctx.client,
-        "zero_division": float(config.zero_division),
-        "z_range": config.z_range,
-    }
-    if config.prediction is None:
-        assert instances is not None
-        metrics = run_evaluation(
-            prediction=instances[0], truth=instances[1], instances_only=True, **common
-        )
-    else:
-        metrics = run_evaluation(
-            prediction=str(ctx.resolve(config.prediction)),
-            truth=str(ctx.resolve(config.truth)),
-            probabilities=(
-                None if config.probabilities is None else str(ctx.resolve(config.probabilities))
-            ),
-            ignore_label=config.ignore_label,
-            classes=config.classes,
-            instances=instances,
-            **common,
-        )
+            str(ctx.resolve(config.instances.truth))),
+    )
+    record = {**(ctx.provenance or provenance(command=f"stage {NAME}")), "stage": NAME,
+              "stage_config": config.to_dict()}
+    metrics = run_evaluation(inputs, report, options_of(EvaluateOptions, config),
+                             overwrite=ctx.overwrite, record=record, client=ctx.client)
     summary: dict[str, Any] = {"report": str(report)}
     sem = metrics.get("semantic")
     if sem:

@@ -11,49 +11,39 @@ Example::
       table: instances.csv                   # default; .parquet with pyarrow
       block_size: [128, 128, 128]            # default
 
-A rerun resumes an interrupted stage and skips a finished one; with the workflow's
-``--overwrite`` it is recomputed.
+Every key but the paths is a field of :class:`volseg.instances.pipeline.InstanceOptions`
+(the options of ``volseg instances`` too).  A rerun resumes an interrupted stage and
+skips a finished one; with the workflow's ``--overwrite`` it is recomputed.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from volseg.instances.pipeline import DEFAULT_BLOCK, instances_output_state, run_instances
+from volseg.instances.pipeline import InstanceOptions, instances_output_state, run_instances
+from volseg.options import options_of
 from volseg.workflow.stage import RunContext, StageConfig
 
 NAME = "instances"
 ORDER = 60
 
 
-class Config(StageConfig):
-    """Which classes, how connected, how small is too small, and where to write."""
+class Config(InstanceOptions, StageConfig):
+    """The instances' options plus the labels, the output group and the table."""
 
     labels: str = Field("crf.ome.zarr/labels/semantic", description="semantic labels")
-    classes: list[int] = Field(min_length=1, description="class ids that become objects")
-    connectivity: Literal[6, 18, 26] = Field(26, description="6, 18 or 26")
-    min_size: int = Field(0, ge=0, description="drop objects with fewer voxels")
     output: str = Field("instances.ome.zarr", description="output group (labels/instances)")
     table: str | None = Field("instances.csv", description="per-object table (.csv/.parquet)")
-    block_size: tuple[int, int, int] = Field(DEFAULT_BLOCK, description="block size z y x")
-    voxel_size: tuple[float, float, float] | None = Field(
-        None, description="voxel size z y x in nm (default: the labels')")
 
-    @field_validator("classes")
-    @classmethod
-    def _ids(cls, value: list[int]) -> list[int]:
-        if any(not 0 <= c <= 65534 for c in value):
-            raise ValueError("class ids must be in 0..65534")
-        return value
+    def reads(self) -> tuple[str, ...]:
+        """The semantic labels."""
+        return (self.labels,)
 
-    @field_validator("block_size")
-    @classmethod
-    def _positive(cls, value: tuple[int, int, int]) -> tuple[int, int, int]:
-        if min(value) < 1:
-            raise ValueError("block_size must be positive")
-        return value
+    def writes(self) -> tuple[str, ...]:
+        """The instance group and the table."""
+        return (self.output,) if self.table is None else (self.output, self.table)
 
 
 def run(config: Config, ctx: RunContext) -> dict[str, Any]:
@@ -63,11 +53,8 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
     if (not ctx.overwrite and instances_output_state(output) == "complete"
             and (table is None or table.exists())):
         return {"output": str(output / "labels" / "instances"), "status": "complete (skipped)"}
-    attrs = {"volseg": {**ctx.provenance, "stage": NAME, "config": config.to_dict()}}
-    result = run_instances(
-        ctx.resolve(config.labels), output, classes=config.classes,
-        connectivity=config.connectivity, min_size=config.min_size, table=table,
-        block_size=config.block_size, voxel_size=config.voxel_size,
-        overwrite=ctx.overwrite, attrs=attrs, client=ctx.client,
-    )
+    result = run_instances(ctx.resolve(config.labels), output,
+                           options_of(InstanceOptions, config), table=table,
+                           overwrite=ctx.overwrite, attrs=ctx.attrs(NAME, config),
+                           client=ctx.client)
     return result.to_dict()

@@ -20,77 +20,51 @@ Example::
 ``model`` may also be a bioimage.io package (``.zip`` or ``rdf.yaml``) with ONNX or
 TorchScript weights.
 
-A rerun resumes an interrupted prediction and skips a finished one; with the
-workflow's ``--overwrite`` it is recomputed.
+Every key but the three paths is a field of :class:`volseg.inference.PredictOptions`
+(the options of ``volseg predict`` too).  A rerun resumes an interrupted prediction
+and skips a finished one; with the workflow's ``--overwrite`` it is recomputed.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from volseg.inference.pipeline import output_state, run_predict
+from volseg.inference.options import PredictOptions
+from volseg.options import options_of
 from volseg.workflow.stage import RunContext, StageConfig
 
 NAME = "predict"
 ORDER = 40
 
 
-class Config(StageConfig):
-    """Model, input, output and the sliding-window settings."""
+class Config(PredictOptions, StageConfig):
+    """The prediction's options plus the model, the input and the output."""
 
     model: str = Field("model.safetensors",
                        description="trained model file or bioimage.io package")
     input: str = Field("image.ome.zarr", description="input image")
     output: str = Field("prediction.ome.zarr",
                         description="output group (labels/semantic + probabilities)")
-    patch_size: tuple[int, int, int] | None = Field(
-        None, description="patch z y x (default: the model's)")
-    overlap: float = Field(0.25, ge=0, lt=1, description="overlap of neighbouring patches")
-    blend: Literal["gaussian", "bump", "constant"] = Field(
-        "gaussian", description="patch blending weights")
-    batch_size: int = Field(4, ge=1, description="patches per forward pass")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the net runs")
-    precision: Literal["fp32", "bf16", "fp16"] = Field(
-        "fp32", description="autocast precision on CUDA")
-    probabilities: Literal["none", "uint8", "float16", "float32"] = Field(
-        "uint8", description="how class probabilities are stored (none: not written)")
-    tta: bool = Field(False, description="average over flips (test-time augmentation)")
-    block_size: tuple[int, int, int] | None = Field(
-        None, description="block (= output chunk) z y x (default: two patch strides)")
-    backend: Literal["auto", "torch", "onnx"] = Field(
-        "auto", description="torch (TorchScript for packages) or onnx (onnxruntime)")
 
-    @field_validator("patch_size", "block_size")
-    @classmethod
-    def _positive(cls, value: tuple[int, int, int] | None) -> tuple[int, int, int] | None:
-        if value is not None and min(value) < 1:
-            raise ValueError("sizes must be positive")
-        return value
+    def reads(self) -> tuple[str, ...]:
+        """The model and the image."""
+        return (self.model, self.input)
 
-
-def _resolve(ctx: RunContext, path: str) -> Path:
-    """A workflow product if it exists there, else an external path, else the product."""
-    product = ctx.path(path)
-    if product.exists():
-        return product
-    external = ctx.external(path)
-    return external if external.exists() else product
+    def writes(self) -> tuple[str, ...]:
+        """The prediction group."""
+        return (self.output,)
 
 
 def run(config: Config, ctx: RunContext) -> dict[str, Any]:
     """Predict (or skip a finished prediction); return a JSON-able summary."""
+    from volseg.inference.pipeline import output_state, run_predict
+
     output = ctx.path(config.output)
     if not ctx.overwrite and output_state(output, config.probabilities) == "complete":
         return {"output": str(output), "status": "complete (skipped)"}
-    attrs = {"volseg": {**ctx.provenance, "stage": NAME, "config": config.to_dict()}}
-    result = run_predict(
-        _resolve(ctx, config.model), _resolve(ctx, config.input), output,
-        patch_size=config.patch_size, overlap=config.overlap, blend=config.blend,
-        batch_size=config.batch_size, device=config.device, precision=config.precision,
-        probabilities=config.probabilities, tta=config.tta, block_size=config.block_size,
-        overwrite=ctx.overwrite, attrs=attrs, client=ctx.client, backend=config.backend,
-    )
+    result = run_predict(ctx.resolve(config.model), ctx.resolve(config.input), output,
+                         options_of(PredictOptions, config), overwrite=ctx.overwrite,
+                         attrs=ctx.attrs(NAME, config), client=ctx.client)
     return result.to_dict()

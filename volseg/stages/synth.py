@@ -11,299 +11,46 @@ Example::
       blur: 1.0
       output: image.ome.zarr       # default; labels/truth and labels/annotation beside it
 
-OME-Zarr outputs (any kind) hold the image, ``labels/truth`` and, when slices are
-annotated, ``labels/annotation`` (ignore id 255).  The label groups carry
-``volseg.class_names``, ``volseg.ignore_id`` and ``volseg.class_frequencies``; the
-image carries the provenance.  A cryo-ET phantom may instead be written as MRC
-(``output`` ending ``.mrc``): the tomogram plus ``<stem>_mask.mrc``, written slab by
-slab with the voxel size in Å in the header (:class:`volseg.io.mrc.MrcSlabWriter`).
-
-This module also holds :func:`write_phantom`, shared with ``volseg synth``.  A rerun
-resumes a partially written OME-Zarr output (phantoms are deterministic) and skips a
-finished one; the workflow's ``--overwrite`` rewrites it.
+Every key but ``output`` is a field of :class:`volseg.synth.pipeline.SynthOptions` (the
+options of ``volseg synth`` too); :func:`volseg.synth.pipeline.write_phantom` writes it
+(OME-Zarr, or MRC for a cryo-ET ``output`` ending ``.mrc``).  A rerun resumes a
+partially written OME-Zarr output and skips a finished one; the workflow's
+``--overwrite`` rewrites it.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
 from pydantic import Field
 
-from volseg.errors import ConfigError, OutputExistsError
-from volseg.synth import KINDS, Phantom
+from volseg.options import options_of
+from volseg.synth.pipeline import SynthOptions, make_phantom, summary, write_phantom
 from volseg.workflow.stage import RunContext, StageConfig
 
 NAME = "synth"
 ORDER = 10
 
-MRC_SUFFIXES = (".mrc", ".rec", ".map")
 
-Kind = Literal["fibsem", "cryoet", "em2d"]
+class Config(SynthOptions, StageConfig):
+    """The phantom's options plus where to write it."""
 
-DEFAULT_CHUNKS: dict[str, tuple[int, int, int]] = {
-    "fibsem": (64, 128, 128),
-    "cryoet": (64, 128, 128),
-    "em2d": (1, 512, 512),
-}
-
-
-class Config(StageConfig):
-    """Which phantom to make and where to write it."""
-
-    kind: Kind = Field(description="phantom kind: fibsem, cryoet or em2d")
-    shape: tuple[int, int, int] = Field(description="size z y x in voxels")
-    seed: int = Field(0, ge=0, description="random seed (same seed, same bytes)")
-    chunks: tuple[int, int, int] | None = Field(
-        None, description="chunks z y x (default 64 128 128; em2d 1 512 512)")
-    annotated_slices: int | None = Field(
-        None, ge=0, description="z-slices labelled in labels/annotation (default: fibsem 3, "
-                                "others 0)")
-    noise: float | None = Field(None, ge=0, description="noise level (kind default if unset)")
-    blur: float | tuple[float, float, float] | None = Field(
-        None, description="blur sigma in voxels (cryoet: z y x; kind default if unset)")
-    params: dict[str, Any] = Field(
-        default_factory=dict, description="further generator parameters (see volseg.synth)")
     output: str = Field("image.ome.zarr",
                         description="OME-Zarr group (or .mrc for cryoet) in the workflow dir")
 
+    def reads(self) -> tuple[str, ...]:
+        """Nothing: the phantom is made from its options."""
+        return ()
 
-def make_phantom(
-    kind: str,
-    shape: tuple[int, int, int] | list[int],
-    *,
-    seed: int = 0,
-    chunks: tuple[int, int, int] | list[int] | None = None,
-    annotated_slices: int | None = None,
-    noise: float | None = None,
-    blur: float | tuple[float, ...] | list[float] | None = None,
-    params: dict[str, Any] | None = None,
-) -> Phantom:
-    """Build the phantom of ``kind`` with defaults for the unset options."""
-    if kind not in KINDS:
-        raise ConfigError(f"unknown phantom kind {kind!r}; choose one of {', '.join(KINDS)}")
-    kwargs: dict[str, Any] = dict(params or {})
-    kwargs["seed"] = int(seed)
-    kwargs["chunks"] = tuple(chunks) if chunks is not None else DEFAULT_CHUNKS[kind]
-    if annotated_slices is not None:
-        kwargs["annotated_slices"] = int(annotated_slices)
-    if noise is not None:
-        kwargs["noise"] = float(noise)
-    if blur is not None:
-        if kind == "cryoet":
-            b = [float(blur)] * 3 if isinstance(blur, (int, float)) else [float(v) for v in blur]
-            kwargs["blur"] = tuple(b)
-        elif isinstance(blur, (int, float)):
-            kwargs["blur"] = float(blur)
-        else:
-            raise ConfigError(f"blur for {kind} is one sigma in voxels, got {blur!r}")
-    return KINDS[kind](tuple(shape), **kwargs)
-
-
-@dataclass
-class WriteResult:
-    """What :func:`write_phantom` wrote.
-
-    Attributes
-    ----------
-    outputs
-        Paths written (image first).
-    class_frequencies
-        Voxel count of each class of the truth, by class name.
-    skipped
-        True when a finished output was found and left as it was.
-    seconds
-        Wall time.
-    """
-
-    outputs: list[str]
-    class_frequencies: dict[str, int]
-    skipped: bool = False
-    seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def is_mrc(path: str | Path) -> bool:
-    """Whether ``path`` names an MRC file (by suffix)."""
-    return Path(path).suffix.lower() in MRC_SUFFIXES
-
-
-def mask_path(path: str | Path) -> Path:
-    """``<stem>_mask.mrc`` beside an MRC tomogram."""
-    p = Path(path)
-    return p.with_name(f"{p.stem}_mask{p.suffix}")
-
-
-def _label_attrs(phantom: Phantom, provenance: dict[str, Any], **more: Any) -> dict[str, Any]:
-    return {"volseg": {
-        **provenance,
-        "class_names": list(phantom.class_names),
-        "ignore_id": int(phantom.ignore_id),
-        "synth": {k: v for k, v in phantom.extra.items() if k != "annotated_slices"},
-        **more,
-    }}
-
-
-def _by_name(phantom: Phantom, counts: dict[str, int] | np.ndarray) -> dict[str, int]:
-    if isinstance(counts, np.ndarray):
-        return {n: int(counts[i]) for i, n in enumerate(phantom.class_names)}
-    return {n: int(counts.get(str(i), 0)) for i, n in enumerate(phantom.class_names)}
-
-
-def write_phantom(
-    phantom: Phantom,
-    output: str | Path,
-    *,
-    provenance: dict[str, Any],
-    overwrite: bool = False,
-    if_complete: Literal["error", "skip"] = "error",
-    client: Any = None,
-) -> WriteResult:
-    """Write a phantom as OME-Zarr (image + label groups) or, for cryo-ET, as MRC.
-
-    Parameters
-    ----------
-    phantom
-        The phantom (lazy arrays).
-    output
-        An OME-Zarr group path, or a path ending ``.mrc`` (float image only).
-    provenance
-        Provenance record; stored under ``volseg`` in the image (and label) attributes.
-    overwrite
-        Replace existing outputs.
-    if_complete
-        What to do when a finished output exists and ``overwrite`` is false: raise
-        :class:`~volseg.errors.OutputExistsError` (the CLI) or leave it (a workflow
-        rerun).  A partially written OME-Zarr output is resumed in either case.
-    client
-        Optional ``distributed.Client``.
-    """
-    t0 = time.perf_counter()
-    if is_mrc(output):
-        result = _write_mrc(phantom, Path(output), provenance=provenance, overwrite=overwrite,
-                            if_complete=if_complete, client=client)
-    else:
-        result = _write_omezarr(phantom, Path(output), provenance=provenance,
-                                overwrite=overwrite, if_complete=if_complete, client=client)
-    result.seconds = time.perf_counter() - t0
-    return result
-
-
-def _write_omezarr(
-    phantom: Phantom, output: Path, *, provenance: dict[str, Any], overwrite: bool,
-    if_complete: str, client: Any,
-) -> WriteResult:
-    from volseg.io import omezarr
-
-    labels: dict[str, Any] = {"truth": phantom.truth}
-    if phantom.annotation is not None:
-        labels["annotation"] = phantom.annotation
-    groups = {"image": output, **{n: output / "labels" / n for n in labels}}
-    states = {k: omezarr.image_state(p) for k, p in groups.items()}
-    if not overwrite:
-        if any(s == "other" for s in states.values()):
-            raise OutputExistsError(
-                f"{output} exists and was not written by volseg synth; pass --overwrite to "
-                f"replace it")
-        if all(s == "complete" for s in states.values()):
-            if if_complete == "error":
-                raise OutputExistsError(f"{output} exists; pass --overwrite to replace it")
-            return WriteResult([str(p) for p in groups.values()],
-                               _by_name(phantom, _stored_frequencies(groups["truth"])),
-                               skipped=True)
-    chunks = tuple(int(c[0]) for c in phantom.image.chunks)
-    image_attrs = {"volseg": {**provenance, "synth": phantom.extra}}
-    if overwrite or states["image"] != "complete":
-        # with overwrite this replaces the whole group, stale label groups included
-        omezarr.write_image(phantom.image, output, voxel_size=phantom.voxel_size, chunks=chunks,
-                            overwrite=overwrite, attrs=image_attrs, client=client)
-    for name, array in labels.items():
-        if not overwrite and states[name] == "complete":
-            continue
-        more: dict[str, Any] = {}
-        if name == "annotation":
-            more["annotated_slices"] = list(phantom.annotated_slices)
-        omezarr.write_labels(array, output, name, voxel_size=phantom.voxel_size, chunks=chunks,
-                             overwrite=overwrite, attrs=_label_attrs(phantom, provenance, **more),
-                             client=client)
-    return WriteResult([str(p) for p in groups.values()],
-                       _by_name(phantom, _stored_frequencies(groups["truth"])))
-
-
-def _stored_frequencies(group: Path) -> dict[str, int]:
-    from volseg.io import omezarr
-
-    volseg = omezarr.group_attrs(group).get("volseg", {})
-    freqs = volseg.get("class_frequencies", {}) if isinstance(volseg, dict) else {}
-    return {str(k): int(v) for k, v in freqs.items()}
-
-
-def _write_mrc(
-    phantom: Phantom, output: Path, *, provenance: dict[str, Any], overwrite: bool,
-    if_complete: str, client: Any,
-) -> WriteResult:
-    from volseg.io.mrc import MrcSlabWriter
-    from volseg.progress import compute
-
-    if phantom.image.dtype != np.float32:
-        raise ConfigError(
-            f"MRC output is for float tomograms (cryoet); write {phantom.extra.get('kind')} "
-            f"as OME-Zarr, e.g. image.ome.zarr")
-    mask = mask_path(output)
-    existing = [p for p in (output, mask) if p.exists()]
-    if existing and not overwrite:
-        if if_complete == "skip" and len(existing) == 2:
-            return WriteResult([str(output), str(mask)], {}, skipped=True)
-        raise OutputExistsError(f"{existing[0]} exists; pass --overwrite to replace it")
-    shape = phantom.image.shape
-    step = int(phantom.image.chunks[0][0])
-    counts = np.zeros(phantom.n_classes, np.int64)
-    label = (f"volseg synth {phantom.extra.get('kind')} seed "
-             f"{phantom.extra.get('params', {}).get('seed')}")
-    common: dict[str, Any] = {"voxel_size_nm": phantom.voxel_size, "overwrite": overwrite,
-                              "labels": [label]}
-    # both files are written as <name>.partial and renamed only when complete
-    with MrcSlabWriter(output, shape, mode=2, **common) as img_mrc, \
-            MrcSlabWriter(mask, shape, mode=0, **common) as mask_mrc:
-        for z0 in range(0, shape[0], step):
-            z1 = min(z0 + step, shape[0])
-            img, lab = compute(phantom.image[z0:z1], phantom.truth[z0:z1],
-                               description=f"slab {z0}-{z1} of {shape[0]}", client=client)
-            img_mrc.write(z0, img)
-            mask_mrc.write(z0, lab.astype(np.int8))
-            counts += np.bincount(lab.ravel(), minlength=phantom.n_classes)[: phantom.n_classes]
-    freqs = _by_name(phantom, counts)
-    return WriteResult([str(output), str(mask)], freqs, extra={"provenance": provenance})
+    def writes(self) -> tuple[str, ...]:
+        """The image group (with its label images), or the MRC files."""
+        return (self.output,)
 
 
 def run(config: Config, ctx: RunContext) -> dict[str, Any]:
     """Make the phantom and write it; return a JSON-able summary."""
-    phantom = make_phantom(
-        config.kind, config.shape, seed=config.seed, chunks=config.chunks,
-        annotated_slices=config.annotated_slices, noise=config.noise, blur=config.blur,
-        params=config.params)
-    output = ctx.path(config.output)
+    phantom = make_phantom(options_of(SynthOptions, config))
     provenance = {**ctx.provenance, "stage": NAME, "config": config.to_dict()}
-    result = write_phantom(phantom, output, provenance=provenance, overwrite=ctx.overwrite,
-                           if_complete="skip", client=ctx.client)
+    result = write_phantom(phantom, ctx.path(config.output), provenance=provenance,
+                           overwrite=ctx.overwrite, if_complete="skip", client=ctx.client)
     return summary(phantom, result)
-
-
-def summary(phantom: Phantom, result: WriteResult) -> dict[str, Any]:
-    """JSON-able account of a written phantom."""
-    total = max(sum(result.class_frequencies.values()), 1)
-    return {
-        "kind": phantom.extra.get("kind"),
-        "outputs": result.outputs,
-        "shape": list(phantom.image.shape),
-        "voxel_size_nm": list(phantom.voxel_size),
-        "annotated_slices": list(phantom.annotated_slices),
-        "class_frequencies": result.class_frequencies,
-        "class_percent": {k: round(100.0 * v / total, 3)
-                          for k, v in result.class_frequencies.items()},
-        "skipped": result.skipped,
-        "seconds": round(result.seconds, 2),
-    }

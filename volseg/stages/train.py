@@ -9,23 +9,25 @@ Products: ``model.safetensors``, ``training/metrics.csv``, ``training/curve.png`
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from volseg.train.config import TrainConfig
-from volseg.workflow.stage import RunContext
+from volseg.workflow.stage import RunContext, StageConfig
 
 NAME = "train"
 ORDER = 30
 
 
-class Config(TrainConfig):
+class Config(TrainConfig, StageConfig):
     """The ``train:`` section of a workflow (see :class:`volseg.train.config.TrainConfig`)."""
 
+    def reads(self) -> tuple[str, ...]:
+        """The image and the labels."""
+        return (self.image, self.labels)
 
-def _resolve(ctx: RunContext, p: str) -> Path:
-    product = ctx.path(p)
-    return product if product.exists() else ctx.external(p)
+    def writes(self) -> tuple[str, ...]:
+        """The model file and the training curves."""
+        return (self.model_path, self.training_dir)
 
 
 def run(config: Config, ctx: RunContext) -> dict[str, Any]:
@@ -33,7 +35,7 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
     from volseg.train import train
 
     summary = train(
-        config, image=_resolve(ctx, config.image), labels=_resolve(ctx, config.labels),
+        config, image=ctx.resolve(config.image), labels=ctx.resolve(config.labels),
         output_dir=ctx.workdir,
         # the runner only calls an incomplete stage (or one the user asked to redo), so
         # a model file here is a leftover of an interrupted run: replace it

@@ -3,7 +3,7 @@
 Every generator returns a :class:`Phantom` of lazy dask arrays whose blocks are
 computed independently from a seed and global voxel coordinates, so phantoms of any
 size can be written out-of-core and the bytes do not depend on the chunking.
-No file I/O happens here (see :mod:`volseg.stages.synth` for writing).
+No file I/O happens here but in :mod:`volseg.synth.pipeline` (:func:`write_phantom`).
 
 >>> from volseg.synth import fibsem, class_frequencies
 >>> ph = fibsem((64, 128, 128), seed=1)

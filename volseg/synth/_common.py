@@ -131,7 +131,8 @@ def lazy_array(
 
 def blur_radius(sigma: Sequence[float], truncate: float = 4.0) -> tuple[int, int, int]:
     """Half-width of :func:`scipy.ndimage.gaussian_filter` kernels (``int(t σ + 0.5)``)."""
-    return tuple(int(truncate * float(s) + 0.5) if s > 0 else 0 for s in sigma)  # type: ignore[return-value]
+    r = [int(truncate * float(s) + 0.5) if s > 0 else 0 for s in sigma]
+    return (r[0], r[1], r[2])
 
 
 def blurred_box(
@@ -153,9 +154,9 @@ def blurred_box(
     plays the role of ``map_overlap``'s depth, without duplicating neighbour tasks).
     """
     r = blur_radius(sigma, truncate)
-    ext_start = tuple(s - h for s, h in zip(start, r, strict=True))
-    ext_shape = tuple(n + 2 * h for n, h in zip(shape, r, strict=True))
-    field_ = clean(ext_start, ext_shape)  # type: ignore[arg-type]
+    ext_start = (start[0] - r[0], start[1] - r[1], start[2] - r[2])
+    ext_shape = (shape[0] + 2 * r[0], shape[1] + 2 * r[1], shape[2] + 2 * r[2])
+    field_ = clean(ext_start, ext_shape)
     if any(r):
         field_ = ndimage.gaussian_filter(
             field_, sigma=[float(s) for s in sigma], truncate=truncate, mode="nearest"

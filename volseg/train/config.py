@@ -24,13 +24,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from volseg.workflow.stage import StageConfig
+from volseg.options import Options
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Strict(Options):
+    """Strict, frozen sub-configs."""
 
 
 class ModelConfig(_Strict):
@@ -242,7 +242,7 @@ class OptimizerConfig(_Strict):
     min_lr: float = Field(1e-6, ge=0)
 
 
-class TrainConfig(StageConfig):
+class TrainConfig(Options):
     """Configuration of ``volseg train`` and of the ``train`` workflow stage.
 
     Attributes

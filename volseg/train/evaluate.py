@@ -1,43 +1,26 @@
-"""In-memory prediction of a region and the validation metrics.
+"""Validation during training: the prediction of ``volseg predict``, the metrics of ``evaluate``.
 
-:func:`predict_array` is a plain whole-array sliding window (MONAI
-``sliding_window_inference`` with a Gaussian importance map for UNets; dense blocks for
-centre-voxel networks).  It serves validation during training and the quality
-benchmarks on held-out regions; large volumes go through :mod:`volseg.inference`.
+:func:`predict_array` runs :func:`volseg.inference.predict_logits` on an in-memory
+region: the same patch grid, padding and blending as ``volseg predict`` (MONAI's
+Gaussian overlap-add, zero padding of axes shorter than the patch, mirrored 2.5-D
+context, dense centre-voxel blocks).  :func:`confusion_matrix` and :func:`scores` are
+:mod:`volseg.metrics`' confusion matrix and per-class scores, so the validation
+figures equal those of ``volseg predict`` + ``volseg evaluate`` on the same sections.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from volseg.inference import Network, PredictOptions, predict_logits
+from volseg.metrics.confusion import semantic_block
+from volseg.metrics.semantic import accuracy, per_class_scores
 from volseg.models.spec import ModelSpec
-
-
-def _reflect_index(idx: np.ndarray, n: int) -> np.ndarray:
-    """Mirror indices into ``[0, n)`` (like ``numpy.pad(mode="reflect")``)."""
-    if n == 1:
-        return np.zeros_like(idx)
-    period = 2 * (n - 1)
-    idx = np.abs(idx) % period
-    return np.where(idx >= n, period - idx, idx)
-
-
-def _pad_to(x: np.ndarray, size: Any) -> tuple[np.ndarray, tuple[slice, ...]]:
-    """Mirror-pad ``x`` to at least ``size`` per axis; return it and the crop back."""
-    pads = []
-    for n, p in zip(x.shape, size, strict=True):
-        extra = max(0, int(p) - n)
-        pads.append((extra // 2, extra - extra // 2))
-    crop = tuple(slice(a, a + n) for (a, _), n in zip(pads, x.shape, strict=True))
-    if not any(a or b for a, b in pads):
-        return x, crop
-    mode = "reflect" if all(n > 1 or not (a or b) for n, (a, b) in zip(x.shape, pads,
-                                                                        strict=True)) else "edge"
-    return np.pad(x, pads, mode=mode), crop  # type: ignore[call-overload]
 
 
 def predict_array(
@@ -57,17 +40,19 @@ def predict_array(
     Parameters
     ----------
     module
-        The network (switched to eval mode here).
+        The network (switched to eval mode; on the CPU it runs with the torch threads
+        as they are set).
     spec
         Its spec (kind, patch size, context, receptive field, normalisation).
     image
-        Raw image; context beyond its faces is mirrored from inside.
+        Raw image; it is the whole volume (2.5-D context beyond its faces is mirrored
+        from inside, as in ``volseg predict``).
     device
         Torch device.
     batch_size
         Windows per forward pass.
     overlap
-        Window overlap for UNets (Gaussian blending, as in MONAI).
+        Window overlap (Gaussian blending, as in MONAI).
     amp
         float16 autocast (CUDA only).
     normalize
@@ -81,105 +66,63 @@ def predict_array(
     numpy.ndarray
         float32 logits.
     """
-    from monai.inferers import sliding_window_inference
+    import dask
 
-    module.eval()
-    device = torch.device(device)
-    x = spec.normalization.apply(image) if normalize else np.asarray(image, np.float32)
-    use_amp = amp and device.type == "cuda"
-
-    def run(t: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-            return module(t).float()
-
-    with torch.no_grad():
-        if spec.kind == "3d":
-            xp, crop = _pad_to(x, spec.patch_size)
-            t = torch.from_numpy(xp)[None, None].to(device)
-            out = sliding_window_inference(
-                t, spec.patch_size, batch_size, run, overlap=overlap, mode="gaussian"
-            )
-            return np.ascontiguousarray(out[0].cpu().numpy()[(slice(None), *crop)])
-        if spec.kind == "2.5d":
-            k = spec.context or 1
-            x, crop = _pad_to(x, (1, *spec.patch_size[1:]))
-            nz = x.shape[0]
-            wanted = np.arange(nz) if sections is None else np.asarray(sections, dtype=np.int64)
-            out_all = np.empty((spec.out_channels, len(wanted), *x.shape[1:]), np.float32)
-            per_pass = max(1, batch_size)
-            for i0 in range(0, len(wanted), per_pass):
-                pos = np.arange(i0, min(len(wanted), i0 + per_pass))
-                zs = wanted[pos]
-                idx = _reflect_index(zs[:, None] + np.arange(k)[None, :] - k // 2, nz)
-                stack = torch.from_numpy(x[idx]).to(device)  # (n, k, y, x)
-                res: Any = sliding_window_inference(
-                    stack, spec.patch_size[1:], batch_size, run, overlap=overlap,
-                    mode="gaussian",
-                )
-                out_all[:, pos] = res.cpu().numpy().transpose(1, 0, 2, 3)
-            return np.ascontiguousarray(out_all[(slice(None), slice(None), *crop[1:])])
-        # centre voxel: mirror-pad by the halo, then dense blocks
-        pads = [(b, a) for b, a in spec.halo]
-        xp = np.pad(x, pads, mode="reflect") if min(x.shape) > 1 else np.pad(x, pads, "edge")
-        r1 = (spec.receptive_field or 1) - 1
-        block = [max(p, 1) for p in spec.patch_size]
-        out_all = np.empty((spec.out_channels, *x.shape), np.float32)
-        for z in range(0, x.shape[0], block[0]):
-            for y in range(0, x.shape[1], block[1]):
-                for xx in range(0, x.shape[2], block[2]):
-                    sz = min(block[0], x.shape[0] - z)
-                    sy = min(block[1], x.shape[1] - y)
-                    sx = min(block[2], x.shape[2] - xx)
-                    inp = xp[z:z + sz + r1, y:y + sy + r1, xx:xx + sx + r1]
-                    t = torch.from_numpy(np.ascontiguousarray(inp))[None, None].to(device)
-                    out_all[:, z:z + sz, y:y + sy, xx:xx + sx] = run(t)[0].cpu().numpy()
-        return out_all
+    dev = torch.device(device)
+    network = Network.from_spec(spec)
+    if not normalize:
+        network = network.model_copy(update={"normalization": None})
+    shape = tuple(int(n) for n in np.shape(image))
+    block = None
+    if spec.kind == "2.5d" and sections is not None:
+        block = (1, shape[1], shape[2])  # one block per section: the others are not run
+    options = PredictOptions(overlap=overlap, batch_size=batch_size, device=dev.type,
+                             precision="fp16" if amp and dev.type == "cuda" else "fp32",
+                             cpu_threads=None, block_size=block)
+    logits = predict_logits(np.asarray(image), module, options, network=network)
+    if sections is not None:
+        logits = logits[:, np.asarray(sections, dtype=np.int64)]
+    with dask.config.set(scheduler="synchronous"):  # one forward pass at a time
+        return np.ascontiguousarray(logits.compute(), dtype=np.float32)
 
 
 def confusion_matrix(
     pred: np.ndarray, truth: np.ndarray, *, n_classes: int, ignore_id: int
 ) -> np.ndarray:
-    """``(C, C)`` counts ``M[t, p]`` over voxels whose truth is not ``ignore_id``."""
-    t = np.asarray(truth).ravel()
-    p = np.asarray(pred).ravel()
-    keep = t != ignore_id
-    t, p = t[keep].astype(np.int64), p[keep].astype(np.int64)
-    return np.bincount(t * n_classes + p, minlength=n_classes * n_classes).reshape(
-        n_classes, n_classes
-    )
+    """``(C, C)`` counts ``M[t, p]`` over voxels whose truth is not ``ignore_id``.
+
+    :func:`volseg.metrics.confusion.semantic_block`, the block kernel of ``volseg
+    evaluate``.
+    """
+    counts = semantic_block(truth, pred, n_classes=n_classes, ignore_label=ignore_id)
+    return counts.confusion
 
 
-def scores(cm: np.ndarray, class_names: tuple[str, ...] | list[str]) -> dict[str, Any]:
+def scores(cm: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
     """Per-class precision, recall, F1 and IoU, and their macro means.
 
     Notes
     -----
-    ``F1 = 2 TP / (2 TP + FP + FN)``, ``IoU = TP / (TP + FP + FN)``.  Macro means are
-    over the classes present in the truth (support > 0); a class absent from the
-    truth has no defined recall and is reported with ``support = 0``.
+    The per-class scores are :func:`volseg.metrics.semantic.per_class_scores` (``F1 =
+    2 TP / (2 TP + FP + FN)``, ``IoU = TP / (TP + FP + FN)``), with ``nan`` where a
+    denominator is zero.  The macro means here are over the classes present in the
+    truth (support > 0), so that a class missing from the validation sections does not
+    count as a zero; ``volseg evaluate``'s ``macro`` averages all classes.
     """
-    cm = np.asarray(cm, dtype=np.float64)
-    tp = np.diag(cm)
-    fp = cm.sum(axis=0) - tp
-    fn = cm.sum(axis=1) - tp
-    support = cm.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
-        iou = np.where(tp + fp + fn > 0, tp / (tp + fp + fn), np.nan)
-        precision = np.where(tp + fp > 0, tp / (tp + fp), np.nan)
-        recall = np.where(support > 0, tp / support, np.nan)
+    per = per_class_scores(cm, zero_division=float("nan"))
+    support = per["support"]
     present = support > 0
     per_class = {
         name: {
-            "f1": float(f1[i]), "iou": float(iou[i]), "precision": float(precision[i]),
-            "recall": float(recall[i]), "support": int(support[i]),
+            "f1": float(per["f1"][i]), "iou": float(per["iou"][i]),
+            "precision": float(per["precision"][i]), "recall": float(per["recall"][i]),
+            "support": int(support[i]),
         }
         for i, name in enumerate(class_names)
     }
-    total = cm.sum()
     return {
-        "macro_f1": float(np.mean(f1[present])) if present.any() else float("nan"),
-        "macro_iou": float(np.mean(iou[present])) if present.any() else float("nan"),
-        "accuracy": float(tp.sum() / total) if total else float("nan"),
+        "macro_f1": float(np.mean(per["f1"][present])) if present.any() else float("nan"),
+        "macro_iou": float(np.mean(per["iou"][present])) if present.any() else float("nan"),
+        "accuracy": accuracy(cm),
         "per_class": per_class,
     }

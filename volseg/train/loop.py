@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from volseg.errors import ConfigError, OutputExistsError, VolsegError
+from volseg.inference.predictor import resolve_device
 from volseg.models import ModelSpec, build_model, save_model
 from volseg.train.augment import augment
 from volseg.train.config import OptimizerConfig, TrainConfig
@@ -86,15 +87,6 @@ class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     stopped: str = "epochs"
     seconds: float = 0.0
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: cuda requested but no CUDA device is available; use auto")
-    return torch.device(name)
 
 
 def fit(

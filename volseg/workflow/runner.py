@@ -5,8 +5,10 @@ Completion is tracked at two levels:
 * **blocks** — stages write through :func:`volseg.io.store.store_blocks`, which marks
   every finished block; an interrupted stage resumes where it stopped;
 * **stages** — a finished stage leaves ``<output_dir>/.volseg/stages/<name>.json`` with a
-  *chained* hash of its config and of every earlier stage's config, so a rerun skips it,
-  while a change to it or to anything upstream is detected and reported.
+  hash of its config and of the hashes of the stages it reads from (those whose
+  declared products it reads, :meth:`volseg.workflow.stage.StageConfig.reads`), so a
+  rerun skips it, while a change to it or to anything upstream of it is detected and
+  reported; editing a stage leaves the stages that do not read from it alone.
 
 A rerun of a finished workflow does no work and says so.
 """
@@ -19,7 +21,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from volseg.cluster import dask_client
@@ -42,14 +44,46 @@ class StageOutcome:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def _chain_hashes(workflow: Workflow) -> dict[str, str]:
-    """Return each stage's chained config hash (changes when it or an upstream stage changes)."""
+def _covers(product: str, path: str) -> bool:
+    """Whether ``path`` is the product ``product`` or lies inside it."""
+    a, b = PurePosixPath(product), PurePosixPath(path)
+    return a == b or a in b.parents
+
+
+def upstream(workflow: Workflow) -> dict[str, list[str]]:
+    """Return, for each stage, the earlier stages it reads from.
+
+    A stage reads from an earlier one when one of its declared inputs is (or lies
+    inside) one of that stage's declared products; a stage that declares no inputs
+    (``reads()`` is ``None``) reads from every earlier stage.
+    """
+    out: dict[str, list[str]] = {}
+    earlier: list[tuple[str, tuple[str, ...]]] = []
+    for module, config in workflow.stages():
+        reads = config.reads()
+        if reads is None:
+            out[module.NAME] = [name for name, _ in earlier]
+        else:
+            wanted = [str(PurePosixPath(r)) for r in reads]
+            out[module.NAME] = [name for name, products in earlier
+                                if any(_covers(p, r) for p in products for r in wanted)]
+        earlier.append((module.NAME, tuple(str(PurePosixPath(w)) for w in config.writes())))
+    return out
+
+
+def stage_hashes(workflow: Workflow) -> dict[str, str]:
+    """Return each stage's resume hash: its own config and the hashes of its upstream stages.
+
+    So the hash of a stage changes when its config changes or when a stage it reads
+    from (directly or through others) changes, and only then.
+    """
     hashes: dict[str, str] = {}
-    previous = ""
+    sources = upstream(workflow)
     for module, config in workflow.stages():
         text = json.dumps(config.to_dict(), sort_keys=True)
-        previous = hashlib.sha256(f"{previous}|{module.NAME}|{text}".encode()).hexdigest()
-        hashes[module.NAME] = previous
+        parents = "|".join(hashes[name] for name in sources[module.NAME])
+        hashes[module.NAME] = hashlib.sha256(
+            f"{parents}|{module.NAME}|{text}".encode()).hexdigest()
     return hashes
 
 
@@ -93,12 +127,12 @@ def run_workflow(
     Raises
     ------
     ConfigError
-        When a stage completed earlier with a different configuration (or upstream
-        configuration) and ``overwrite`` is not set.
+        When a stage completed earlier with a different configuration (or a stage it
+        reads from did) and ``overwrite`` is not set.
     """
     base_dir = (base_dir or Path.cwd()).resolve()
     workdir = workflow.output_dir(base_dir)
-    hashes = _chain_hashes(workflow)
+    hashes = stage_hashes(workflow)
     selected = [(m, c) for m, c in workflow.stages() if only is None or m.NAME in only]
     unknown = set(only or ()) - {m.NAME for m, _ in workflow.stages()}
     if unknown:
@@ -113,8 +147,9 @@ def run_workflow(
         marker = _read_marker(marker_dir / f"{module.NAME}.json")
         if marker is not None and not overwrite and marker.get("hash") != hashes[module.NAME]:
             raise ConfigError(
-                f"{workflow.source}: stage '{module.NAME}' (or a stage before it) changed since "
-                f"it completed in {workdir}; pass --overwrite to recompute, or use a new output_dir"
+                f"{workflow.source}: stage '{module.NAME}' (or a stage it reads from) changed "
+                f"since it completed in {workdir}; pass --overwrite to recompute, or use a new "
+                f"output_dir"
             )
         if overwrite or marker is None:
             pending.append(module.NAME)
@@ -133,7 +168,7 @@ def run_workflow(
     record["workflow_file"] = str(workflow.source)
 
     outcomes: list[StageOutcome] = []
-    with dask_client(workflow.config.cluster) as client:  # type: ignore[attr-defined]
+    with dask_client(workflow.config.cluster) as client:
         for module, config in selected:
             if module.NAME not in pending:
                 _log(f"volseg: stage {module.NAME}: complete, skipped")

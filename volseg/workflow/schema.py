@@ -24,46 +24,55 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, create_model
+from pydantic import Field, create_model
 
 from volseg.cluster import ClusterConfig, ThreadsCluster
+from volseg.options import Options
+from volseg.workflow.stage import Stage, StageConfig
 from volseg.yamlconfig import load_yaml_config, parse_override
 
-__all__ = ["Workflow", "load_workflow", "parse_override", "stage_modules", "workflow_model"]
+__all__ = ["Workflow", "WorkflowConfig", "load_workflow", "parse_override", "stage_modules",
+           "workflow_model"]
+
+
+class WorkflowConfig(Options):
+    """The keys every workflow has; :func:`workflow_model` adds one optional key per stage."""
+
+    name: str = Field(description="the workflow's name (default output: runs/<name>)")
+    description: str = ""
+    output_dir: str | None = Field(None, description="where the products go")
+    cluster: ClusterConfig = Field(default_factory=ThreadsCluster)
+
+    def stage_config(self, name: str) -> StageConfig | None:
+        """Return the config of stage ``name`` (``None`` when the workflow has no such key)."""
+        config = getattr(self, name, None)
+        return config if isinstance(config, StageConfig) else None
 
 
 @cache
-def stage_modules() -> tuple[ModuleType, ...]:
+def stage_modules() -> tuple[Stage, ...]:
     """Return the stage modules of :mod:`volseg.stages`, in pipeline order."""
     import volseg.stages
 
-    modules = []
+    modules: list[Stage] = []
     for info in pkgutil.iter_modules(volseg.stages.__path__):
         if info.name.startswith("_"):
             continue
         module = importlib.import_module(f"volseg.stages.{info.name}")
-        if all(hasattr(module, attr) for attr in ("NAME", "ORDER", "Config", "run")):
+        if isinstance(module, Stage):
             modules.append(module)
     return tuple(sorted(modules, key=lambda m: (m.ORDER, m.NAME)))
 
 
 @cache
-def workflow_model() -> type[BaseModel]:
+def workflow_model() -> type[WorkflowConfig]:
     """Build the pydantic model of a whole workflow from the discovered stages."""
     fields: dict[str, Any] = {
-        "name": (str, ...),
-        "description": (str, ""),
-        "output_dir": (str | None, None),
-        "cluster": (ClusterConfig, ThreadsCluster()),
+        module.NAME: (module.Config | None, None) for module in stage_modules()
     }
-    for module in stage_modules():
-        fields[module.NAME] = (module.Config | None, None)
-    return create_model(
-        "Workflow", __config__=ConfigDict(extra="forbid", frozen=True), **fields
-    )
+    return create_model("Workflow", __base__=WorkflowConfig, **fields)
 
 
 @dataclass(frozen=True)
@@ -80,26 +89,26 @@ class Workflow:
         The plain data after overrides (recorded in provenance).
     """
 
-    config: BaseModel
+    config: WorkflowConfig
     source: Path
     raw: dict[str, Any]
 
     @property
     def name(self) -> str:
         """The workflow's name."""
-        return str(self.config.name)  # type: ignore[attr-defined]
+        return self.config.name
 
     def output_dir(self, base_dir: Path) -> Path:
         """Where the products go: ``output_dir`` or ``runs/<name>`` under ``base_dir``."""
-        out = self.config.output_dir or f"runs/{self.name}"  # type: ignore[attr-defined]
+        out = self.config.output_dir or f"runs/{self.name}"
         path = Path(out).expanduser()
         return path if path.is_absolute() else base_dir / path
 
-    def stages(self) -> list[tuple[ModuleType, Any]]:
+    def stages(self) -> list[tuple[Stage, StageConfig]]:
         """Return ``(module, config)`` for every stage present, in pipeline order."""
         present = []
         for module in stage_modules():
-            cfg = getattr(self.config, module.NAME)
+            cfg = self.config.stage_config(module.NAME)
             if cfg is not None:
                 present.append((module, cfg))
         return present

@@ -1,14 +1,22 @@
-"""What every workflow stage shares: the frozen config base and the run context.
+"""What every workflow stage shares: the :class:`Stage` protocol, its config base and context.
 
-A stage is a module ``volseg/stages/<name>.py`` defining::
+A stage is a module ``volseg/stages/<name>.py`` that satisfies :class:`Stage`::
 
     NAME = "predict"            # the top-level key in the workflow YAML
     ORDER = 40                  # stages run in increasing ORDER
-    class Config(StageConfig):  # the stage's typed, frozen, strict schema
-        ...
+    class Config(PredictOptions, StageConfig):   # the operation's options + paths
+        def reads(self): return (self.model, self.input)
+        def writes(self): return (self.output,)
     def run(config: Config, ctx: RunContext) -> dict[str, object]: ...
-        # does the work (resuming at block granularity where it can) and returns a
-        # small JSON-able summary that the runner prints and records.
+        # resolves the paths, calls the library, returns a small JSON-able summary
+        # that the runner prints and records.
+
+The config of a stage *is* its operation's options object (a subclass that adds the
+paths the stage reads and writes), so the YAML section, the command's flags and the
+library call share one schema.  :meth:`StageConfig.reads` and :meth:`StageConfig.writes`
+declare the products a stage consumes and makes: a finished stage is redone only
+when its own config or a stage it reads from changed
+(:func:`volseg.workflow.runner.stage_hashes`).
 
 Stages are discovered from the ``volseg.stages`` package, so adding a stage means
 adding a module.
@@ -18,24 +26,42 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict
+from volseg.options import Options
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+__all__ = ["RunContext", "Stage", "StageConfig"]
 
 
-class StageConfig(BaseModel):
-    """Base of every stage config: unknown keys are errors and instances are immutable."""
+class StageConfig(Options):
+    """Base of every stage config: strict, frozen, and declaring what it reads and writes."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    def reads(self) -> tuple[str, ...] | None:
+        """Return the paths (workflow products or external files) this stage reads.
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return the config as plain JSON-able data (paths as strings)."""
-        return self.model_dump(mode="json")
+        ``None`` (the default) means "undeclared": the stage is then taken to depend on
+        every stage before it.
+        """
+        return None
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> StageConfig:
-        """Validate ``data`` into a config (raises ``pydantic.ValidationError``)."""
-        return cls.model_validate(data)
+    def writes(self) -> tuple[str, ...]:
+        """Return the product paths this stage writes (relative to the workflow directory)."""
+        return ()
+
+
+@runtime_checkable
+class Stage(Protocol):
+    """A workflow stage module (see the module notes)."""
+
+    NAME: str
+    ORDER: int
+    Config: type[StageConfig]
+
+    def run(self, config: Any, ctx: RunContext) -> dict[str, Any]:
+        """Do the work (resuming where it can); return a JSON-able summary."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +88,7 @@ class RunContext:
     base_dir: Path = field(default_factory=Path.cwd)
     overwrite: bool = False
     provenance: dict[str, Any] = field(default_factory=dict)
-    client: Any = None
+    client: Client | None = None
 
     def path(self, p: str | Path) -> Path:
         """Resolve a product path: relative paths live in :attr:`workdir`."""
@@ -70,7 +96,7 @@ class RunContext:
         return p if p.is_absolute() else self.workdir / p
 
     def resolve(self, p: str | Path) -> Path:
-        """Resolve an input that may be a product or an external file.
+        """Resolve an input that may be a product or an external file (the one rule).
 
         A product of the workflow (in :attr:`workdir`) wins if it exists, then an
         existing external path (from :attr:`base_dir`); otherwise the product path,
@@ -86,3 +112,7 @@ class RunContext:
         """Resolve an external input path: relative paths are taken from :attr:`base_dir`."""
         p = Path(p).expanduser()
         return p if p.is_absolute() else self.base_dir / p
+
+    def attrs(self, stage: str, config: StageConfig) -> dict[str, Any]:
+        """Return output-group attributes: the run's provenance, the stage and its config."""
+        return {"volseg": {**self.provenance, "stage": stage, "config": config.to_dict()}}

@@ -18,20 +18,30 @@ import os
 import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
 from volseg.errors import ConfigError, InputError, OutputExistsError
+from volseg.options import Options
 
 WEIGHT_FORMATS: tuple[str, ...] = ("torchscript", "onnx")
+WeightFormat = Literal["torchscript", "onnx"]
 
 
-@dataclass(frozen=True)
-class ExportOptions:
-    """Options of :func:`export_model` (shared by ``volseg export-model`` and the stage).
+class Citation(Options):
+    """A citation: free text plus a DOI (``10.xxxx/...``) or an http(s) URL."""
+
+    text: str = Field(description="free text, e.g. authors, title, journal, year")
+    doi: str | None = Field(None, description="DOI, 10.xxxx/...")
+    url: str | None = Field(None, description="http(s) URL (when there is no DOI)")
+
+
+class PackageOptions(Options):
+    """Options of :func:`export_model` (``volseg export-model`` and the ``export_model`` stage).
 
     Attributes
     ----------
@@ -43,7 +53,7 @@ class ExportOptions:
     license
         SPDX licence id (e.g. ``"CC-BY-4.0"``, ``"MIT"``).
     cite
-        ``(text, doi_or_url)`` pairs.
+        Citations (text plus DOI or URL).
     covers
         Cover images (PNG/JPEG; e.g. the workflow's ``preview/xy.png``); default: the
         test input's middle section beside it with the predicted classes.
@@ -55,27 +65,27 @@ class ExportOptions:
     state_dict
         Also write ``pytorch_state_dict`` weights (a pickle: volseg never reads them;
         for consumers that need them), with a warning.
-    overwrite
-        Replace an existing package.
     """
 
-    name: str | None = None
-    description: str | None = None
-    authors: tuple[str, ...] = ()
-    license: str | None = None
-    cite: tuple[tuple[str, str], ...] = ()
-    covers: tuple[str, ...] = ()
-    sample: str | None = None
-    weights: tuple[str, ...] = WEIGHT_FORMATS
-    state_dict: bool = False
-    overwrite: bool = False
-    extra_config: Mapping[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        bad = [w for w in self.weights if w not in WEIGHT_FORMATS]
-        if bad or not self.weights:
-            raise ConfigError(f"weights must be some of {WEIGHT_FORMATS}, got "
-                              f"{list(self.weights)}")
+    name: str | None = Field(None, description="package name (default: architecture and "
+                                               "classes)")
+    description: str | None = Field(None, description="one-line description (default "
+                                                      "generated)")
+    authors: list[str] = Field(default_factory=list,
+                               description="authors, 'Name' or 'Name; Affiliation' each")
+    license: str | None = Field(None, description="licence of the weights, an SPDX id such "
+                                                  "as CC-BY-4.0 or MIT")
+    cite: list[Citation] = Field(default_factory=list, description="citations")
+    covers: list[str] = Field(default_factory=list,
+                              description="cover images, e.g. a workflow's preview/xy.png "
+                                          "(default: made from the test tensors)")
+    sample: str | None = Field(None, description="image the test input is cut from "
+                                                 "(default: the training image recorded in "
+                                                 "the model, else a synthetic one)")
+    weights: list[WeightFormat] = Field(["torchscript", "onnx"], min_length=1,
+                                        description="weight formats to write")
+    state_dict: bool = Field(False, description="also write pytorch_state_dict weights: a "
+                                                "PICKLE, which volseg never loads")
 
 
 @dataclass(frozen=True)
@@ -144,11 +154,12 @@ def _sample_window(spec: Any, sample: str | None) -> np.ndarray:
 
     noise = gaussian_filter(rng.normal(size=(spec.in_channels, *size)), (0, 1.5, 1.5, 1.5))
     noise /= noise.std() or 1.0
-    return (centre + spread * noise).astype(np.float32)
+    synthetic: np.ndarray = (centre + spread * noise).astype(np.float32)
+    return synthetic
 
 
 def make_test_tensors(model: str | os.PathLike[str], spec: Any,
-                 sample: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+                      sample: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Return the package's test input and volseg's output for it (float32, with batch axis).
 
     The output is computed by the blockwise engine on the window alone: one patch for
@@ -157,10 +168,12 @@ def make_test_tensors(model: str | os.PathLike[str], spec: Any,
     the classes (sigmoid for one class) as the package's postprocessing does.
     """
     from volseg.inference.api import logits_to_probabilities, predict_logits
+    from volseg.inference.options import PredictOptions
 
     window = _sample_window(spec, sample)
-    logits = predict_logits(window, model, device="cpu", block_size=window.shape[1:],
-                            batch_size=1).compute()
+    z, y, x = (int(n) for n in window.shape[1:])
+    options = PredictOptions(device="cpu", block_size=(z, y, x), batch_size=1)
+    logits = np.asarray(predict_logits(window, model, options))
     probs = np.asarray(logits_to_probabilities(logits), dtype=np.float32)
     if spec.kind == "2.5d":
         k = int(spec.context or 1)
@@ -264,7 +277,8 @@ def _fmt(value: Any) -> str:
 
 
 def export_model(model: str | os.PathLike[str], output: str | os.PathLike[str],
-                 options: ExportOptions | None = None) -> ExportResult:
+                 options: PackageOptions | None = None, *, overwrite: bool = False,
+                 record: Mapping[str, Any] | None = None) -> ExportResult:
     """Write a volseg model file as a bioimage.io model package.
 
     Parameters
@@ -274,7 +288,11 @@ def export_model(model: str | os.PathLike[str], output: str | os.PathLike[str],
     output
         The package, a ``.zip`` file.
     options
-        See :class:`ExportOptions`.
+        See :class:`PackageOptions`.
+    overwrite
+        Replace an existing package.
+    record
+        Added to ``config.volseg`` (e.g. the workflow stage's settings).
 
     Raises
     ------
@@ -298,11 +316,11 @@ def export_model(model: str | os.PathLike[str], output: str | os.PathLike[str],
         save_package,
     )
 
-    opts = options or ExportOptions()
+    opts = options or PackageOptions()
     model, out = Path(model), Path(output)
     if out.suffix.lower() != ".zip":
         raise ConfigError(f"{out}: a bioimage.io package is a .zip file; name it *.zip")
-    if out.exists() and not opts.overwrite:
+    if out.exists() and not overwrite:
         raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
     try:
         import bioimageio.spec  # noqa: F401
@@ -321,7 +339,7 @@ def export_model(model: str | os.PathLike[str], output: str | os.PathLike[str],
     for cover in opts.covers:
         if not Path(cover).is_file():
             raise InputError(f"cover image {cover} does not exist")
-    cite = [parse_cite(text, ref) for text, ref in opts.cite]
+    cite = [parse_cite(c.text, c.doi or c.url or "") for c in opts.cite]
     name = safe_name(opts.name or f"volseg {spec.architecture} {' '.join(spec.classes)}")
     module, _ = load_model(model)
     from volseg.inference.dense import densify
@@ -363,7 +381,7 @@ def export_model(model: str | os.PathLike[str], output: str | os.PathLike[str],
         hints = {
             "version": __version__, "kind": spec.kind, "context": spec.context,
             "receptive_field": spec.receptive_field, "patch_size": list(spec.patch_size),
-            "model_sha256": sha, "spec": json.loads(spec.to_json()), **opts.extra_config,
+            "model_sha256": sha, "spec": json.loads(spec.to_json()), **(record or {}),
         }
         description = opts.description or (
             f"volseg {spec.kind} {spec.architecture} network for EM segmentation of "
@@ -381,4 +399,5 @@ def export_model(model: str | os.PathLike[str], output: str | os.PathLike[str],
                         test_output_shape=test_out.shape, model_sha256=sha)
 
 
-__all__ = ["WEIGHT_FORMATS", "ExportOptions", "ExportResult", "export_model", "make_test_tensors"]
+__all__ = ["WEIGHT_FORMATS", "Citation", "ExportResult", "PackageOptions", "export_model",
+           "make_test_tensors"]

@@ -1,0 +1,107 @@
+"""The options of a prediction: one frozen object for the library, the stage and ``volseg predict``.
+
+:func:`volseg.inference.predict_logits` reads the sliding-window fields,
+:func:`volseg.inference.pipeline.run_predict` all of them; the ``predict`` workflow
+stage's config is this object plus its paths, and ``volseg predict``'s flags are
+generated from its fields.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from volseg.options import Options, PositiveSize3
+
+__all__ = ["BACKENDS", "BLENDS", "BORDERS", "DEVICES", "PRECISIONS", "PROBABILITY_DTYPES",
+           "PredictOptions"]
+
+Blend = Literal["gaussian", "bump", "constant"]
+Border = Literal["reflect", "symmetric", "edge", "constant"]
+Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["fp32", "bf16", "fp16"]
+ProbabilityDtype = Literal["none", "uint8", "float16", "float32"]
+Backend = Literal["auto", "torch", "onnx"]
+
+BLENDS: tuple[str, ...] = ("gaussian", "bump", "constant")
+BORDERS: tuple[str, ...] = ("reflect", "symmetric", "edge", "constant")
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+PROBABILITY_DTYPES: tuple[str, ...] = ("none", "uint8", "float16", "float32")
+BACKENDS: tuple[str, ...] = ("auto", "torch", "onnx")
+
+
+class PredictOptions(Options):
+    """How a volume is predicted: patch geometry, blending, device, outputs.
+
+    Attributes
+    ----------
+    patch_size
+        ``(z, y, x)`` output window of one forward pass (default: the model's).
+    overlap
+        Fraction of the patch shared by neighbouring patches, in ``[0, 1)``; MONAI's
+        grid (:class:`volseg.geometry.PatchGrid`).
+    blend
+        Patch weights: ``"gaussian"`` (MONAI's importance map), ``"bump"`` or
+        ``"constant"``.
+    sigma_scale
+        Gaussian sigma as a fraction of the patch size.
+    batch_size
+        Patches per forward pass.
+    device
+        ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``; resolved per worker.
+    precision
+        Autocast precision on CUDA (the CPU always runs fp32).
+    tta
+        Average the logits of flipped inputs (8 flips in 3-D, 4 in-plane in 2.5-D).
+    block_size
+        ``(z, y, x)`` blocks = output chunks (default
+        :func:`volseg.inference.default_block_size`: two patch strides per axis).  The
+        result does not depend on it.
+    border
+        Centre-voxel networks: ``numpy.pad`` mode of the volume outside its border.
+    cpu_threads
+        Torch intra-op threads per forward pass on the CPU, set when a block runs
+        (``None``: leave torch's setting).  Dask runs one block per core, so one
+        thread keeps the cores busy with concurrent passes.
+    probabilities
+        How :func:`~volseg.inference.pipeline.run_predict` stores class probabilities:
+        ``"uint8"`` (``round(255 p)``), ``"float16"``, ``"float32"`` or ``"none"``
+        (not written).
+    pyramid
+        Also write the downsampled levels.
+    backend
+        How a model file or bioimage.io package runs: ``"torch"`` (TorchScript weights
+        for packages), ``"onnx"`` (onnxruntime on the CPU), ``"auto"`` (torch; a
+        package's TorchScript weights when it has them, else ONNX); see
+        :func:`volseg.models.load_model`.
+    """
+
+    patch_size: PositiveSize3 | None = Field(
+        None, description="patch (output window) z y x (default: the model's)")
+    overlap: float = Field(0.25, ge=0, lt=1,
+                           description="overlap of neighbouring patches, in [0, 1)")
+    blend: Blend = Field("gaussian", description="patch blending weights (gaussian as MONAI)")
+    sigma_scale: float = Field(0.125, gt=0,
+                               description="gaussian sigma as a fraction of the patch")
+    batch_size: int = Field(4, ge=1, description="patches per forward pass")
+    device: Device = Field("auto", description="where the network runs (auto: CUDA when "
+                                               "present)")
+    precision: Precision = Field("fp32", description="autocast precision on CUDA (the CPU "
+                                                     "always runs fp32)")
+    tta: bool = Field(False, description="average the logits over flips (8 in 3-D, 4 "
+                                         "in-plane in 2.5-D)")
+    block_size: PositiveSize3 | None = Field(
+        None, description="block (= output chunk) z y x (default: two patch strides per "
+                          "axis; multiples of the stride need the least memory)")
+    border: Border = Field("reflect", description="centre-voxel networks: padding of the "
+                                                  "volume outside its border")
+    cpu_threads: int | None = Field(1, ge=1, description="torch threads per forward pass on "
+                                                         "the CPU")
+    probabilities: ProbabilityDtype = Field(
+        "uint8", description="how class probabilities are stored: uint8 = round(255 p), "
+                             "float16, float32, or none (not written)")
+    pyramid: bool = Field(True, description="write the downsampled levels")
+    backend: Backend = Field("auto", description="how the network runs: torch (TorchScript "
+                                                 "for packages) or onnx (onnxruntime, CPU)")
