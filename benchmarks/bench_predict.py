@@ -20,7 +20,14 @@ random weights), same patch geometry (patch, overlap, Gaussian blending with
     runs model files on the CPU, to show how much of (b)/(c) that layout explains;
 (d) peak RSS of the processes of (b) and (c) (psutil sampling of the process tree,
     and the kernel's ``ru_maxrss``);
-(e) output formats: (b) runs once per ``--formats`` entry each round (default NGFF
+(e) with ``--onnx``: onnxruntime (CPU) against torch for the same network, instead
+    of (b)-(d): forward throughput of batches of patches with 1 and 2 intra-op threads
+    (torch channels-last, as volseg runs model files on the CPU; onnxruntime on the
+    network exported by ``torch.onnx``, as ``--backend onnx`` loads it), alternating
+    ``--rounds`` times, and ``volseg predict --backend torch`` against ``--backend
+    onnx`` end to end (block phase) on the same volume.  Ratios are onnxruntime /
+    torch (> 1: onnxruntime faster).  Writes ``bench_predict_onnx.json``.
+(f) output formats: (b) runs once per ``--formats`` entry each round (default NGFF
     0.5, zarr v3 with one shard per block and 64³ inner chunks, then NGFF 0.4, zarr v2
     with 64³-ish chunks, and NGFF 0.4 with one chunk per block, the layout before
     shards), reporting the block-phase and with-pyramid throughput, the ratios
@@ -49,7 +56,7 @@ Usage::
 
     .venv/bin/python benchmarks/bench_predict.py [--shape 256 512 512] [--patch 64 64 64]
         [--overlap 0.25] [--batch-size 2] [--classes 7] [--widths 8 16 32 64]
-        [--device cpu] [--rounds 2] [--skip-monai]
+        [--device cpu] [--rounds 2] [--skip-monai] [--onnx]
 
 Writes ``benchmarks/results/bench_predict.json`` and prints the figures.
 """
@@ -59,6 +66,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import sys
 import time
@@ -123,6 +131,71 @@ def child_forward(model: str, batch: int, repeats: int) -> dict[str, Any]:
             "torch_threads": torch.get_num_threads()}
 
 
+def child_forward_backend(model: str, batch: int, repeats: int, backend: str,
+                          threads: int) -> dict[str, Any]:
+    """(e) voxels/s of batches of patches through torch (channels-last) or onnxruntime."""
+    import torch
+
+    from volseg.inference.cache import channels_last_format
+    from volseg.models import load_model
+
+    torch.set_num_threads(threads)
+    net, spec = load_model(model, backend=backend)
+    layout = channels_last_format(net)
+    if backend == "torch":
+        net = net.to(memory_format=layout)  # type: ignore[call-overload]
+    x = torch.randn(batch, spec.in_channels, *spec.patch_size)
+    if backend == "torch":
+        x = x.contiguous(memory_format=layout)
+    with torch.inference_mode():
+        net(x)  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            net(x)
+        dt = time.perf_counter() - t0
+    voxels = batch * repeats * math.prod(spec.patch_size)
+    return {"backend": backend, "threads": threads, "seconds": dt, "patch_voxels": voxels,
+            "voxels_per_s": voxels / dt}
+
+
+def run_onnx_comparison(image: Path, model: Path, args: argparse.Namespace,
+                        voxels: int) -> dict[str, Any]:
+    """(e) onnxruntime against torch: forward passes and ``volseg predict`` end to end."""
+    forward: dict[str, list[dict[str, Any]]] = {}
+    predict: dict[str, list[dict[str, Any]]] = {"torch": [], "onnx": []}
+    for _ in range(max(1, args.rounds)):
+        for threads in (1, 2):
+            for backend in ("torch", "onnx"):
+                r = _child(["--child", "forward_backend", str(model), str(args.batch_size),
+                            str(args.repeats), backend, str(threads)])
+                forward.setdefault(f"{backend}_{threads}", []).append(r)
+                print(f"(e) forward {backend}, {threads} thread(s): "
+                      f"{r['voxels_per_s'] / 1e6:.3f} Mvoxels/s")
+        for backend in ("torch", "onnx"):
+            b = run_volseg(image, model, args, voxels, backend=backend)
+            predict[backend].append(b)
+    best = {k: max(r["voxels_per_s"] for r in v) for k, v in forward.items()}
+    b_torch = _fastest(predict["torch"], "block_s")
+    b_onnx = _fastest(predict["onnx"], "block_s")
+    figures = {
+        "forward_onnx_over_torch_1_thread": best["onnx_1"] / best["torch_1"],
+        "forward_onnx_over_torch_2_threads": best["onnx_2"] / best["torch_2"],
+        "predict_onnx_over_torch_blocks": b_torch["block_s"] / b_onnx["block_s"],
+        "predict_labels_checksum_difference": b_onnx["labels_checksum"]
+        - b_torch["labels_checksum"],
+        "predict_probs_checksum_difference": b_onnx["probs_checksum"]
+        - b_torch["probs_checksum"],
+        "predict_onnx_network_load_s": b_onnx["model_s"],
+    }
+    print(f"onnxruntime / torch: forward {figures['forward_onnx_over_torch_1_thread']:.2f} "
+          f"(1 thread), {figures['forward_onnx_over_torch_2_threads']:.2f} (2 threads); "
+          f"volseg predict blocks {figures['predict_onnx_over_torch_blocks']:.2f} "
+          f"(> 1: onnxruntime faster); network load with onnx "
+          f"{b_onnx['model_s']:.1f} s (export in memory)")
+    return {"forward": forward, "predict": predict, "best_forward": best,
+            "figures": figures}
+
+
 def child_monai(model: str, image: str, overlap: float, batch: int,
                 channels_last: bool = False) -> dict[str, Any]:
     """(c) MONAI's sliding window on the whole volume in memory, plus read-outs."""
@@ -181,7 +254,7 @@ def _child(argv: list[str]) -> dict[str, Any]:
 
 
 def run_volseg(image: Path, model: Path, args: argparse.Namespace,
-               voxels: int, ngff: str) -> dict[str, Any]:
+               voxels: int, ngff: str = "0.5", backend: str = "auto") -> dict[str, Any]:
     """(b) one ``volseg predict`` run in a fresh process; its phases from its summary."""
     from volseg.inference.api import default_block_size
 
@@ -190,7 +263,7 @@ def run_volseg(image: Path, model: Path, args: argparse.Namespace,
     cmd = [sys.executable, "-m", "volseg", "predict", "--model", str(model), "--input",
            str(image), "--output", str(out), "--probabilities", "uint8",
            "--overlap", str(args.overlap), "--batch-size", str(args.batch_size),
-           "--device", args.device, "--overwrite", "--ngff", version]
+           "--device", args.device, "--overwrite", "--ngff", version, "--backend", backend]
     block = args.block or default_block_size(args.shape, args.patch, "3d", args.overlap)
     if args.block:
         cmd += ["--block", *map(str, args.block)]
@@ -219,7 +292,8 @@ def run_volseg(image: Path, model: Path, args: argparse.Namespace,
     b["voxels_per_s_with_pyramids"] = voxels / (b["block_s"] + b["pyramid_s"])
     b["voxels_per_s_command"] = voxels / run.seconds
     b.update(output_checksums(out))
-    print(f"(b) volseg NGFF {ngff}: blocks {b['block_s']:.1f} s ({b['voxels_per_s'] / 1e6:.3f} "
+    print(f"(b) volseg ({backend}, NGFF {ngff}): blocks {b['block_s']:.1f} s "
+          f"({b['voxels_per_s'] / 1e6:.3f} "
           f"Mvoxels/s), + pyramids {b['pyramid_s']:.1f} s, network {b['model_s']:.1f} s, "
           f"whole command {run.seconds:.1f} s, peak RSS {run.peak_rss_bytes / MIB:.0f} MiB, "
           f"{b['files']} files ({b['files_level0']} at level 0), load {load}")
@@ -266,12 +340,17 @@ def main() -> int:
                    help="NGFF versions (b) writes, each every round (first: vs MONAI); "
                         "0.4-blockchunks: NGFF 0.4 with one chunk per block (the layout "
                         "volseg wrote before shards)")
+    p.add_argument("--onnx", action="store_true",
+                   help="(e) only: onnxruntime against torch (bench_predict_onnx.json)")
     p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         kind, *rest = args.child
         if kind == "forward":
             result = child_forward(rest[0], int(rest[1]), int(rest[2]))
+        elif kind == "forward_backend":
+            result = child_forward_backend(rest[0], int(rest[1]), int(rest[2]), rest[3],
+                                           int(rest[4]))
         else:
             result = child_monai(rest[0], rest[1], float(rest[2]), int(rest[3]),
                                  bool(int(rest[4])))
@@ -290,6 +369,18 @@ def main() -> int:
     image, model = make_inputs(shape, patch, args.classes, tuple(args.widths))
     print(f"inputs ready in {time.perf_counter() - t0:.0f} s: {image.name}, {model.name}")
 
+    if args.onnx:
+        load_before = os.getloadavg()
+        e = run_onnx_comparison(image, model, args, voxels)
+        path = write_result("bench_predict_onnx", {
+            "config": {"shape": shape, "patch": patch, "overlap": args.overlap,
+                       "batch_size": args.batch_size, "classes": args.classes,
+                       "widths": args.widths, "device": args.device, "block": args.block,
+                       "rounds": args.rounds, "repeats": args.repeats},
+            **e, "load_average_before": load_before, "machine": machine(),
+        })
+        print(f"load average before {load_before}, after {os.getloadavg()}; wrote {path}")
+        return 0
     fwd = _child(["--child", "forward", str(model), str(args.batch_size), str(args.repeats)])
     print(f"(a) forward: {fwd['voxels_per_s'] / 1e6:.3f} Mvoxels/s of patches "
           f"(batch {args.batch_size}, {fwd['torch_threads']} torch threads)")
@@ -319,7 +410,7 @@ def main() -> int:
             "block_voxels_per_s": best["voxels_per_s"],
             "with_pyramids_voxels_per_s": with_pyr["voxels_per_s_with_pyramids"],
             "files": best["files"], "files_level0": best["files_level0"]}
-        print(f"(e) NGFF {ngff}: best blocks {best['voxels_per_s'] / 1e6:.3f} Mvoxels/s, with "
+        print(f"(f) NGFF {ngff}: best blocks {best['voxels_per_s'] / 1e6:.3f} Mvoxels/s, with "
               f"pyramids {with_pyr['voxels_per_s_with_pyramids'] / 1e6:.3f} Mvoxels/s, "
               f"{best['files']} files ({best['files_level0']} at level 0)")
     for base in ("0.4", "0.4-blockchunks"):
@@ -329,7 +420,7 @@ def main() -> int:
             figures[f"{key}_blocks"] = f05["block_voxels_per_s"] / f04["block_voxels_per_s"]
             figures[f"{key}_with_pyramids"] = (f05["with_pyramids_voxels_per_s"]
                                                / f04["with_pyramids_voxels_per_s"])
-            print(f"(e) throughput NGFF 0.5 / {base}: blocks {figures[f'{key}_blocks']:.3f}, "
+            print(f"(f) throughput NGFF 0.5 / {base}: blocks {figures[f'{key}_blocks']:.3f}, "
                   f"with pyramids {figures[f'{key}_with_pyramids']:.3f} (target >= 0.9); "
                   f"files {f05['files']} vs {f04['files']}")
     if c is not None and c_last is not None:

@@ -12,6 +12,7 @@ from volseg.cli._options import flag_names, parse_options
 from volseg.crf.pipeline import CRFOptions
 from volseg.errors import ConfigError
 from volseg.inference.options import PredictOptions
+from volseg.inference.package import PackageOptions
 from volseg.instances.pipeline import InstanceOptions
 from volseg.io.convert import ConvertOptions
 from volseg.metrics.pipeline import EvaluateOptions
@@ -31,7 +32,8 @@ COMMANDS: list[tuple[str, type[Options], list[str], set[str]]] = [
      {"params"}),  # free-form generator parameters: YAML only
 ]
 STAGES = {"predict": PredictOptions, "crf": CRFOptions, "instances": InstanceOptions,
-          "evaluate": EvaluateOptions, "convert": ConvertOptions, "synth": SynthOptions}
+          "evaluate": EvaluateOptions, "convert": ConvertOptions, "synth": SynthOptions,
+          "export_model": PackageOptions}
 
 
 def _parse(command: str, argv: list[str]) -> argparse.Namespace:

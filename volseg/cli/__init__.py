@@ -40,7 +40,8 @@ def _requested_command(argv: Sequence[str]) -> str | None:
     names = set(_command_names())
     for word in argv:
         if not word.startswith("-"):
-            return word if word in names else None
+            module = word.replace("-", "_")  # `export-model` lives in export_model.py
+            return module if module in names else None
     return None
 
 

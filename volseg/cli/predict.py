@@ -31,8 +31,9 @@ FLAGS = {"patch_size": ("--patch", "--patch-size"), "block_size": ("--block", "-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``predict``'s arguments."""
-    parser.add_argument("--model", required=True, metavar="M.safetensors",
-                        help="trained model file (weights + spec)")
+    parser.add_argument("--model", required=True, metavar="M.safetensors|PACKAGE.zip",
+                        help="trained model file (weights + spec), or a bioimage.io model "
+                             "package (.zip, rdf.yaml) with ONNX or TorchScript weights")
     parser.add_argument("--input", required=True, metavar="IMAGE.ome.zarr",
                         help="input volume (OME-Zarr or any format `volseg info` reads)")
     parser.add_argument("--output", required=True, metavar="OUT.ome.zarr",

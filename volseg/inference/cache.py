@@ -7,9 +7,10 @@ networks) at most once per process and per device.
 
 Shipping
 --------
-* A model **file** travels as its path (plus size and modification time in the
-  token, so a replaced file is reloaded); each process loads it with
-  :func:`volseg.models.load_model`, which never unpickles.
+* A model **file** (or bioimage.io package) travels as its path (plus size,
+  modification time and backend in the token, so a replaced file is reloaded);
+  each process loads it with :func:`volseg.models.load_model`, which never
+  unpickles.
 * An in-memory ``torch.nn.Module`` travels inside the :class:`ModelRef` node.  With
   the local threaded scheduler nothing is copied at all.  On a ``distributed``
   cluster the node is one key of the graph: Dask serialises it once (pickle of the
@@ -96,12 +97,16 @@ class ModelRef:
     dense
         Convert the network to its dense dilated equivalent (centre-voxel CNNs with
         pooling or strides), see :func:`volseg.inference.dense.densify`.
+    backend
+        How a model file's network runs: ``"auto"``, ``"torch"`` or ``"onnx"`` (see
+        :func:`volseg.models.load_model`; packages included).
     """
 
     token: str
     path: str | None = None
     module: nn.Module | None = field(default=None, compare=False, repr=False)
     dense: bool = False
+    backend: str = "auto"
 
     @classmethod
     def from_module(cls, module: nn.Module, *, dense: bool = False) -> ModelRef:
@@ -109,11 +114,13 @@ class ModelRef:
         return cls(token=module_token(module), module=module, dense=dense)
 
     @classmethod
-    def from_path(cls, path: str | os.PathLike[str], *, dense: bool = False) -> ModelRef:
-        """Reference a volseg model file (token: resolved path, size, mtime)."""
+    def from_path(cls, path: str | os.PathLike[str], *, dense: bool = False,
+                  backend: str = "auto") -> ModelRef:
+        """Reference a model file or package (token: resolved path, size, mtime, backend)."""
         p = Path(path).expanduser().resolve()
         st = p.stat()
-        return cls(token=f"file:{p}:{st.st_size}:{st.st_mtime_ns}", path=str(p), dense=dense)
+        return cls(token=f"file:{p}:{st.st_size}:{st.st_mtime_ns}:{backend}", path=str(p),
+                   dense=dense, backend=backend)
 
 
 def module_token(module: nn.Module) -> str:
@@ -177,7 +184,7 @@ def _load(ref: ModelRef, device: torch.device) -> CachedModel:
     if ref.path is not None:
         from volseg.models import load_model
 
-        module, spec = load_model(ref.path)
+        module, spec = load_model(ref.path, backend=ref.backend)
     else:
         assert ref.module is not None
         module = ref.module

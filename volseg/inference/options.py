@@ -15,19 +15,22 @@ from pydantic import Field
 from volseg.ngff import DEFAULT_NGFF, Ngff
 from volseg.options import Options, PositiveSize3
 
-__all__ = ["BLENDS", "BORDERS", "DEVICES", "PRECISIONS", "PROBABILITY_DTYPES", "PredictOptions"]
+__all__ = ["BACKENDS", "BLENDS", "BORDERS", "DEVICES", "PRECISIONS", "PROBABILITY_DTYPES",
+           "PredictOptions"]
 
 Blend = Literal["gaussian", "bump", "constant"]
 Border = Literal["reflect", "symmetric", "edge", "constant"]
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["fp32", "bf16", "fp16"]
 ProbabilityDtype = Literal["none", "uint8", "float16", "float32"]
+Backend = Literal["auto", "torch", "onnx"]
 
 BLENDS: tuple[str, ...] = ("gaussian", "bump", "constant")
 BORDERS: tuple[str, ...] = ("reflect", "symmetric", "edge", "constant")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 PROBABILITY_DTYPES: tuple[str, ...] = ("none", "uint8", "float16", "float32")
+BACKENDS: tuple[str, ...] = ("auto", "torch", "onnx")
 
 
 class PredictOptions(Options):
@@ -75,6 +78,11 @@ class PredictOptions(Options):
     chunks
         ``(z, y, x)`` zarr chunks (in 0.5 the inner chunks of the shards): the divisors
         of the block nearest to these (default 64³).
+    backend
+        How a model file or bioimage.io package runs: ``"torch"`` (TorchScript weights
+        for packages), ``"onnx"`` (onnxruntime on the CPU), ``"auto"`` (torch; a
+        package's TorchScript weights when it has them, else ONNX); see
+        :func:`volseg.models.load_model`.
     """
 
     patch_size: PositiveSize3 | None = Field(
@@ -107,3 +115,5 @@ class PredictOptions(Options):
     chunks: PositiveSize3 | None = Field(
         None, description="chunks z y x, the divisors of the block nearest these (default "
                           "64 64 64; in NGFF 0.5 the inner chunks of the shards)")
+    backend: Backend = Field("auto", description="how the network runs: torch (TorchScript "
+                                                 "for packages) or onnx (onnxruntime, CPU)")

@@ -205,7 +205,8 @@ def run_predict(
     Parameters
     ----------
     model
-        A volseg model file (weights + spec); the spec gives the kind, default patch,
+        A volseg model file (weights + spec) or a bioimage.io package
+        (:mod:`volseg.models.bioimageio`); the spec gives the kind, default patch,
         context/receptive field, classes and input normalisation.
     image
         The input volume (any format :func:`volseg.io.open_volume` reads; usually an
@@ -271,7 +272,7 @@ def run_predict(
         "kind": spec.kind, "patch_size": list(patch), "overlap": options.overlap,
         "blend": options.blend, "sigma_scale": options.sigma_scale, "tta": options.tta,
         "precision": options.precision, "block_size": list(block),
-        "probabilities": probabilities, "ngff": options.ngff,
+        "probabilities": probabilities, "ngff": options.ngff, "backend": options.backend,
     }
     record["class_names"] = classes
     if spec.ignore_id is not None:
@@ -291,7 +292,8 @@ def run_predict(
             shards=prob_layout.shards, voxel_size=vs, axes=("c", "z", "y", "x"),
             overwrite=overwrite, attrs=group_attrs, origin=origin, ngff=ngff,
             channel_names=classes)
-        pairs.append((quantize(logits_to_probabilities(logits), probabilities), ptarget))
+        pairs.append((quantize(logits_to_probabilities(logits, network.activation),
+                               probabilities), ptarget))
         prob_path = out
         ltarget = omezarr.create_labels(
             out, LABEL_NAME, shape=shape, dtype=np.uint8, chunks=lab_layout.chunks,
@@ -303,10 +305,11 @@ def run_predict(
             shards=lab_layout.shards, voxel_size=vs, overwrite=overwrite, attrs=group_attrs,
             origin=origin, ngff=ngff, image=omezarr.image_of(Path(image)), classes=classes,
             ignore_id=ignore_id)
-    pairs.insert(0, (logits_to_labels(logits), ltarget))
+    pairs.insert(0, (logits_to_labels(logits, network.activation), ltarget))
     t0 = time.perf_counter()
     if client is None:  # local threads share this process's cache: load it up front
-        get_model(model_ref(model, spec.kind), resolve_device(options.device))
+        get_model(model_ref(model, spec.kind, options.backend),
+                  resolve_device(options.device))
     t1 = time.perf_counter()
     report = store_arrays(pairs, description="predict", client=client, overwrite=overwrite,
                           executor=stream_plan)

@@ -14,6 +14,12 @@ Loading reads the header, validates the spec, builds the network from the regist
 and checks that every tensor name and shape matches it before copying the weights.
 Nothing is ever unpickled and no code from the file is executed: a ``torch.save``
 checkpoint or any other pickle is refused with an :class:`~volseg.errors.InputError`.
+
+:func:`read_spec` and :func:`load_model` also accept a bioimage.io model package
+(``.zip``, ``rdf.yaml`` or its folder, see :mod:`volseg.models.bioimageio`): this is
+the one place where prediction meets packages, so ``volseg predict --model
+PACKAGE.zip`` runs through the same blockwise engine.  ``backend="onnx"`` runs a
+model file's network through onnxruntime (exported in memory when loaded).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import os
 import struct
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from torch import nn
@@ -31,6 +37,9 @@ from torch import nn
 from volseg.errors import InputError, OutputExistsError
 from volseg.models.registry import build_model
 from volseg.models.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from volseg.models.bioimageio import PackageSpec
 
 FORMAT_NAME = "volseg-model"
 FORMAT_VERSION = 1
@@ -91,8 +100,10 @@ def save_model(
     return path
 
 
-def read_spec(path: str | os.PathLike[str]) -> ModelSpec:
+def read_spec(path: str | os.PathLike[str]) -> ModelSpec | PackageSpec:
     """Read only the spec of a model file (no weights), validating the header.
+
+    A bioimage.io package gives its :class:`~volseg.models.bioimageio.PackageSpec`.
 
     Raises
     ------
@@ -100,7 +111,14 @@ def read_spec(path: str | os.PathLike[str]) -> ModelSpec:
         The file is missing, not safetensors (e.g. a pickle / ``torch.save``
         checkpoint), not a volseg model, of a newer format, or its spec is invalid.
     """
-    path = Path(path)
+    from volseg.models.bioimageio import is_package, read_package
+
+    if is_package(path):
+        return read_package(path)
+    return _read_file_spec(Path(path))
+
+
+def _read_file_spec(path: Path) -> ModelSpec:
     header = _read_header(path)
     meta = header.get("__metadata__") or {}
     if not isinstance(meta, dict) or "volseg_spec" not in meta:
@@ -125,13 +143,17 @@ def read_spec(path: str | os.PathLike[str]) -> ModelSpec:
         raise InputError(f"{path} has an invalid model spec: {detail}") from None
 
 
-def load_model(path: str | os.PathLike[str]) -> tuple[nn.Module, ModelSpec]:
-    """Load a model file written by :func:`save_model`; never unpickles.
+def load_model(path: str | os.PathLike[str], *, backend: str = "auto"
+               ) -> tuple[nn.Module, ModelSpec | PackageSpec]:
+    """Load a model file written by :func:`save_model` (or a package); never unpickles.
 
     Parameters
     ----------
     path
-        A ``.safetensors`` volseg model file.
+        A ``.safetensors`` volseg model file, or a bioimage.io package.
+    backend
+        ``"auto"`` or ``"torch"``: the torch network (TorchScript for packages, else
+        ONNX); ``"onnx"``: onnxruntime.
 
     Returns
     -------
@@ -147,10 +169,44 @@ def load_model(path: str | os.PathLike[str]) -> tuple[nn.Module, ModelSpec]:
         file, another safetensors file, a newer format, an invalid spec, or weights
         whose names/shapes do not match the spec.
     """
+    from volseg.models.bioimageio import BACKENDS, is_package, load_package
+
+    if is_package(path):
+        return load_package(path, backend=backend)
+    if backend not in BACKENDS:
+        from volseg.errors import ConfigError
+
+        raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    module, spec = _load_file(Path(path))
+    if backend == "onnx":
+        return _as_onnx(module, spec, str(path)), spec
+    return module, spec
+
+
+def _as_onnx(module: nn.Module, spec: ModelSpec, name: str) -> nn.Module:
+    """The network exported to ONNX in memory and run by onnxruntime."""
+    import torch
+
+    from volseg.models.backends import onnx_module, write_onnx
+
+    if spec.kind == "centre_voxel":
+        from volseg.errors import ConfigError
+
+        raise ConfigError(f"{name}: --backend onnx runs 3-D and 2.5-D UNets; centre-voxel "
+                          "networks run with torch")
+    size = spec.input_size if spec.kind != "2.5d" else spec.patch_size[1:]
+    channels = spec.in_channels * (spec.context or 1)
+    example = torch.zeros((1, channels, *size))
+    with tempfile.TemporaryDirectory(prefix="volseg-onnx-") as tmp:
+        target = Path(tmp) / "model.onnx"
+        write_onnx(module, example, target)
+        return onnx_module(target.read_bytes(), name=name)
+
+
+def _load_file(path: Path) -> tuple[nn.Module, ModelSpec]:
     from safetensors import safe_open
 
-    path = Path(path)
-    spec = read_spec(path)
+    spec = _read_file_spec(path)
     header = _read_header(path)
     shapes = {
         name: tuple(int(d) for d in info["shape"])

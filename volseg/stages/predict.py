@@ -15,6 +15,10 @@ Example::
       probabilities: uint8              # none | uint8 | float16 | float32
       tta: false
       block_size: null                  # default: two patch strides per axis
+      backend: auto                     # auto | torch | onnx (onnxruntime)
+
+``model`` may also be a bioimage.io package (``.zip`` or ``rdf.yaml``) with ONNX or
+TorchScript weights.
 
 Every key but the three paths is a field of :class:`volseg.inference.PredictOptions`
 (the options of ``volseg predict`` too).  A rerun resumes an interrupted prediction
@@ -38,7 +42,8 @@ ORDER = 40
 class Config(PredictOptions, StageConfig):
     """The prediction's options plus the model, the input and the output."""
 
-    model: str = Field("model.safetensors", description="trained model file")
+    model: str = Field("model.safetensors",
+                       description="trained model file or bioimage.io package")
     input: str = Field("image.ome.zarr", description="input image")
     output: str = Field("prediction.ome.zarr",
                         description="output group: probabilities + labels/semantic (without "
