@@ -275,10 +275,11 @@ def run_predict(
         "probabilities": probabilities, "ngff": options.ngff, "backend": options.backend,
     }
     record["class_names"] = classes
-    if spec.ignore_id is not None:
-        record["ignore_id"] = int(spec.ignore_id)
+    ignore_id = getattr(spec, "ignore_id", None)  # bioimage.io packages do not say
+    if ignore_id is not None:
+        record["ignore_id"] = int(ignore_id)
     group_attrs = {**dict(attrs or {}), "volseg": record}
-    vs, origin, ngff, ignore_id = meta.voxel_size, meta.origin, options.ngff, spec.ignore_id
+    vs, origin, ngff = meta.voxel_size, meta.origin, options.ngff
     lab_layout = omezarr.block_layout(shape, block, ("z", "y", "x"), ngff=ngff,
                                       chunks=options.chunks)
     pairs: list[tuple[da.Array, zarr.Array]] = []
