@@ -130,3 +130,29 @@ def test_check_prints_the_resolved_config(tmp_path: Path, capsys: pytest.Capture
     path = _write(tmp_path, "name: tiny\n")
     assert main(["run", str(path), "--check", "--set", "cluster.type=local"]) == 0
     assert '"type": "local"' in capsys.readouterr().out
+
+
+def test_output_section_sets_every_writing_stage_unless_it_says_otherwise(
+    tmp_path: Path,
+) -> None:
+    wf = load_workflow(_write(tmp_path, """\
+        name: formats
+        output: {ngff: "0.4", chunks: [32, 32, 32]}
+        synth: {kind: fibsem, shape: [16, 64, 64]}
+        predict: {}
+        crf: {ngff: "0.5"}
+        instances: {classes: [2], chunks: [16, 64, 64]}
+        evaluate: {}
+        """))
+    config = wf.config
+    assert (config.synth.ngff, config.synth.chunks) == ("0.4", (32, 32, 32))  # type: ignore[attr-defined]
+    assert (config.predict.ngff, config.predict.chunks) == ("0.4", (32, 32, 32))  # type: ignore[attr-defined]
+    assert (config.crf.ngff, config.crf.chunks) == ("0.5", (32, 32, 32))  # type: ignore[attr-defined]
+    assert (config.instances.ngff, config.instances.chunks) == ("0.4", (16, 64, 64))  # type: ignore[attr-defined]
+    assert not hasattr(config.evaluate, "ngff")  # type: ignore[attr-defined]
+    plain = load_workflow(_write(tmp_path, "name: plain\npredict: {}\n")).config
+    assert (plain.predict.ngff, plain.predict.chunks) == ("0.5", None)  # type: ignore[attr-defined]
+    override = load_workflow(_write(tmp_path, "name: o\npredict: {}\n"), ["output.ngff=0.4"])
+    assert override.config.predict.ngff == "0.4"  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match="output.ngff"):
+        load_workflow(_write(tmp_path, "name: bad\noutput: {ngff: '0.3'}\n"))
