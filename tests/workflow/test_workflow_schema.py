@@ -154,5 +154,5 @@ def test_output_section_sets_every_writing_stage_unless_it_says_otherwise(
     assert (plain.predict.ngff, plain.predict.chunks) == ("0.5", None)  # type: ignore[attr-defined]
     override = load_workflow(_write(tmp_path, "name: o\npredict: {}\n"), ["output.ngff=0.4"])
     assert override.config.predict.ngff == "0.4"  # type: ignore[attr-defined]
-    with pytest.raises(ConfigError, match="output.ngff"):
+    with pytest.raises(ConfigError, match=r"output\.ngff"):
         load_workflow(_write(tmp_path, "name: bad\noutput: {ngff: '0.3'}\n"))
