@@ -14,7 +14,6 @@ one (an interrupted conversion) is resumed.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from volseg.cli import _common
@@ -78,6 +77,7 @@ def _value_pair(text: str) -> tuple[int, int]:
 def run(args: argparse.Namespace) -> int:
     """Convert and print a short summary; return the exit status."""
     from volseg.io.convert import convert_image, convert_label_image, convert_labels
+    from volseg.io.location import as_path
 
     labels = bool(args.labels or args.labels_of)
     if args.values and not labels:
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     attrs = _common.output_attrs(NAME, ["input", "output"], args, options)
     values = dict(args.values) or None
     if args.labels_of:
-        image = Path(args.labels_of)
+        image = as_path(args.labels_of)
         if not image.exists():
             raise InputError(f"{image} does not exist; convert the image first or drop "
                              f"--labels-of")
