@@ -6,10 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-from volseg.cluster import SlurmCluster
-from volseg.workflow.runner import run_workflow
-from volseg.workflow.schema import load_workflow
-
 NAME = "run"
 HELP = "run a workflow YAML (stages in order, on the configured Dask cluster, resumable)"
 ORDER = 1
@@ -33,6 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Validate and run the workflow; return the exit status."""
+    from volseg.cluster import SlurmCluster
+    from volseg.workflow.runner import run_workflow
+    from volseg.workflow.schema import load_workflow
+
     workflow = load_workflow(args.workflow, args.overrides)
     if args.check:
         print(json.dumps(workflow.config.model_dump(mode="json"), indent=2))

@@ -22,50 +22,18 @@ from typing import TYPE_CHECKING, Any, Literal
 import dask.array as da
 import numpy as np
 import zarr
-from pydantic import Field
 
 from volseg.errors import InputError, OutputExistsError
 from volseg.io import omezarr
+from volseg.io.options import ConvertOptions
 from volseg.io.readers import VolumeMeta, open_volume
 from volseg.io.store import StoreReport, store_blocks
 from volseg.ngff import DEFAULT_NGFF, Ngff
-from volseg.options import Options, PositiveSize3, VoxelSize3
 
 if TYPE_CHECKING:
     from distributed import Client
 
 State = Literal["absent", "partial", "complete", "other"]
-
-
-class ConvertOptions(Options):
-    """How a volume is read and written as OME-Zarr.
-
-    Attributes
-    ----------
-    dataset
-        Dataset inside an HDF5 file / Zarr group / N5 container.
-    chunks
-        ``(z, y, x)`` zarr chunks, the inner chunks of the shards in NGFF 0.5 (default
-        :func:`volseg.io.omezarr.default_chunks`).
-    voxel_size
-        ``(z, y, x)`` nm; overrides what the file says (labels: the image's).
-    pyramid
-        Build the downsampled levels.
-    ngff
-        ``"0.5"`` (zarr v3, sharded) or ``"0.4"`` (zarr v2).  Labels added to an
-        existing image take the image's version.
-    """
-
-    dataset: str | None = Field(None, description="dataset inside an HDF5 file, Zarr group "
-                                                  "or N5 container")
-    chunks: PositiveSize3 | None = Field(
-        None, description="output chunk shape z y x in voxels (default 64 64 64; 1 256 256 "
-                          "for a single section; in NGFF 0.5 the inner chunks of the shards)")
-    voxel_size: VoxelSize3 | None = Field(
-        None, description="voxel size z y x in nm (overrides what the input file says)")
-    pyramid: bool = Field(True, description="write the downsampled levels")
-    ngff: Ngff = Field(DEFAULT_NGFF, description="OME-NGFF version written: 0.5 = zarr v3 "
-                                                 "with shards, 0.4 = zarr v2")
 
 
 @dataclass(frozen=True)
@@ -93,6 +61,8 @@ class ConvertResult:
         Level-0 block counts (computed now / skipped as already done).
     seconds
         Wall time.
+    class_frequencies
+        Labels (``uint8``): ``{id: voxel count}`` as stored in the group's attributes.
     """
 
     output: Path
@@ -107,6 +77,7 @@ class ConvertResult:
     overwritten: bool = False
     shards: tuple[int, ...] | None = None
     ngff: str = DEFAULT_NGFF
+    class_frequencies: dict[str, int] | None = None
 
     @property
     def resumed(self) -> bool:
@@ -297,8 +268,8 @@ def convert_labels(
         image, name, shape=array.shape, dtype=array.dtype, chunks=layout.chunks,
         shards=layout.shards, voxel_size=vs, overwrite=overwrite, attrs=attrs,
         classes=classes, ignore_id=ignore_id)
-    report = _fill_labels(array, target, output, source, options.pyramid, client)
-    return _result(output, target, vs, state, report, start, overwrite)
+    report, freqs = _fill_labels(array, target, output, source, options.pyramid, client)
+    return _result(output, target, vs, state, report, start, overwrite, freqs)
 
 
 def convert_label_image(
@@ -325,19 +296,21 @@ def convert_label_image(
         shards=layout.shards, voxel_size=vs, overwrite=overwrite, attrs=attrs,
         origin=meta.origin, ngff=options.ngff, classes=classes, ignore_id=ignore_id,
         image=image)
-    report = _fill_labels(array, target, output, source, options.pyramid, client)
-    return _result(output, target, vs, state, report, start, overwrite)
+    report, freqs = _fill_labels(array, target, output, source, options.pyramid, client)
+    return _result(output, target, vs, state, report, start, overwrite, freqs)
 
 
 def _fill_labels(array: da.Array, target: zarr.Array, output: Path, source: Path,
-                 pyramid: bool, client: Client | None) -> StoreReport:
+                 pyramid: bool, client: Client | None
+                 ) -> tuple[StoreReport, dict[str, int] | None]:
     report = store_blocks(array, target, description=f"converting {source.name}",
                           client=client)
+    freqs = None
     if np.dtype(array.dtype) == np.uint8:
-        omezarr.store_class_frequencies(output, client=client)
+        freqs = omezarr.store_class_frequencies(output, client=client)
     if pyramid:
         omezarr.write_pyramid(output, method="mode", client=client)
-    return report
+    return report, freqs
 
 
 def _image_voxel(image: Path, shape: Sequence[int], source: Path
@@ -354,8 +327,8 @@ def _image_voxel(image: Path, shape: Sequence[int], source: Path
 
 
 def _result(output: Path, target: zarr.Array, vs: tuple[float, float, float] | None,
-            state: State, report: StoreReport, start: float, overwrite: bool
-            ) -> ConvertResult:
+            state: State, report: StoreReport, start: float, overwrite: bool,
+            class_frequencies: dict[str, int] | None = None) -> ConvertResult:
     levels = len(omezarr.read_multiscales(output).levels)
     return ConvertResult(
         output=output, shape=tuple(target.shape), dtype=str(target.dtype),
@@ -363,4 +336,4 @@ def _result(output: Path, target: zarr.Array, vs: tuple[float, float, float] | N
         report=report, seconds=time.perf_counter() - start,
         overwritten=overwrite and state != "absent",
         shards=None if target.shards is None else tuple(target.shards),
-        ngff=omezarr.group_version(output) or DEFAULT_NGFF)
+        ngff=omezarr.group_version(output) or DEFAULT_NGFF, class_frequencies=class_frequencies)
