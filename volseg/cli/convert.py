@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from volseg.cli import _common
@@ -80,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     """Convert and print a short summary; return the exit status."""
     from volseg.checks import ignore_id_foreground
     from volseg.io.convert import convert_image, convert_label_image, convert_labels
+    from volseg.io.location import as_path
 
     labels = bool(args.labels or args.labels_of)
     if args.values and not labels:
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     attrs = _common.output_attrs(NAME, ["input", "output"], args, options)
     values = dict(args.values) or None
     if args.labels_of:
-        image = Path(args.labels_of)
+        image = as_path(args.labels_of)
         if not image.exists():
             raise InputError(f"{image} does not exist; convert the image first or drop "
                              f"--labels-of")

@@ -19,7 +19,6 @@ import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dask
@@ -29,6 +28,7 @@ from volseg.crf.blockwise import block_bytes, crf_halo, crf_labels
 from volseg.crf.options import CRFConfig, CRFOptions
 from volseg.errors import InputError, OutputExistsError
 from volseg.io import StoreReport, omezarr, open_volume, store_blocks
+from volseg.io.location import Location, PathLike, as_path, check_writable
 from volseg.options import options_of
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ __all__ = ["CRFOptions", "CRFRunResult", "crf_output_state", "default_processes"
 class CRFRunResult:
     """What :func:`run_crf` did."""
 
-    output: Path
+    output: Location
     shape: tuple[int, int, int]
     n_classes: int
     voxel_size: tuple[float, float, float]
@@ -70,12 +70,12 @@ class CRFRunResult:
         }
 
 
-def crf_output_state(output: str | Path) -> str:
+def crf_output_state(output: PathLike) -> str:
     """``absent`` / ``partial`` / ``complete`` / ``other`` for the label image ``output``."""
-    return omezarr.image_state(Path(output))
+    return omezarr.image_state(as_path(output))
 
 
-def _class_names(probabilities: str | Path, n_classes: int, record: Mapping[str, Any]
+def _class_names(probabilities: PathLike, n_classes: int, record: Mapping[str, Any]
                  ) -> list[str] | None:
     """The class names of the probability channels (``None``: not recorded)."""
     names = record.get("class_names")
@@ -117,9 +117,9 @@ def _scheduler(client: Client | None, processes: int | None) -> Iterator[None]:
 
 
 def run_crf(
-    probabilities: str | Path,
-    image: str | Path | None,
-    output: str | Path,
+    probabilities: PathLike,
+    image: PathLike | None,
+    output: PathLike,
     options: CRFOptions | None = None,
     *,
     overwrite: bool = False,
@@ -160,7 +160,8 @@ def run_crf(
     start = time.perf_counter()
     config = options or CRFOptions()
     voxel_size = config.voxel_size
-    output = Path(output)
+    output = as_path(output)
+    check_writable(output)
     state = crf_output_state(output)
     if not overwrite and state in ("complete", "other"):
         raise OutputExistsError(f"{output} exists; pass --overwrite to replace it")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from volseg.errors import InputError, OutputExistsError
@@ -25,6 +24,7 @@ from volseg.instances.blockwise import label_instances
 from volseg.instances.options import DEFAULT_BLOCK, InstanceOptions
 from volseg.instances.table import write_table
 from volseg.io import StoreReport, omezarr, open_volume, store_blocks
+from volseg.io.location import Location, PathLike, as_path, check_writable, normalize
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -36,8 +36,8 @@ __all__ = ["DEFAULT_BLOCK", "InstanceOptions", "InstancesRunResult", "instances_
 class InstancesRunResult:
     """What :func:`run_instances` did."""
 
-    output: Path
-    table: Path | None
+    output: Location
+    table: Location | None
     shape: tuple[int, ...]
     dtype: str
     n_objects: int
@@ -69,23 +69,23 @@ class InstancesRunResult:
         }
 
 
-def instances_output_state(output: str | Path) -> str:
+def instances_output_state(output: PathLike) -> str:
     """``absent`` / ``partial`` / ``complete`` / ``other`` for the label image ``output``."""
-    return omezarr.image_state(Path(output))
+    return omezarr.image_state(as_path(output))
 
 
-def _image_of(labels: str | Path) -> Path | None:
+def _image_of(labels: PathLike) -> Location | None:
     """The image the semantic labels belong to (their ``image-label.source``)."""
     image = omezarr.image_of(labels)
-    return None if image == Path(labels).resolve() else image
+    return None if image is None or str(image) == str(normalize(as_path(labels))) else image
 
 
 def run_instances(
-    labels: str | Path,
-    output: str | Path,
+    labels: PathLike,
+    output: PathLike,
     options: InstanceOptions,
     *,
-    table: str | Path | None = None,
+    table: PathLike | None = None,
     overwrite: bool = False,
     attrs: Mapping[str, Any] | None = None,
     client: Client | None = None,
@@ -114,8 +114,9 @@ def run_instances(
         Optional ``distributed.Client``.
     """
     start = time.perf_counter()
-    output = Path(output)
-    table_path = None if table is None else Path(table)
+    output = as_path(output)
+    check_writable(output)
+    table_path = None if table is None else as_path(table)
     state = instances_output_state(output)
     if not overwrite:
         if state in ("complete", "other"):

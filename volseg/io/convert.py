@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import dask.array as da
@@ -25,6 +24,7 @@ import zarr
 
 from volseg.errors import InputError, OutputExistsError
 from volseg.io import omezarr
+from volseg.io.location import Location, PathLike, as_path, check_writable, overlaps
 from volseg.io.options import ConvertOptions
 from volseg.io.readers import VolumeMeta, open_volume
 from volseg.io.store import StoreReport, store_blocks
@@ -65,7 +65,7 @@ class ConvertResult:
         Labels (``uint8``): ``{id: voxel count}`` as stored in the group's attributes.
     """
 
-    output: Path
+    output: Location
     shape: tuple[int, ...]
     dtype: str
     chunks: tuple[int, ...]
@@ -102,7 +102,7 @@ class ConvertResult:
         }
 
 
-def check_output(path: Path, overwrite: bool, *, inputs: Sequence[Path] = ()) -> State:
+def check_output(path: Location, overwrite: bool, *, inputs: Sequence[Location] = ()) -> State:
     """Return the state of ``path``; refuse a finished or foreign output without overwrite.
 
     Raises
@@ -112,12 +112,11 @@ def check_output(path: Path, overwrite: bool, *, inputs: Sequence[Path] = ()) ->
     OutputExistsError
         If ``path`` exists, cannot be resumed and ``overwrite`` is false.
     """
-    target = path.resolve()
     for source in inputs:
-        src = source.resolve()
-        if src == target or target in src.parents or src in target.parents:
+        if overlaps(source, path):
             raise InputError(f"output {path} overlaps the input {source}; choose another "
                              f"output path")
+    check_writable(path)
     state = omezarr.image_state(path)
     if state in ("complete", "other") and not overwrite:
         raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
@@ -135,7 +134,7 @@ def _voxel(voxel_size: Sequence[float] | None, meta: VolumeMeta
     return meta.voxel_size
 
 
-def _open_aligned(source: Path, dataset: str | None, chunks: Sequence[int] | None,
+def _open_aligned(source: Location, dataset: str | None, chunks: Sequence[int] | None,
                   ngff: Ngff, level: int = 0
                   ) -> tuple[Any, VolumeMeta, omezarr.Layout]:
     """Open ``source`` in writer blocks aligned to the output's storage chunks."""
@@ -147,7 +146,7 @@ def _open_aligned(source: Path, dataset: str | None, chunks: Sequence[int] | Non
 
 
 def convert_image(
-    source: str | Path, output: str | Path, options: ConvertOptions | None = None, *,
+    source: PathLike, output: PathLike, options: ConvertOptions | None = None, *,
     overwrite: bool = False, attrs: Mapping[str, Any] | None = None,
     client: Client | None = None,
 ) -> ConvertResult:
@@ -177,7 +176,7 @@ def convert_image(
     """
     start = time.perf_counter()
     options = options or ConvertOptions()
-    source, output = Path(source), Path(output)
+    source, output = as_path(source), as_path(output)
     array, meta, layout = _open_aligned(source, options.dataset, options.chunks, options.ngff)
     state = check_output(output, overwrite, inputs=[source])
     vs = _voxel(options.voxel_size, meta)
@@ -215,7 +214,7 @@ def remap_labels(array: da.Array, values: Mapping[int, int]) -> da.Array:
     return da.map_blocks(_remap_block, array, old, new, dtype, dtype=dtype)
 
 
-def _label_source(source: Path, dataset: str | None, chunks: Sequence[int] | None,
+def _label_source(source: Location, dataset: str | None, chunks: Sequence[int] | None,
                   ngff: Ngff, values: Mapping[int, int] | None
                   ) -> tuple[da.Array, VolumeMeta, omezarr.Layout]:
     array, meta, layout = _open_aligned(source, dataset, chunks, ngff)
@@ -236,7 +235,7 @@ def _check_name(name: str) -> None:
 
 
 def convert_labels(
-    source: str | Path, image: str | Path, name: str, options: ConvertOptions | None = None,
+    source: PathLike, image: PathLike, name: str, options: ConvertOptions | None = None,
     *, values: Mapping[int, int] | None = None, overwrite: bool = False,
     attrs: Mapping[str, Any] | None = None, client: Client | None = None,
     classes: Sequence[str] | None = None, ignore_id: int | None = None,
@@ -252,7 +251,7 @@ def convert_labels(
     """
     start = time.perf_counter()
     options = options or ConvertOptions()
-    source, image = Path(source), Path(image)
+    source, image = as_path(source), as_path(image)
     _check_name(name)
     if not image.exists() or "multiscales" not in omezarr.group_attrs(image):
         raise InputError(f"{image} is not an OME-Zarr image; convert the image first, or "
@@ -273,11 +272,11 @@ def convert_labels(
 
 
 def convert_label_image(
-    source: str | Path, output: str | Path, options: ConvertOptions | None = None, *,
+    source: PathLike, output: PathLike, options: ConvertOptions | None = None, *,
     values: Mapping[int, int] | None = None, overwrite: bool = False,
     attrs: Mapping[str, Any] | None = None, client: Client | None = None,
     classes: Sequence[str] | None = None, ignore_id: int | None = None,
-    image: str | Path | None = None,
+    image: PathLike | None = None,
 ) -> ConvertResult:
     """Convert ``source`` into the standalone label image ``output``.
 
@@ -286,7 +285,7 @@ def convert_label_image(
     """
     start = time.perf_counter()
     options = options or ConvertOptions()
-    source, output = Path(source), Path(output)
+    source, output = as_path(source), as_path(output)
     array, meta, layout = _label_source(source, options.dataset, options.chunks, options.ngff,
                                         values)
     state = check_output(output, overwrite, inputs=[source])
@@ -300,7 +299,7 @@ def convert_label_image(
     return _result(output, target, vs, state, report, start, overwrite, freqs)
 
 
-def _fill_labels(array: da.Array, target: zarr.Array, output: Path, source: Path,
+def _fill_labels(array: da.Array, target: zarr.Array, output: Location, source: Location,
                  pyramid: bool, client: Client | None
                  ) -> tuple[StoreReport, dict[str, int] | None]:
     report = store_blocks(array, target, description=f"converting {source.name}",
@@ -313,7 +312,7 @@ def _fill_labels(array: da.Array, target: zarr.Array, output: Path, source: Path
     return report, freqs
 
 
-def _image_voxel(image: Path, shape: Sequence[int], source: Path
+def _image_voxel(image: Location, shape: Sequence[int], source: Location
                  ) -> tuple[float, float, float] | None:
     """Return the voxel size of the image at ``image`` after checking the label shape."""
     if not image.exists() or "multiscales" not in omezarr.group_attrs(image):
@@ -326,7 +325,7 @@ def _image_voxel(image: Path, shape: Sequence[int], source: Path
     return ms.voxel_size
 
 
-def _result(output: Path, target: zarr.Array, vs: tuple[float, float, float] | None,
+def _result(output: Location, target: zarr.Array, vs: tuple[float, float, float] | None,
             state: State, report: StoreReport, start: float, overwrite: bool,
             class_frequencies: dict[str, int] | None = None) -> ConvertResult:
     levels = len(omezarr.read_multiscales(output).levels)
