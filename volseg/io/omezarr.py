@@ -490,9 +490,9 @@ def first_level(
     method
         ``"mean"`` for images, ``"mode"`` for labels.
     """
-    path = Path(group_path)
+    path = as_path(group_path)
     ms = read_multiscales(path)
-    group = zarr.open_group(str(path), mode="a")
+    group = zarr.open_group(zarr_store(path), mode="a")
     base = group[ms.levels[0].path]
     assert isinstance(base, zarr.Array)
     spatial = [a in ("z", "y", "x") for a in ms.axes]
