@@ -57,9 +57,7 @@ take the image's format.
 from __future__ import annotations
 
 import math
-import shutil
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import dask.array as da
@@ -84,6 +82,7 @@ from volseg.io.layout import (
     spatial_chunks,
     writer_chunks,
 )
+from volseg.io.location import Location, as_path, check_writable, remove_tree, zarr_store
 from volseg.io.multiscales import (
     NGFF_VERSION,
     UNIT,
@@ -117,11 +116,11 @@ __all__ = [  # the writer, and the layout and metadata names it re-exports for i
     "NGFF_VERSIONS", "READ_BLOCK_BYTES", "SHARD_BYTES", "UNIT", "Layout", "Level",
     "Multiscales", "Ngff", "PathLike", "VoxelSize", "block_layout", "check_ngff",
     "class_frequencies", "class_names", "clean_number", "create_image", "create_label_image",
-    "create_labels", "default_axes", "default_chunks", "group_attrs", "group_version",
-    "image_layout", "image_of", "image_state", "is_ome_zarr", "label_metadata",
-    "label_names", "nearest_divisor", "omero_metadata", "read_multiscales", "source_path",
-    "spatial_chunks", "store_class_frequencies", "write_image", "write_label_image",
-    "write_labels", "write_pyramid", "writer_chunks",
+    "create_labels", "default_axes", "default_chunks", "first_level", "group_attrs",
+    "group_version", "image_layout", "image_of", "image_state", "is_ome_zarr",
+    "label_metadata", "label_names", "nearest_divisor", "omero_metadata", "read_multiscales",
+    "source_path", "spatial_chunks", "store_class_frequencies", "write_image",
+    "write_label_image", "write_labels", "write_pyramid", "writer_chunks",
 ]
 
 COMPRESSOR = numcodecs.Blosc(cname="zstd", clevel=1, shuffle=numcodecs.Blosc.SHUFFLE)
@@ -165,22 +164,19 @@ def _full_scale(axes: Sequence[str], voxel_size: VoxelSize | None) -> tuple[floa
     return tuple(vs.get(a, 1.0) for a in axes)
 
 
-def _is_zarr_node(path: Path) -> bool:
+def _is_zarr_node(path: Location) -> bool:
     return any((path / f).exists() for f in (".zgroup", ".zarray", "zarr.json"))
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        if not _is_zarr_node(path) and any(path.iterdir()):
-            raise OutputExistsError(
-                f"{path} exists and is not a Zarr group; refusing to replace it, choose "
-                f"another output path")
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
+def _remove(path: Location) -> None:
+    if path.is_dir() and not _is_zarr_node(path) and any(path.iterdir()):
+        raise OutputExistsError(
+            f"{path} exists and is not a Zarr group; refusing to replace it, choose "
+            f"another output path")
+    remove_tree(path)
 
 
-def _exists_error(path: Path, why: str) -> OutputExistsError:
+def _exists_error(path: Location, why: str) -> OutputExistsError:
     return OutputExistsError(f"{path} exists{why}; pass --overwrite to replace it")
 
 
@@ -218,7 +214,7 @@ def _clip_layout(shape: Sequence[int], chunks: Sequence[int] | None,
 
 
 def _create_multiscale(
-    path: Path, *, shape: Sequence[int], dtype: Any, chunks: Sequence[int] | None,
+    path: Location, *, shape: Sequence[int], dtype: Any, chunks: Sequence[int] | None,
     shards: Sequence[int] | None, voxel_size: Sequence[float] | None,
     origin: Sequence[float] | None, axes: Sequence[str] | None, overwrite: bool,
     attrs: Mapping[str, Any] | None, method: str, ngff: Ngff,
@@ -234,11 +230,12 @@ def _create_multiscale(
     vs = _check_voxel_size(voxel_size)
     shift = _check_origin(origin, axes)
     dtype = np.dtype(dtype)
+    check_writable(path)
     if overwrite:
         _remove(path)
     elif path.exists():
         return _reopen_for_resume(path, shape, dtype, layout, axes, attrs, ngff)
-    group = zarr.open_group(str(path), mode="w", zarr_format=_zarr_format(ngff))
+    group = zarr.open_group(zarr_store(path), mode="w", zarr_format=_zarr_format(ngff))
     array = _create_array(group, "0", shape=shape, dtype=dtype, layout=layout, axes=axes,
                           ngff=ngff)
     claim(array)
@@ -252,12 +249,12 @@ def _create_multiscale(
 
 
 def _reopen_for_resume(
-    path: Path, shape: tuple[int, ...], dtype: np.dtype, layout: Layout,
+    path: Location, shape: tuple[int, ...], dtype: np.dtype, layout: Layout,
     axes: tuple[str, ...], attrs: Mapping[str, Any] | None, ngff: Ngff,
 ) -> zarr.Array:
     try:
         ms = read_multiscales(path)
-        array = zarr.open_array(str(path / ms.levels[0].path), mode="r+")
+        array = zarr.open_array(zarr_store(path / ms.levels[0].path), mode="r+")
     except (InputError, FileNotFoundError, KeyError, ValueError,
             zarr.errors.GroupNotFoundError, zarr.errors.ArrayNotFoundError):
         raise _exists_error(path, "") from None
@@ -271,7 +268,7 @@ def _reopen_for_resume(
                   f"{found[2]}, shards {found[3]} (not NGFF {ngff}, {shape}, {dtype}, "
                   f"{layout.chunks}, {layout.shards}), so it cannot be resumed")
     if attrs:
-        zarr.open_group(str(path), mode="a").attrs.update(dict(attrs))
+        zarr.open_group(zarr_store(path), mode="a").attrs.update(dict(attrs))
     return array
 
 
@@ -329,7 +326,7 @@ def create_image(
     if channel_names is not None:
         extra = {"omero": omero_metadata(channel_names, dtype)}
     return _create_multiscale(
-        Path(path), shape=shape, dtype=dtype, chunks=chunks, shards=shards,
+        as_path(path), shape=shape, dtype=dtype, chunks=chunks, shards=shards,
         voxel_size=voxel_size, origin=origin, axes=axes, overwrite=overwrite, attrs=attrs,
         method="mean", ngff=ngff, extra=extra)
 
@@ -354,7 +351,8 @@ def create_labels(
     InputError
         If ``image_path`` is not an OME-Zarr image.
     """
-    image_path = Path(image_path)
+    image_path = as_path(image_path)
+    check_writable(image_path)
     try:
         ms = read_multiscales(image_path)
     except (InputError, FileNotFoundError, zarr.errors.GroupNotFoundError):
@@ -365,7 +363,7 @@ def create_labels(
         voxel_size = ms.voxel_size
     if origin is None:
         origin = ms.origin
-    labels = zarr.open_group(str(image_path / "labels"), mode="a",
+    labels = zarr.open_group(zarr_store(image_path / "labels"), mode="a",
                              zarr_format=_zarr_format(ngff))
     array = _create_multiscale(
         image_path / "labels" / name, shape=shape, dtype=dtype, chunks=chunks, shards=shards,
@@ -394,7 +392,7 @@ def create_label_image(
     goes to ``image-label.source.image`` so viewers open the two together.  See
     :func:`create_labels` and :func:`create_image` for the rest.
     """
-    path = Path(path)
+    path = as_path(path)
     return _create_multiscale(
         path, shape=shape, dtype=dtype, chunks=chunks, shards=shards, voxel_size=voxel_size,
         origin=origin, axes=None, overwrite=overwrite, attrs=attrs, method="mode", ngff=ngff,
@@ -427,10 +425,10 @@ def write_pyramid(
     overwrite
         Recompute levels even where their markers say they are complete.
     """
-    path = Path(group_path)
+    path = as_path(group_path)
     ms = read_multiscales(path)
     ngff: Ngff = group_version(path) or DEFAULT_NGFF
-    group = zarr.open_group(str(path), mode="a")
+    group = zarr.open_group(zarr_store(path), mode="a")
     base = group[ms.levels[0].path]
     assert isinstance(base, zarr.Array)
     spatial = [a in ("z", "y", "x") for a in ms.axes]
@@ -438,6 +436,11 @@ def write_pyramid(
     source = base
     layout = Layout(tuple(base.chunks), base.shards, storage_chunks(base))
     for index, (shape, _scale, factors) in enumerate(plan[1:], start=1):
+        kept = None if overwrite else _complete_level(group, str(index), shape, base.dtype)
+        if kept is not None:  # e.g. level 1 written with level 0 (first_level)
+            layout = Layout(tuple(kept.chunks), kept.shards, storage_chunks(kept))
+            source = kept
+            continue
         layout = level_layout(layout, shape, factors, np.dtype(base.dtype).itemsize)
         target = _require_level(group, str(index), shape, layout, base.dtype, ms.axes, ngff,
                                 overwrite)
@@ -453,6 +456,78 @@ def write_pyramid(
     for stale in range(len(plan), len(ms.levels) + 1):
         if str(stale) in group:
             del group[str(stale)]
+
+
+def first_level(
+    group_path: PathLike, values: da.Array, *, method: Literal["mean", "mode"] = "mean",
+) -> list[tuple[da.Array, zarr.Array]]:
+    """Level 1 of a multiscale group reduced from the blocks that write its level 0.
+
+    For a blockwise writer (:func:`~volseg.io.store.store_arrays`): ``values`` is the
+    lazy level 0 in its write blocks; the returned ``(reduced, target)`` pair — the
+    2× reduction of each block (:mod:`volseg.io.pyramid`) and the group's level-1
+    array (created, or kept for resuming) — goes into the same
+    :func:`~volseg.io.store.store_arrays` call, so each block's level 1 is written by
+    the task that writes its level 0, from the block in memory, and
+    :func:`write_pyramid` afterwards finds level 1 complete and starts from it
+    instead of re-reading level 0.  The voxels equal :func:`write_pyramid`'s: each
+    2 × 2 × 2 cell lies inside one block, and the last block's odd end is the
+    array's.
+
+    Level 1's layout follows the blocks: one shard per reduced block (0.5; chunks
+    along each axis the divisor of the reduced block nearest to level 0's chunks),
+    or those chunks (0.4).  Returns ``[]`` (level 1 is then left to
+    :func:`write_pyramid`) when the group needs no level 1 or an interior block has an
+    odd extent along a halved axis, or blocks of different sizes.
+
+    Parameters
+    ----------
+    group_path
+        The group, created by :func:`create_image` / :func:`create_labels` /
+        :func:`create_label_image` (level 0 only, or resumed).
+    values
+        Level 0 as a dask array, chunked as it will be written.
+    method
+        ``"mean"`` for images, ``"mode"`` for labels.
+    """
+    path = as_path(group_path)
+    ms = read_multiscales(path)
+    group = zarr.open_group(zarr_store(path), mode="a")
+    base = group[ms.levels[0].path]
+    assert isinstance(base, zarr.Array)
+    spatial = [a in ("z", "y", "x") for a in ms.axes]
+    plan = pyramid.plan_levels(base.shape, ms.levels[0].scale, spatial)
+    if len(plan) < 2 or tuple(values.shape) != tuple(base.shape):
+        return []
+    shape, _scale, factors = plan[1]
+    blocks = []
+    for sizes, f, n in zip(values.chunks, factors, shape, strict=True):
+        interior = set(sizes[:-1])
+        if len(interior) > 1 or any(b % f for b in interior):
+            return []
+        blocks.append(interior.pop() // f if interior else n)
+    chunks = tuple(nearest_divisor(b, min(int(c), b))
+                   for b, c in zip(blocks, base.chunks, strict=True))
+    layout = Layout(chunks, tuple(blocks) if base.shards is not None else None,
+                    tuple(blocks))
+    target = _require_level(group, "1", shape, layout, base.dtype, ms.axes,
+                            group_version(path) or DEFAULT_NGFF, overwrite=False)
+    out_chunks = tuple(tuple(-(-b // f) for b in sizes)
+                       for sizes, f in zip(values.chunks, factors, strict=True))
+    reduced = da.map_blocks(
+        pyramid.REDUCERS[method], values, factors=tuple(factors), chunks=out_chunks,
+        dtype=base.dtype, meta=np.empty((0,) * base.ndim, dtype=base.dtype))
+    return [(reduced, target)]
+
+
+def _complete_level(group: zarr.Group, name: str, shape: tuple[int, ...], dtype: Any
+                    ) -> zarr.Array | None:
+    """The level ``name`` if it exists with this shape and dtype and is complete."""
+    existing = group.get(name)
+    if (isinstance(existing, zarr.Array) and tuple(existing.shape) == shape
+            and existing.dtype == dtype and is_claimed(existing) and is_complete(existing)):
+        return existing
+    return None
 
 
 def _require_level(
@@ -600,7 +675,7 @@ def write_labels(
                            chunks=layout.chunks, shards=layout.shards, voxel_size=voxel_size,
                            overwrite=overwrite, attrs=attrs, classes=classes,
                            ignore_id=ignore_id)
-    group_path = Path(image_path) / "labels" / name
+    group_path = as_path(image_path) / "labels" / name
     _fill_labels(array, target, group_path, layout, pyramid, client)
 
 
@@ -613,17 +688,17 @@ def write_label_image(
     image: PathLike | None = None,
 ) -> None:
     """Write a whole array as a standalone label image (see :func:`create_label_image`)."""
-    array = _label_array(array, Path(path).name)
+    array = _label_array(array, as_path(path).name)
     layout = image_layout(array.shape, default_axes(3), np.dtype(array.dtype).itemsize,
                           ngff=ngff, chunks=chunks)
     target = create_label_image(
         path, shape=array.shape, dtype=array.dtype, chunks=layout.chunks, shards=layout.shards,
         voxel_size=voxel_size, overwrite=overwrite, attrs=attrs, origin=origin, ngff=ngff,
         classes=classes, ignore_id=ignore_id, image=image)
-    _fill_labels(array, target, Path(path), layout, pyramid, client)
+    _fill_labels(array, target, as_path(path), layout, pyramid, client)
 
 
-def _fill_labels(array: Any, target: zarr.Array, group_path: Path, layout: Layout,
+def _fill_labels(array: Any, target: zarr.Array, group_path: Location, layout: Layout,
                  pyramid: bool, client: Client | None) -> None:
     store_blocks(_as_dask(array, layout.blocks), target, description=f"writing {group_path}",
                  client=client)
@@ -657,7 +732,7 @@ def store_class_frequencies(group_path: PathLike, *, client: Client | None = Non
     The counts go to the group attribute ``volseg.class_frequencies`` (``{id: count}``,
     nonzero counts only) and are returned.
     """
-    group = zarr.open_group(str(group_path), mode="a")
+    group = zarr.open_group(zarr_store(as_path(group_path)), mode="a")
     target = group[read_multiscales(group_path).levels[0].path]
     assert isinstance(target, zarr.Array)
     previous = group.attrs.get("volseg")
@@ -676,12 +751,13 @@ def image_state(path: PathLike) -> Literal["absent", "partial", "complete", "oth
     missing.  ``other``: exists but was not written block by block by volseg (or is
     not an OME-Zarr image), so it cannot be resumed.
     """
-    path = Path(path)
+    path = as_path(path)
     if not path.exists():
         return "absent"
     try:
         ms = read_multiscales(path)
-        arrays = [zarr.open_array(str(path / lv.path), mode="r") for lv in ms.levels]
+        arrays = [zarr.open_array(zarr_store(path / lv.path, read_only=True), mode="r")
+                  for lv in ms.levels]
     except (InputError, FileNotFoundError, KeyError, ValueError, TypeError,
             zarr.errors.GroupNotFoundError, zarr.errors.ArrayNotFoundError):
         return "other"

@@ -441,6 +441,11 @@ def train(
         anchor_probability=config.sampling.anchor_probability, anchor_classes=anchor_classes,
         max_oversampling=config.sampling.max_oversampling, rng=rng,
     )
+    if sampler.frequencies.size > 1 and not sampler.frequencies[1:].any():
+        _log(f"volseg train: warning: the training sections hold no voxel of the classes "
+             f"{', '.join(config.classes[1:])}; if the labels store them as the ignore id "
+             f"{config.ignore_id} (a 0/{config.ignore_id} mask), map it with label_map "
+             f"{{{config.ignore_id}: 1}}")
     if init_path is not None:
         # the backbone learnt its features under the file's normalisation: keep it
         norm = _read_init_spec(init_path).normalization
