@@ -186,3 +186,18 @@ def test_workflow_with_its_output_dir_in_a_bucket(
                                   _array(reference / "labels" / "semantic"))
     again = run_workflow(load_workflow(workflow), base_dir=tmp_path)
     assert [o.status for o in again] == ["skipped"] * 3
+
+
+def test_storage_options_by_scheme_and_url_prefix() -> None:
+    from volseg.workflow.stage import locate, options_for
+
+    options = {"s3": {"endpoint_url": "http://127.0.0.1:1", "anon": False},
+               "s3://public": {"anon": True}, "s3://public/deeper": {"requester_pays": True}}
+    assert options_for("s3://mine/x.zarr", options) == {"endpoint_url": "http://127.0.0.1:1",
+                                                        "anon": False}
+    assert options_for("s3://public/x.zarr", options)["anon"] is True
+    assert options_for("s3://public/deeper/x", options) == {
+        "endpoint_url": "http://127.0.0.1:1", "anon": True, "requester_pays": True}
+    assert options_for("s3://publicity/x", options)["anon"] is False  # a prefix, not a start
+    assert options_for("/local/x", options) == {}
+    assert locate("s3://public/x", options).storage_options["anon"] is True

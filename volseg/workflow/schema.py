@@ -68,8 +68,9 @@ class WorkflowConfig(Options):
         None, description="where the products go: a folder, or a URL such as s3://bucket/run")
     storage_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
-        description="fsspec file-system options per URL scheme, for every URL of the "
-                    "workflow, e.g. {s3: {anon: true}} or {s3: {endpoint_url: ...}}")
+        description="fsspec file-system options for the workflow's URLs, per scheme or URL "
+                    "prefix (longer prefixes win), e.g. {s3: {endpoint_url: ...}, "
+                    "'s3://cryoet-data-portal-public': {anon: true}}")
     cluster: ClusterConfig = Field(default_factory=ThreadsCluster)
     output: OutputDefaults = Field(default_factory=OutputDefaults,
                                    description="ngff / chunks of every writing stage")

@@ -35,18 +35,34 @@ from volseg.options import Options
 if TYPE_CHECKING:
     from distributed import Client
 
-__all__ = ["Location", "RunContext", "Stage", "StageConfig", "locate"]
+__all__ = ["Location", "RunContext", "Stage", "StageConfig", "locate", "options_for"]
 
 StorageOptions = Mapping[str, Mapping[str, Any]]
-"""fsspec file-system options per URL scheme (the workflow's ``storage_options``)."""
+"""fsspec file-system options per URL scheme or URL prefix (the workflow's
+``storage_options``)."""
+
+
+def options_for(path: str | Path | Location, storage_options: StorageOptions | None
+                ) -> dict[str, Any]:
+    """Return the storage options of a URL: its scheme's, then those of every URL prefix
+    it starts with (longer prefixes win), e.g. ``{"s3": {...}, "s3://public-bucket":
+    {"anon": True}}``."""
+    scheme = scheme_of(path)
+    if not scheme or not storage_options:
+        return {}
+    text = str(path)
+    options = dict(storage_options.get(scheme, {}))
+    prefixes = sorted((k for k in storage_options if "://" in k), key=len)
+    for prefix in prefixes:
+        if text == prefix or text.startswith(prefix.rstrip("/") + "/"):
+            options.update(storage_options[prefix])
+    return options
 
 
 def locate(path: str | Path | Location, storage_options: StorageOptions | None = None
            ) -> Location:
-    """Return ``path`` as a location, a URL with the options of its scheme."""
-    scheme = scheme_of(path)
-    options = (storage_options or {}).get(scheme, {}) if scheme else {}
-    return as_path(path, storage_options=options)
+    """Return ``path`` as a location, a URL with its storage options (:func:`options_for`)."""
+    return as_path(path, storage_options=options_for(path, storage_options))
 
 
 class StageConfig(Options):
