@@ -29,6 +29,7 @@ from pydantic import Field
 from volseg.crf.blockwise import CRFConfig, block_bytes, crf_halo, crf_labels
 from volseg.errors import InputError, OutputExistsError
 from volseg.io import StoreReport, omezarr, open_volume, store_blocks
+from volseg.io.guard import check_output_location, check_replaceable, run_identity
 from volseg.ngff import DEFAULT_NGFF, Ngff
 from volseg.options import PositiveSize3, VoxelSize3, options_of
 
@@ -208,9 +209,14 @@ def run_crf(
     config = options or CRFOptions()
     voxel_size = config.voxel_size
     output = Path(output)
+    check_output_location(output, [probabilities, image])
     state = crf_output_state(output)
     if not overwrite and state in ("complete", "other"):
         raise OutputExistsError(f"{output} exists; pass --overwrite to replace it")
+    if overwrite:
+        check_replaceable(output)
+    identity = run_identity("crf", config.to_dict(),
+                            inputs={"probabilities": probabilities, "image": image})
     probs, pmeta = open_volume(probabilities)
     if probs.ndim != 4:
         raise InputError(
@@ -273,10 +279,11 @@ def run_crf(
         output, shape=shape, dtype=np.uint8, chunks=layout.chunks, shards=layout.shards,
         voxel_size=vs, overwrite=overwrite, attrs=all_attrs, origin=pmeta.origin,
         ngff=config.ngff, classes=names, ignore_id=record.get("ignore_id"), image=belongs_to,
+        identity=identity,
     )
     with _scheduler(client, config.processes):
         report = store_blocks(lazy, target, description="dense CRF", client=client,
-                              overwrite=overwrite)
+                              overwrite=overwrite, identity=identity)
     if config.pyramid:
         omezarr.write_pyramid(output, method="mode", client=client, overwrite=overwrite)
     return CRFRunResult(

@@ -26,6 +26,7 @@ from pydantic import Field
 
 from volseg.errors import InputError, OutputExistsError
 from volseg.io import omezarr
+from volseg.io.guard import check_output_location, check_replaceable, run_identity
 from volseg.io.readers import VolumeMeta, open_volume
 from volseg.io.store import StoreReport, store_blocks
 from volseg.ngff import DEFAULT_NGFF, Ngff
@@ -139,18 +140,22 @@ def check_output(path: Path, overwrite: bool, *, inputs: Sequence[Path] = ()) ->
     InputError
         If ``path`` is one of ``inputs`` or contains/is contained in one.
     OutputExistsError
-        If ``path`` exists, cannot be resumed and ``overwrite`` is false.
+        If ``path`` exists, cannot be resumed and ``overwrite`` is false, or, with
+        ``overwrite``, is not an output volseg wrote.
     """
-    target = path.resolve()
-    for source in inputs:
-        src = source.resolve()
-        if src == target or target in src.parents or src in target.parents:
-            raise InputError(f"output {path} overlaps the input {source}; choose another "
-                             f"output path")
+    check_output_location(path, inputs)
     state = omezarr.image_state(path)
     if state in ("complete", "other") and not overwrite:
         raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
+    if overwrite:
+        check_replaceable(path)
     return state
+
+
+def _identity(kind: str, source: Path, options: ConvertOptions,
+              **more: Any) -> dict[str, Any]:
+    return run_identity(f"convert {kind}", {**options.to_dict(), **more},
+                        inputs={"source": source})
 
 
 def _voxel(voxel_size: Sequence[float] | None, meta: VolumeMeta
@@ -210,12 +215,13 @@ def convert_image(
     array, meta, layout = _open_aligned(source, options.dataset, options.chunks, options.ngff)
     state = check_output(output, overwrite, inputs=[source])
     vs = _voxel(options.voxel_size, meta)
+    identity = _identity("image", source, options)
     target = omezarr.create_image(
         output, shape=array.shape, dtype=array.dtype, chunks=layout.chunks,
         shards=layout.shards, voxel_size=vs, axes=meta.axes, overwrite=overwrite,
-        attrs=attrs, origin=meta.origin, ngff=options.ngff)
+        attrs=attrs, origin=meta.origin, ngff=options.ngff, identity=identity)
     report = store_blocks(array, target, description=f"converting {source.name}",
-                          client=client)
+                          client=client, identity=identity)
     if options.pyramid:
         omezarr.write_pyramid(output, method="mean", client=client)
     return _result(output, target, vs, state, report, start, overwrite)
@@ -293,11 +299,12 @@ def convert_labels(
     state = check_output(output, overwrite, inputs=[source])
     voxel_size = options.voxel_size
     vs = _voxel(voxel_size, meta) if voxel_size is not None else (image_vs or meta.voxel_size)
+    identity = _identity("labels", source, options, values=_values(values))
     target = omezarr.create_labels(
         image, name, shape=array.shape, dtype=array.dtype, chunks=layout.chunks,
         shards=layout.shards, voxel_size=vs, overwrite=overwrite, attrs=attrs,
-        classes=classes, ignore_id=ignore_id)
-    report = _fill_labels(array, target, output, source, options.pyramid, client)
+        classes=classes, ignore_id=ignore_id, identity=identity)
+    report = _fill_labels(array, target, output, source, options.pyramid, client, identity)
     return _result(output, target, vs, state, report, start, overwrite)
 
 
@@ -320,19 +327,25 @@ def convert_label_image(
                                         values)
     state = check_output(output, overwrite, inputs=[source])
     vs = _voxel(options.voxel_size, meta)
+    identity = _identity("labels", source, options, values=_values(values))
     target = omezarr.create_label_image(
         output, shape=array.shape, dtype=array.dtype, chunks=layout.chunks,
         shards=layout.shards, voxel_size=vs, overwrite=overwrite, attrs=attrs,
         origin=meta.origin, ngff=options.ngff, classes=classes, ignore_id=ignore_id,
-        image=image)
-    report = _fill_labels(array, target, output, source, options.pyramid, client)
+        image=image, identity=identity)
+    report = _fill_labels(array, target, output, source, options.pyramid, client, identity)
     return _result(output, target, vs, state, report, start, overwrite)
 
 
+def _values(values: Mapping[int, int] | None) -> dict[str, int] | None:
+    return None if not values else {str(k): int(v) for k, v in values.items()}
+
+
 def _fill_labels(array: da.Array, target: zarr.Array, output: Path, source: Path,
-                 pyramid: bool, client: Client | None) -> StoreReport:
+                 pyramid: bool, client: Client | None,
+                 identity: Mapping[str, Any] | None = None) -> StoreReport:
     report = store_blocks(array, target, description=f"converting {source.name}",
-                          client=client)
+                          client=client, identity=identity)
     if np.dtype(array.dtype) == np.uint8:
         omezarr.store_class_frequencies(output, client=client)
     if pyramid:

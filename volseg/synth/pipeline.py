@@ -217,7 +217,10 @@ def _write_omezarr(
     if_complete: str, client: Client | None, ngff: Ngff,
 ) -> WriteResult:
     from volseg.io import omezarr
+    from volseg.io.guard import check_replaceable, run_identity
 
+    if overwrite:
+        check_replaceable(output)
     labels: dict[str, Any] = {"truth": phantom.truth}
     if phantom.annotation is not None:
         labels["annotation"] = phantom.annotation
@@ -236,10 +239,13 @@ def _write_omezarr(
                                skipped=True)
     chunks = tuple(int(c[0]) for c in phantom.image.chunks)
     image_attrs = {"volseg": {**provenance, "synth": phantom.extra}}
+    identity = run_identity("synth", {"phantom": phantom.extra, "shape": phantom.image.shape,
+                                      "voxel_size": phantom.voxel_size, "ngff": ngff})
     if overwrite or states["image"] != "complete":
         # with overwrite this replaces the whole group, stale label groups included
         omezarr.write_image(phantom.image, output, voxel_size=phantom.voxel_size, chunks=chunks,
-                            overwrite=overwrite, attrs=image_attrs, client=client, ngff=ngff)
+                            overwrite=overwrite, attrs=image_attrs, client=client, ngff=ngff,
+                            identity=identity)
     for name, array in labels.items():
         if not overwrite and states[name] == "complete":
             continue
@@ -249,7 +255,7 @@ def _write_omezarr(
         omezarr.write_labels(array, output, name, voxel_size=phantom.voxel_size, chunks=chunks,
                              overwrite=overwrite, attrs=_label_attrs(phantom, provenance, **more),
                              client=client, classes=phantom.class_names,
-                             ignore_id=phantom.ignore_id)
+                             ignore_id=phantom.ignore_id, identity={**identity, "labels": name})
     return WriteResult([str(p) for p in groups.values()],
                        _by_name(phantom, _stored_frequencies(groups["truth"])))
 
