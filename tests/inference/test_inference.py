@@ -54,7 +54,7 @@ def volume() -> np.ndarray:
 
 
 # ----------------------------------------------------------------------- weight maps
-@pytest.mark.parametrize("patch", [(8, 8, 12), (1, 16, 16), (5, 7, 9), (3, 4)])
+@pytest.mark.parametrize("patch", [(8, 8, 12), (1, 16, 16), (5, 7, 9), (3, 4), (64, 64, 64)])
 @pytest.mark.parametrize("sigma", [0.125, 0.3])
 def test_importance_maps_equal_monai(patch: tuple[int, ...], sigma: float) -> None:
     for mode in ("gaussian", "constant"):

@@ -213,8 +213,8 @@ def _load_file(path: Path) -> tuple[nn.Module, ModelSpec]:
         for name, info in header.items()
         if name != "__metadata__"
     }
-    _check_matches(spec, shapes, source=str(path))
     module = build_model(spec)
+    _check_matches(spec, shapes, source=str(path), module=module)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             state = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
@@ -229,9 +229,14 @@ def _load_file(path: Path) -> tuple[nn.Module, ModelSpec]:
     return module, spec
 
 
-def _check_matches(spec: ModelSpec, shapes: dict[str, tuple[int, ...]], *, source: str) -> None:
-    """Raise InputError unless ``shapes`` are exactly the tensors of ``build_model(spec)``."""
-    expected = {k: tuple(v.shape) for k, v in build_model(spec).state_dict().items()}
+def _check_matches(spec: ModelSpec, shapes: dict[str, tuple[int, ...]], *, source: str,
+                   module: nn.Module | None = None) -> None:
+    """Raise InputError unless ``shapes`` are exactly the tensors of ``build_model(spec)``.
+
+    ``module``: that network if already built (it is built once per load).
+    """
+    net = build_model(spec) if module is None else module
+    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
     missing = sorted(set(expected) - set(shapes))
     unexpected = sorted(set(shapes) - set(expected))
     wrong = sorted(k for k in set(expected) & set(shapes) if expected[k] != shapes[k])

@@ -8,7 +8,9 @@ network's down-sampling) and a builder returning a ``torch.nn.Module``.
 ============== ============== =====================================================
 name           kind           network
 ============== ============== =====================================================
-``unet3d``     ``3d``         MONAI ``UNet`` / ``BasicUNet`` / ``AttentionUnet`` /
+``unet3d``     ``3d``         MONAI ``UNet`` (:mod:`volseg.models.unet`, the same
+                              network built without importing MONAI) /
+                              ``BasicUNet`` / ``AttentionUnet`` /
                               ``SegResNet`` (``variant``), 3-D
 ``unet25d``    ``2.5d``       the same networks in 2-D; input channels are
                               ``context`` neighbouring sections (k = 1: plain 2-D);
@@ -281,17 +283,15 @@ def _build_unet(spatial_dims: int, in_channels: int, out_channels: int, p: UNetP
 def _build_unet_core(
     spatial_dims: int, in_channels: int, out_channels: int, p: UNetParams
 ) -> nn.Module:
-    from monai.networks.nets import AttentionUnet, BasicUNet, SegResNet, UNet
-
     assert p.widths is not None
-    if p.variant == "unet":
+    if p.variant == "unet":  # MONAI's UNet rebuilt from torch alone: no `import monai`
+        from volseg.models.unet import UNet
+
         assert p.strides is not None
-        return UNet(
-            spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels,
-            channels=p.widths, strides=p.strides,  # type: ignore[arg-type]
-            num_res_units=p.num_res_units,
-            norm=p.norm.upper(), dropout=p.dropout,
-        )
+        return UNet(spatial_dims, in_channels, out_channels, p.widths, p.strides,
+                    num_res_units=p.num_res_units, norm=p.norm, dropout=p.dropout)
+    from monai.networks.nets import AttentionUnet, BasicUNet, SegResNet
+
     if p.variant == "attention":
         assert p.strides is not None
         return AttentionUnet(

@@ -1,0 +1,197 @@
+"""MONAI's residual ``UNet``, built from torch alone (same modules, parameters and outputs).
+
+``from monai.networks.nets import UNet`` runs ``monai/__init__``, which imports every
+MONAI subpackage (transforms, data, apps, matplotlib, ...): about 1.5–2 s on a small
+CPU, more than building and loading the network itself, and ``monai.networks`` cannot
+be imported on its own (its ``__init__`` pulls in ``monai.apps`` and ``monai.data``).
+volseg's default architecture (``unet3d`` / ``unet25d`` with ``variant="unet"``) is
+therefore assembled here from the same ``torch.nn`` pieces in the same order:
+
+* the module tree of ``monai.networks.nets.UNet`` (``model.0.conv.unit0.conv.weight``,
+  ``model.1.submodule...``, the ``adn`` blocks with ``N``/``D``/``A``), so a state
+  dict saved from either loads strictly into the other;
+* the same layers — convolutions with "same" padding, strided down-sampling in the
+  first convolution of each level, transposed convolutions with
+  ``output_padding = stride - 1`` up-sampling, residual units with a strided 3³ (or
+  1³ channel-adapting) residual convolution, ``N D A`` = norm, dropout, PReLU;
+* and therefore the same outputs (``tests/models/test_unet.py`` compares them with
+  MONAI's for 2-D/3-D, batch/instance norm, 0–2 residual units, per-axis strides).
+
+Notes
+-----
+Reference: Kerfoot et al., "Left-ventricle quantification using residual U-Net",
+STACOM 2018 (the architecture of MONAI's ``UNet``); MONAI ``monai.networks.nets.unet``,
+``monai.networks.blocks.convolutions`` (``Convolution``, ``ResidualUnit``) and
+``monai.networks.blocks.acti_norm.ADN``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import nn
+
+__all__ = ["UNet"]
+
+Stride = int | Sequence[int]
+Norm = Literal["batch", "instance"]
+
+
+def _per_axis(value: Stride, ndim: int) -> tuple[int, ...]:
+    return (value,) * ndim if isinstance(value, int) else tuple(int(v) for v in value)
+
+
+def _conv_type(ndim: int, transposed: bool = False) -> type[nn.Module]:
+    if transposed:
+        return nn.ConvTranspose2d if ndim == 2 else nn.ConvTranspose3d
+    return nn.Conv2d if ndim == 2 else nn.Conv3d
+
+
+class _ADN(nn.Sequential):
+    """MONAI's ``ADN`` block in ``"NDA"`` order: norm, dropout, PReLU."""
+
+    def __init__(self, ndim: int, channels: int, norm: Norm, dropout: float) -> None:
+        super().__init__()
+        if norm == "batch":
+            self.add_module("N", (nn.BatchNorm2d if ndim == 2 else nn.BatchNorm3d)(channels))
+        else:
+            self.add_module("N", (nn.InstanceNorm2d if ndim == 2 else nn.InstanceNorm3d)(
+                channels))
+        self.add_module("D", nn.Dropout(dropout))
+        self.add_module("A", nn.PReLU())
+
+
+class _Convolution(nn.Sequential):
+    """MONAI's ``Convolution``: a (transposed) convolution, then ``adn`` unless ``conv_only``."""
+
+    def __init__(self, ndim: int, cin: int, cout: int, *, strides: Stride, norm: Norm,
+                 dropout: float, conv_only: bool = False, transposed: bool = False) -> None:
+        super().__init__()
+        stride = _per_axis(strides, ndim)
+        conv: nn.Module
+        if transposed:
+            conv = _conv_type(ndim, True)(cin, cout, kernel_size=3, stride=stride, padding=1,
+                                          output_padding=tuple(s - 1 for s in stride))
+        else:
+            conv = _conv_type(ndim)(cin, cout, kernel_size=3, stride=stride, padding=1)
+        self.add_module("conv", conv)
+        if not conv_only:
+            self.add_module("adn", _ADN(ndim, cout, norm, dropout))
+
+
+class _ResidualUnit(nn.Module):
+    """MONAI's ``ResidualUnit``: ``subunits`` convolutions plus a residual path."""
+
+    def __init__(self, ndim: int, cin: int, cout: int, *, strides: Stride, subunits: int,
+                 norm: Norm, dropout: float, last_conv_only: bool = False) -> None:
+        super().__init__()
+        self.conv = nn.Sequential()
+        self.residual: nn.Module = nn.Identity()
+        channels, stride = cin, strides
+        subunits = max(1, subunits)
+        for index in range(subunits):
+            self.conv.add_module(f"unit{index:d}", _Convolution(
+                ndim, channels, cout, strides=stride, norm=norm, dropout=dropout,
+                conv_only=last_conv_only and index == subunits - 1))
+            channels, stride = cout, 1
+        per_axis = _per_axis(strides, ndim)
+        if math.prod(per_axis) != 1 or cin != cout:
+            strided = math.prod(per_axis) != 1
+            self.residual = _conv_type(ndim)(cin, cout, 3 if strided else 1, per_axis,
+                                             1 if strided else 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``conv(x) + residual(x)``."""
+        res: torch.Tensor = self.residual(x)
+        out: torch.Tensor = self.conv(x)
+        return out + res
+
+
+class _SkipConnection(nn.Module):
+    """``cat([x, submodule(x)], dim=1)`` (MONAI's ``SkipConnection`` in ``cat`` mode)."""
+
+    def __init__(self, submodule: nn.Module) -> None:
+        super().__init__()
+        self.submodule = submodule
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Input and the deeper levels' output, stacked along the channels."""
+        return torch.cat([x, self.submodule(x)], dim=1)
+
+
+class UNet(nn.Module):
+    """A residual UNet equal to ``monai.networks.nets.UNet`` (kernel 3, PReLU, ``"NDA"``).
+
+    Parameters
+    ----------
+    spatial_dims
+        2 or 3.
+    in_channels, out_channels
+        Input channels and output (logit) channels.
+    channels
+        Channels per level, top first (at least 2).
+    strides
+        Down-sampling of each level transition (``len(channels) - 1`` entries), an
+        int or a per-axis tuple each.
+    num_res_units
+        Residual units per level (0: plain convolutions).
+    norm
+        ``"batch"`` or ``"instance"`` (affine-free, as MONAI's default).
+    dropout
+        Dropout probability after each normalisation.
+    """
+
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int,
+                 channels: Sequence[int], strides: Sequence[Stride], num_res_units: int = 0,
+                 norm: Norm = "instance", dropout: float = 0.0) -> None:
+        super().__init__()
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+        if len(channels) < 2:
+            raise ValueError("the length of `channels` should be no less than 2.")
+        if len(strides) < len(channels) - 1:
+            raise ValueError("the length of `strides` should equal to `len(channels) - 1`.")
+        self.dimensions = spatial_dims
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.channels, self.strides = tuple(channels), tuple(strides)
+        self.num_res_units, self.norm, self.dropout = num_res_units, norm, dropout
+        self.model = self._block(in_channels, out_channels, self.channels, self.strides, True)
+
+    def _block(self, cin: int, cout: int, channels: Sequence[int], strides: Sequence[Stride],
+               is_top: bool) -> nn.Module:
+        c, s = channels[0], strides[0]
+        sub: nn.Module
+        if len(channels) > 2:
+            sub = self._block(c, c, channels[1:], strides[1:], False)
+            upc = 2 * c
+        else:
+            sub = self._down(c, channels[1], 1)
+            upc = c + channels[1]
+        return nn.Sequential(self._down(cin, c, s), _SkipConnection(sub),
+                             self._up(upc, cout, s, is_top))
+
+    def _down(self, cin: int, cout: int, strides: Stride) -> nn.Module:
+        if self.num_res_units > 0:
+            return _ResidualUnit(self.dimensions, cin, cout, strides=strides,
+                                 subunits=self.num_res_units, norm=self.norm,
+                                 dropout=self.dropout)
+        return _Convolution(self.dimensions, cin, cout, strides=strides, norm=self.norm,
+                            dropout=self.dropout)
+
+    def _up(self, cin: int, cout: int, strides: Stride, is_top: bool) -> nn.Module:
+        conv = _Convolution(self.dimensions, cin, cout, strides=strides, norm=self.norm,
+                            dropout=self.dropout, transposed=True,
+                            conv_only=is_top and self.num_res_units == 0)
+        if self.num_res_units == 0:
+            return conv
+        return nn.Sequential(conv, _ResidualUnit(
+            self.dimensions, cout, cout, strides=1, subunits=1, norm=self.norm,
+            dropout=self.dropout, last_conv_only=is_top))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits, one channel per output class, at the input's resolution."""
+        out: torch.Tensor = self.model(x)
+        return out
