@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,3 +17,24 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real EM data not found at {SHARED_DATA} (../shared/data)")
     return SHARED_DATA.resolve()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 server (moto) on 127.0.0.1 for the whole session; stopped by its PID."""
+    from volseg.io.servers import s3_server
+
+    with s3_server() as url:
+        yield url
+
+
+@pytest.fixture
+def bucket(s3_endpoint: str) -> Iterator[str]:
+    """A new empty bucket on the loopback S3 server, as ``s3://<name>``.
+
+    ``AWS_ENDPOINT_URL`` and dummy credentials are set for the test only.
+    """
+    from volseg.io.servers import make_bucket, s3_environment
+
+    with s3_environment(s3_endpoint):
+        yield make_bucket(f"volseg-{uuid.uuid4().hex[:12]}")

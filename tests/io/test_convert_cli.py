@@ -280,3 +280,42 @@ def test_label_values_are_mapped_to_class_ids(tmp_path: Path) -> None:
     assert np.array_equal(np.asarray(labels), (mask == 255).astype(np.uint8))
     assert main(["convert", str(tmp_path / "img.tif"), str(tmp_path / "y.ome.zarr"),
                  "--map", "255=1"]) == 2
+
+
+def test_a_mask_stored_as_the_ignore_id_is_warned_about_and_mapped(
+        volume: np.ndarray, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Lucchi's case: mitochondria stored as 255 = the default ignore id."""
+    image_src, _ = fmt.write_npy(volume, tmp_path)
+    mask = np.where(volume > 200, 255, 0).astype(np.uint8)
+    np.save(tmp_path / "mask.npy", mask)
+    image = tmp_path / "img.ome.zarr"
+    assert _convert(image_src, image) == 0
+    capsys.readouterr()
+    assert _convert(tmp_path / "mask.npy", "--labels-of", image, "--name", "raw") == 0
+    err = capsys.readouterr().err
+    assert "volseg: warning:" in err and "--map 255=1" in err and "labels/raw" in err
+    assert main(["info", str(image)]) == 0
+    assert "warning: these labels hold only the ids 0 and 255" in capsys.readouterr().out
+    assert _convert(tmp_path / "mask.npy", "--labels-of", image, "--name", "mito",
+                    "--map", "255=1") == 0
+    assert "warning" not in capsys.readouterr().err
+    read, _ = open_volume(image / "labels" / "mito")
+    np.testing.assert_array_equal(read.compute(), mask // 255)
+    # the provenance is the command line as given (no dangling --values, no unasked --name)
+    command = group_attrs(image / "labels" / "mito")["volseg"]["command"]
+    assert command.endswith("--labels-of " + str(image) + " --name mito --map 255=1")
+    # evaluate against the unmapped truth warns too
+    assert main(["evaluate", "--prediction", str(image / "labels" / "mito"), "--truth",
+                 str(image / "labels" / "raw"), "--report", str(tmp_path / "report")]) == 0
+    assert "the truth" in capsys.readouterr().err
+
+
+def test_ignore_id_foreground_warns_only_for_exactly_background_and_ignore() -> None:
+    from volseg.checks import ignore_id_foreground
+
+    assert ignore_id_foreground({"0": 10, "255": 3}) is not None
+    assert ignore_id_foreground({0: 10, 255: 3}, 7) is None
+    assert ignore_id_foreground({"0": 10, "1": 2, "255": 3}) is None  # sparse annotation
+    assert ignore_id_foreground({"0": 10, "255": 0}) is None
+    assert ignore_id_foreground({"0": 10, "255": 3}, None) is None
+    assert ignore_id_foreground(None) is None

@@ -12,7 +12,10 @@ and defines::
 Sub-commands are discovered, so adding a command means adding a module named after
 the command.  ``volseg COMMAND ...`` imports only that command's module (start-up
 stays short: the heavy libraries are imported by the commands that use them);
-``volseg --help`` imports them all for their one-line help.  A
+``volseg --help`` imports them all for their one-line help, so a command module and
+the options module it reads its flags from import no heavy library (torch, dask, zarr,
+MONAI) at module level; the packages export their names lazily (:mod:`volseg.lazy`).
+``tests/cli/test_cli_startup.py`` checks it on ``sys.modules``.  A
 :class:`volseg.errors.VolsegError` is printed as one line (``volseg: error: ...``) and
 exits with status 2; ``--debug`` shows the traceback instead.
 """
@@ -105,12 +108,16 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``volseg`` console script; returns the exit status."""
     words = list(sys.argv[1:] if argv is None else argv)
+    if words == ["--version"]:  # answered before any command module is imported
+        print(f"volseg {__version__}")
+        return 0
     if argv is None:  # a command-line process of its own: block-friendly allocator
         from volseg.allocator import tune_for_blocks
 
         tune_for_blocks()
     parser = build_parser(_requested_command(words))
     args = parser.parse_args(words)
+    args._argv = words  # the command line as given, for the outputs' provenance
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_USAGE

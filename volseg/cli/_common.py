@@ -32,15 +32,20 @@ def options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def command_line(name: str, positional: Sequence[str], args: argparse.Namespace) -> str:
-    """Rebuild an equivalent command line for provenance records.
+    """Return the command line of a provenance record: as given, when ``main`` parsed it.
 
-    ``positional`` names the attributes of ``args`` that are positional arguments.
+    Otherwise (``args`` built by other code) an equivalent one is rebuilt from the
+    values, ``positional`` naming the attributes of ``args`` that are positional
+    arguments; empty lists are left out.
     """
+    given = getattr(args, "_argv", None)
+    if given is not None:
+        return shlex.join(["volseg", *map(str, given)])
     values = options(args)
     parts = ["volseg", name, *(str(values[k]) for k in positional if values.get(k) is not None)]
     for key, value in values.items():
         flag = "--" + key.replace("_", "-")
-        if value is None or value is False or key in positional:
+        if value is None or value is False or key in positional or value == []:
             continue
         if value is True:
             parts.append(flag)

@@ -14,13 +14,13 @@ one (an interrupted conversion) is resumed.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+import sys
 from typing import TYPE_CHECKING
 
 from volseg.cli import _common
 from volseg.cli._options import add_options, parse_options
 from volseg.errors import InputError
-from volseg.io.convert import ConvertOptions
+from volseg.io.options import ConvertOptions
 
 if TYPE_CHECKING:
     from volseg.io.convert import ConvertResult
@@ -77,7 +77,9 @@ def _value_pair(text: str) -> tuple[int, int]:
 
 def run(args: argparse.Namespace) -> int:
     """Convert and print a short summary; return the exit status."""
+    from volseg.checks import ignore_id_foreground
     from volseg.io.convert import convert_image, convert_label_image, convert_labels
+    from volseg.io.location import as_path
 
     labels = bool(args.labels or args.labels_of)
     if args.values and not labels:
@@ -90,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     attrs = _common.output_attrs(NAME, ["input", "output"], args, options)
     values = dict(args.values) or None
     if args.labels_of:
-        image = Path(args.labels_of)
+        image = as_path(args.labels_of)
         if not image.exists():
             raise InputError(f"{image} does not exist; convert the image first or drop "
                              f"--labels-of")
@@ -103,6 +105,9 @@ def run(args: argparse.Namespace) -> int:
         result = convert_image(args.input, args.output, options, overwrite=args.overwrite,
                                attrs=attrs)
     print(summary(result))
+    warning = ignore_id_foreground(result.class_frequencies, name=str(result.output))
+    if warning:
+        print(f"volseg: warning: {warning}", file=sys.stderr)
     return 0
 
 

@@ -21,7 +21,7 @@ import yaml
 
 from volseg.cli import _common
 from volseg.cli._options import add_options, parse_options
-from volseg.crf.pipeline import CRFOptions
+from volseg.crf.options import CRFOptions
 from volseg.errors import ConfigError, InputError
 
 NAME = "crf"

@@ -19,7 +19,7 @@ import argparse
 from volseg.cli import _common
 from volseg.cli._options import add_options, parse_options
 from volseg.errors import InputError
-from volseg.metrics.pipeline import EvaluateOptions
+from volseg.metrics.options import EvaluateOptions
 
 NAME = "evaluate"
 HELP = "compare a segmentation with ground truth: exact metrics, tables and plots"

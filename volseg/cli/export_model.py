@@ -16,7 +16,7 @@ import warnings
 
 from volseg.cli import _common
 from volseg.cli._options import add_options, parse_options
-from volseg.inference.package import WEIGHT_FORMATS, PackageOptions
+from volseg.inference.options import WEIGHT_FORMATS, PackageOptions
 
 NAME = "export-model"
 HELP = "write a trained model as a bioimage.io model package (ONNX + TorchScript weights)"

@@ -83,7 +83,11 @@ def _frequency_lines(freqs: Mapping[str, int] | None, indent: str = "  ") -> lis
     total = sum(freqs.values()) or 1
     parts = [f"{k}: {v} ({100 * v / total:.2f} %)"
              for k, v in sorted(freqs.items(), key=lambda kv: int(kv[0]))]
-    return [f"{indent}class frequencies  " + ", ".join(parts)]
+    lines = [f"{indent}class frequencies  " + ", ".join(parts)]
+    from volseg.checks import ignore_id_foreground
+
+    warning = ignore_id_foreground(freqs, name="these labels")
+    return lines + ([f"{indent}warning: {warning}"] if warning else [])
 
 
 def _provenance_lines(record: Any) -> list[str]:

@@ -19,7 +19,7 @@ import argparse
 
 from volseg.cli import _common
 from volseg.cli._options import add_options, parse_options
-from volseg.instances.pipeline import InstanceOptions
+from volseg.instances.options import InstanceOptions
 
 NAME = "instances"
 HELP = "connected components of chosen classes (an instance label image + object table)"

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-
-from volseg.workflow.runner import run_workflow
-from volseg.workflow.schema import load_workflow
+from pathlib import Path
 
 NAME = "run"
 HELP = "run a workflow YAML (stages in order, on the configured Dask cluster, resumable)"
@@ -25,14 +23,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stages", nargs="+", metavar="STAGE",
                         help="run only these stages (default: all in the file)")
     parser.add_argument("--check", action="store_true",
-                        help="validate the workflow and print the resolved config; run nothing")
+                        help="validate the workflow and print the resolved config (for a "
+                             "SLURM cluster also the job script each job runs); run nothing")
 
 
 def run(args: argparse.Namespace) -> int:
     """Validate and run the workflow; return the exit status."""
+    from volseg.cluster import SlurmCluster
+    from volseg.workflow.runner import run_workflow
+    from volseg.workflow.schema import load_workflow
+
     workflow = load_workflow(args.workflow, args.overrides)
     if args.check:
         print(json.dumps(workflow.config.model_dump(mode="json"), indent=2))
+        cluster = workflow.config.cluster
+        if isinstance(cluster, SlurmCluster):
+            from volseg.cluster.slurm import describe, log_directory_for
+
+            default = workflow.output_dir(Path.cwd()) / ".volseg" / "slurm"
+            print(describe(cluster, log_directory=log_directory_for(cluster, default)), end="")
         return 0
     run_workflow(workflow, overwrite=args.overwrite, only=args.stages)
     return 0

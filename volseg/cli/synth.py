@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from volseg.cli import _common
 from volseg.cli._options import add_options, parse_options
-from volseg.synth import Phantom
-from volseg.synth.pipeline import SynthOptions, WriteResult, summary
+from volseg.synth.options import SynthOptions
+
+if TYPE_CHECKING:
+    from volseg.synth import Phantom
+    from volseg.synth.pipeline import WriteResult
 
 NAME = "synth"
 HELP = "write a synthetic EM phantom (fibsem, cryoet, em2d) with ground truth"
@@ -50,6 +51,11 @@ def run(args: argparse.Namespace) -> int:
 
 def print_report(phantom: Phantom, result: WriteResult) -> None:
     """Print what was written and the class-frequency table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from volseg.synth.pipeline import summary
+
     info = summary(phantom, result)
     console = Console(file=sys.stdout, highlight=False, soft_wrap=True)
     console.print(f"wrote {', '.join(result.outputs)} in {result.seconds:.1f} s")

@@ -5,15 +5,22 @@ array with a halo derived from the kernel widths (:func:`crf_halo`) and a block 
 chosen from a memory budget (:func:`choose_block_size`).
 """
 
-from volseg.crf.blockwise import (
-    CRFConfig,
-    block_bytes,
-    choose_block_size,
-    crf_halo,
-    crf_labels,
-)
-from volseg.crf.kernel import compatibility_matrix, dense_crf, to_probabilities
-from volseg.crf.pipeline import CRFOptions, run_crf
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from volseg.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from volseg.crf.blockwise import (
+        block_bytes,
+        choose_block_size,
+        crf_halo,
+        crf_labels,
+    )
+    from volseg.crf.kernel import compatibility_matrix, dense_crf, to_probabilities
+    from volseg.crf.options import CRFConfig, CRFOptions
+    from volseg.crf.pipeline import run_crf
 
 __all__ = [
     "CRFConfig",
@@ -27,3 +34,10 @@ __all__ = [
     "run_crf",
     "to_probabilities",
 ]
+
+lazy_exports(__name__, {
+    "volseg.crf.blockwise": ("block_bytes", "choose_block_size", "crf_halo", "crf_labels"),
+    "volseg.crf.kernel": ("compatibility_matrix", "dense_crf", "to_probabilities"),
+    "volseg.crf.options": ("CRFConfig", "CRFOptions"),
+    "volseg.crf.pipeline": ("run_crf",),
+})

@@ -10,7 +10,8 @@ import dask.array as da
 import numpy as np
 import numpy.typing as npt
 
-from volseg.crf.kernel import CRFConfig, compatibility_matrix, dense_crf
+from volseg.crf.kernel import compatibility_matrix, dense_crf
+from volseg.crf.options import CRFConfig
 from volseg.errors import ConfigError, InputError
 
 __all__ = [

@@ -13,10 +13,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import Field, field_validator
 
+from volseg.crf.options import CRFConfig
 from volseg.errors import ConfigError, InputError
-from volseg.options import Options
 
 __all__ = [
     "MIN_PROBABILITY",
@@ -66,52 +65,6 @@ def to_probabilities(block: npt.NDArray[Any], *, axis: int = 0) -> npt.NDArray[n
     np.clip(p, MIN_PROBABILITY, 1.0, out=p)
     p /= p.sum(axis=axis, keepdims=True)
     return p
-
-
-def check_compatibility(value: float | list[list[float]]) -> float | list[list[float]]:
-    """Accept a Potts weight or a square C x C cost matrix (one row per class)."""
-    if isinstance(value, list):
-        n = len(value)
-        if n == 0 or any(len(row) != n for row in value):
-            raise ValueError("compatibility matrix must be square (one row per class)")
-    return value
-
-
-class CRFConfig(Options):
-    """Parameters of the dense CRF (widths in nanometres), frozen and validated.
-
-    Attributes
-    ----------
-    gaussian_sigma_nm, gaussian_weight
-        Smoothness kernel width θγ (nm) and weight w⁽²⁾ (0 disables it).
-    bilateral_sigma_nm, bilateral_intensity, bilateral_weight
-        Appearance kernel: spatial width θα (nm), intensity width θβ (image units)
-        and weight w⁽¹⁾ (0 disables it).
-    compatibility
-        Potts weight (cost of two different labels) or a full ``C × C`` cost matrix.
-    iterations
-        Mean-field iterations.
-    halo
-        Halo in voxels ``(z, y, x)``; ``None`` derives it with :func:`crf_halo`.
-    """
-
-    gaussian_sigma_nm: float = Field(10.0, gt=0, description="smoothness kernel width in nm")
-    gaussian_weight: float = Field(3.0, ge=0, description="smoothness kernel weight, 0 = off")
-    bilateral_sigma_nm: float = Field(20.0, gt=0, description="bilateral spatial width in nm")
-    bilateral_intensity: float = Field(
-        10.0, gt=0, description="bilateral intensity width in image units")
-    bilateral_weight: float = Field(2.0, ge=0, description="bilateral weight, 0 = off")
-    compatibility: float | list[list[float]] = Field(
-        1.0, description="Potts weight (cost of two different labels) or a C x C cost matrix")
-    iterations: int = Field(5, ge=0, le=100, description="mean-field iterations")
-    halo: tuple[int, int, int] | None = Field(
-        None, description="halo in voxels z y x (default: derived from the kernel widths, "
-                          "weights and iterations)")
-
-    @field_validator("compatibility")
-    @classmethod
-    def _square(cls, value: float | list[list[float]]) -> float | list[list[float]]:
-        return check_compatibility(value)
 
 
 def compatibility_matrix(compatibility: Compatibility, n_classes: int) -> npt.NDArray[np.float32]:

@@ -19,19 +19,18 @@ import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dask
 import numpy as np
-from pydantic import Field
 
-from volseg.crf.blockwise import CRFConfig, block_bytes, crf_halo, crf_labels
+from volseg.crf.blockwise import block_bytes, crf_halo, crf_labels
+from volseg.crf.options import CRFConfig, CRFOptions
 from volseg.errors import InputError, OutputExistsError
 from volseg.io import StoreReport, omezarr, open_volume, store_blocks
 from volseg.io.guard import check_output_location, check_replaceable, run_identity
-from volseg.ngff import DEFAULT_NGFF, Ngff
-from volseg.options import PositiveSize3, VoxelSize3, options_of
+from volseg.io.location import Location, PathLike, as_path, check_writable
+from volseg.options import options_of
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -39,57 +38,11 @@ if TYPE_CHECKING:
 __all__ = ["CRFOptions", "CRFRunResult", "crf_output_state", "default_processes", "run_crf"]
 
 
-class CRFOptions(CRFConfig):
-    """The options of a CRF run: kernel parameters, blocks, voxel size, processes, pyramid.
-
-    Attributes
-    ----------
-    block_size
-        Core block size ``(z, y, x)`` (the shards in NGFF 0.5); ``None`` chooses it from
-        ``memory_budget_mib``.
-    memory_budget_mib
-        Memory per block (per worker) when ``block_size`` is ``None``.
-    voxel_size
-        ``(z, y, x)`` nm; default: the probabilities', else the image's.
-    processes
-        Without a cluster: compute the blocks on this many local worker processes
-        (``None``: dask's ``num_workers`` setting, else all cores; 1: the threaded
-        scheduler).  pydensecrf2 holds the GIL during inference, so threads would run
-        the CRF of one block at a time; each process holds one block at a time, so
-        peak memory is about ``processes ×`` the per-block estimate.
-    pyramid
-        Also write the downsampled levels.
-    ngff
-        OME-Zarr version written: ``"0.5"`` (zarr v3, one shard per block) or ``"0.4"``.
-    chunks
-        ``(z, y, x)`` zarr chunks (0.5: inner chunks), the divisors of the block nearest
-        these (default 64³).
-
-    See :class:`volseg.crf.CRFConfig` for the kernel parameters (widths in nm).
-    """
-
-    block_size: PositiveSize3 | None = Field(
-        None, description="block size z y x in voxels (default: from the memory budget)")
-    memory_budget_mib: int = Field(2048, ge=16, description="memory per block in MiB when "
-                                                            "no block size is given")
-    voxel_size: VoxelSize3 | None = Field(
-        None, description="voxel size z y x in nm (default: the inputs')")
-    processes: int | None = Field(
-        None, ge=1, description="local worker processes without a cluster (default: all "
-                                "cores; pydensecrf2 holds the GIL)")
-    pyramid: bool = Field(True, description="write the downsampled levels")
-    ngff: Ngff = Field(DEFAULT_NGFF, description="OME-NGFF version written: 0.5 = zarr v3 "
-                                                 "with one shard per block, 0.4 = zarr v2")
-    chunks: PositiveSize3 | None = Field(
-        None, description="chunks z y x, the divisors of the block nearest these (default "
-                          "64 64 64; in NGFF 0.5 the inner chunks of the shards)")
-
-
 @dataclass(frozen=True)
 class CRFRunResult:
     """What :func:`run_crf` did."""
 
-    output: Path
+    output: Location
     shape: tuple[int, int, int]
     n_classes: int
     voxel_size: tuple[float, float, float]
@@ -118,12 +71,12 @@ class CRFRunResult:
         }
 
 
-def crf_output_state(output: str | Path) -> str:
+def crf_output_state(output: PathLike) -> str:
     """``absent`` / ``partial`` / ``complete`` / ``other`` for the label image ``output``."""
-    return omezarr.image_state(Path(output))
+    return omezarr.image_state(as_path(output))
 
 
-def _class_names(probabilities: str | Path, n_classes: int, record: Mapping[str, Any]
+def _class_names(probabilities: PathLike, n_classes: int, record: Mapping[str, Any]
                  ) -> list[str] | None:
     """The class names of the probability channels (``None``: not recorded)."""
     names = record.get("class_names")
@@ -165,9 +118,9 @@ def _scheduler(client: Client | None, processes: int | None) -> Iterator[None]:
 
 
 def run_crf(
-    probabilities: str | Path,
-    image: str | Path | None,
-    output: str | Path,
+    probabilities: PathLike,
+    image: PathLike | None,
+    output: PathLike,
     options: CRFOptions | None = None,
     *,
     overwrite: bool = False,
@@ -208,7 +161,8 @@ def run_crf(
     start = time.perf_counter()
     config = options or CRFOptions()
     voxel_size = config.voxel_size
-    output = Path(output)
+    output = as_path(output)
+    check_writable(output)
     check_output_location(output, [probabilities, image])
     state = crf_output_state(output)
     if not overwrite and state in ("complete", "other"):

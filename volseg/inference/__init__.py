@@ -15,17 +15,24 @@ Parts: :mod:`volseg.geometry` (patch grid, overlap-add plan), :mod:`.weights`
 :mod:`.blockwise` (the Dask graphs) and :mod:`.api`.
 """
 
-from volseg.inference.api import (
-    Network,
-    default_block_size,
-    logits_to_labels,
-    logits_to_probabilities,
-    predict_logits,
-)
-from volseg.inference.cache import ModelRef, cache_stats, clear_cache
-from volseg.inference.dense import densify, receptive_field
-from volseg.inference.options import PredictOptions
-from volseg.inference.weights import importance_map
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from volseg.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from volseg.inference.api import (
+        Network,
+        default_block_size,
+        logits_to_labels,
+        logits_to_probabilities,
+        predict_logits,
+    )
+    from volseg.inference.cache import ModelRef, cache_stats, clear_cache
+    from volseg.inference.dense import densify, receptive_field
+    from volseg.inference.options import PredictOptions
+    from volseg.inference.weights import importance_map
 
 __all__ = [
     "ModelRef",
@@ -41,3 +48,12 @@ __all__ = [
     "predict_logits",
     "receptive_field",
 ]
+
+lazy_exports(__name__, {
+    "volseg.inference.api": ("Network", "default_block_size", "logits_to_labels",
+                              "logits_to_probabilities", "predict_logits"),
+    "volseg.inference.cache": ("ModelRef", "cache_stats", "clear_cache"),
+    "volseg.inference.dense": ("densify", "receptive_field"),
+    "volseg.inference.options": ("PredictOptions",),
+    "volseg.inference.weights": ("importance_map",),
+})

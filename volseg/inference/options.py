@@ -117,3 +117,66 @@ class PredictOptions(Options):
                           "64 64 64; in NGFF 0.5 the inner chunks of the shards)")
     backend: Backend = Field("auto", description="how the network runs: torch (TorchScript "
                                                  "for packages) or onnx (onnxruntime, CPU)")
+
+
+WEIGHT_FORMATS: tuple[str, ...] = ("torchscript", "onnx")
+
+
+WeightFormat = Literal["torchscript", "onnx"]
+
+
+class Citation(Options):
+    """A citation: free text plus a DOI (``10.xxxx/...``) or an http(s) URL."""
+
+    text: str = Field(description="free text, e.g. authors, title, journal, year")
+    doi: str | None = Field(None, description="DOI, 10.xxxx/...")
+    url: str | None = Field(None, description="http(s) URL (when there is no DOI)")
+
+
+class PackageOptions(Options):
+    """Options of :func:`export_model` (``volseg export-model`` and the ``export_model`` stage).
+
+    Attributes
+    ----------
+    name, description
+        The package's name (default from the architecture and classes) and one-line
+        description (default generated).
+    authors
+        ``"Name"`` or ``"Name; Affiliation"`` each.
+    license
+        SPDX licence id (e.g. ``"CC-BY-4.0"``, ``"MIT"``).
+    cite
+        Citations (text plus DOI or URL).
+    covers
+        Cover images (PNG/JPEG; e.g. the workflow's ``preview/xy.png``); default: the
+        test input's middle section beside it with the predicted classes.
+    sample
+        The image the test input is cut from (its centre); default: the training
+        image recorded in the model, else a synthetic image.
+    weights
+        Formats to write: ``torchscript`` and/or ``onnx``.
+    state_dict
+        Also write ``pytorch_state_dict`` weights (a pickle: volseg never reads them;
+        for consumers that need them), with a warning.
+    """
+
+    name: str | None = Field(None, description="package name (default: architecture and "
+                                               "classes)")
+    description: str | None = Field(None, description="one-line description (default "
+                                                      "generated)")
+    authors: list[str] = Field(default_factory=list,
+                               description="authors, 'Name' or 'Name; Affiliation' each")
+    license: str | None = Field(None, description="licence of the weights, an SPDX id such "
+                                                  "as CC-BY-4.0 or MIT")
+    cite: list[Citation] = Field(default_factory=list, description="citations")
+    covers: list[str] = Field(default_factory=list,
+                              description="cover images, e.g. a workflow's preview/xy.png "
+                                          "(default: made from the test tensors)")
+    sample: str | None = Field(None, description="image the test input is cut from "
+                                                 "(default: the training image recorded in "
+                                                 "the model, else a synthetic one)")
+    weights: list[WeightFormat] = Field(["torchscript", "onnx"], min_length=1,
+                                        description="weight formats to write")
+    state_dict: bool = Field(False, description="also write pytorch_state_dict weights: a "
+                                                "PICKLE, which volseg never loads")
+

@@ -39,6 +39,7 @@ from volseg.inference.api import (
 )
 from volseg.inference.options import PROBABILITY_DTYPES, PredictOptions
 from volseg.inference.stream import compute_in_order
+from volseg.io.location import Location, PathLike, as_path, check_writable
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -74,9 +75,9 @@ class PredictResult:
         Level-0 voxels of the computed blocks per second of ``block_seconds``.
     """
 
-    output: Path
-    labels: Path
-    probabilities: Path | None
+    output: Location
+    labels: Location
+    probabilities: Location | None
     shape: tuple[int, int, int]
     classes: tuple[str, ...]
     patch_size: tuple[int, int, int]
@@ -98,18 +99,18 @@ class PredictResult:
         return out
 
 
-def labels_path(output: str | os.PathLike[str], probabilities: str = "uint8") -> Path:
+def labels_path(output: PathLike, probabilities: str = "uint8") -> Location:
     """Return where a prediction's labels go: ``OUT/labels/semantic``, or ``OUT`` itself
     when no probabilities are written (a standalone label image)."""
-    out = Path(output)
+    out = as_path(output)
     return out if probabilities == "none" else out / "labels" / LABEL_NAME
 
 
-def output_state(output: str | os.PathLike[str], probabilities: str = "uint8") -> str:
+def output_state(output: PathLike, probabilities: str = "uint8") -> str:
     """Return ``"absent"``, ``"partial"``, ``"complete"`` or ``"other"`` for a prediction."""
     from volseg.io.omezarr import image_state
 
-    out = Path(output)
+    out = as_path(output)
     states = [image_state(labels_path(out, probabilities))]
     if probabilities != "none":
         states.append(image_state(out))
@@ -192,8 +193,8 @@ def stream_plan(plan: WritePlan, description: str) -> None:
 # ---------------------------------------------------------------------------- run
 def run_predict(
     model: str | os.PathLike[str],
-    image: str | os.PathLike[str],
-    output: str | os.PathLike[str],
+    image: PathLike,
+    output: PathLike,
     options: PredictOptions | None = None,
     *,
     overwrite: bool = False,
@@ -253,7 +254,8 @@ def run_predict(
     start = time.perf_counter()
     options = options or PredictOptions()
     probabilities = options.probabilities
-    out = Path(output)
+    out = as_path(output)
+    check_writable(out)
     check_output_location(out, [image, model])
     state = output_state(out, probabilities)
     if not overwrite and state in ("complete", "other"):
@@ -314,7 +316,7 @@ def run_predict(
         ltarget = omezarr.create_label_image(
             out, shape=shape, dtype=np.uint8, chunks=lab_layout.chunks,
             shards=lab_layout.shards, voxel_size=vs, overwrite=overwrite, attrs=group_attrs,
-            origin=origin, ngff=ngff, image=omezarr.image_of(Path(image)), classes=classes,
+            origin=origin, ngff=ngff, image=omezarr.image_of(image), classes=classes,
             ignore_id=ignore_id, identity=identity)
     pairs.insert(0, (logits_to_labels(logits, network.activation), ltarget))
     t0 = time.perf_counter()

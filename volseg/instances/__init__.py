@@ -6,9 +6,16 @@ minimum-size filter and returns lazy instance labels plus an exact per-object
 table (:class:`ObjectTable`, written by :func:`write_table`).
 """
 
-from volseg.instances.blockwise import InstanceResult, ObjectTable, label_instances
-from volseg.instances.kernel import label_block, neighbour_offsets
-from volseg.instances.table import read_table, write_table
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from volseg.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from volseg.instances.blockwise import InstanceResult, ObjectTable, label_instances
+    from volseg.instances.kernel import label_block, neighbour_offsets
+    from volseg.instances.table import read_table, write_table
 
 __all__ = [
     "InstanceResult",
@@ -19,3 +26,9 @@ __all__ = [
     "read_table",
     "write_table",
 ]
+
+lazy_exports(__name__, {
+    "volseg.instances.blockwise": ("InstanceResult", "ObjectTable", "label_instances"),
+    "volseg.instances.kernel": ("label_block", "neighbour_offsets"),
+    "volseg.instances.table": ("read_table", "write_table"),
+})

@@ -17,18 +17,15 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
-
-from pydantic import Field, field_validator
+from typing import TYPE_CHECKING, Any
 
 from volseg.errors import InputError, OutputExistsError
 from volseg.instances.blockwise import label_instances
+from volseg.instances.options import DEFAULT_BLOCK, InstanceOptions
 from volseg.instances.table import write_table
 from volseg.io import StoreReport, omezarr, open_volume, store_blocks
 from volseg.io.guard import check_output_location, check_replaceable, run_identity
-from volseg.ngff import DEFAULT_NGFF, Ngff
-from volseg.options import Options, PositiveSize3, VoxelSize3
+from volseg.io.location import Location, PathLike, as_path, check_writable, normalize
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -36,63 +33,12 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_BLOCK", "InstanceOptions", "InstancesRunResult", "instances_output_state",
            "run_instances"]
 
-#: Default block size (the shards in NGFF 0.5).
-DEFAULT_BLOCK = (128, 128, 128)
-
-
-class InstanceOptions(Options):
-    """Which classes become objects, how they connect, and how the volume is cut.
-
-    Attributes
-    ----------
-    classes
-        Class ids whose connected components become objects.
-    connectivity
-        6 (faces), 18 (+ edges) or 26 (+ corners).
-    min_size
-        Objects with fewer voxels are dropped (0 keeps all).
-    block_size
-        Block size ``(z, y, x)`` (the shards in NGFF 0.5).
-    voxel_size
-        ``(z, y, x)`` nm for the centroids; default: the labels'.
-    pyramid
-        Also write the downsampled levels (mode).
-    ngff
-        OME-Zarr version written: ``"0.5"`` (zarr v3, one shard per block) or ``"0.4"``.
-    chunks
-        ``(z, y, x)`` zarr chunks (0.5: inner chunks), the divisors of the block nearest
-        these (default 64³).
-    """
-
-    classes: list[int] = Field(min_length=1, description="class ids whose connected "
-                                                         "components become objects")
-    connectivity: Literal[6, 18, 26] = Field(26, description="6 (faces), 18 (+edges) or 26 "
-                                                             "(+corners)")
-    min_size: int = Field(0, ge=0, description="drop objects with fewer voxels (0: keep all)")
-    block_size: PositiveSize3 = Field(DEFAULT_BLOCK, description="block size z y x in voxels")
-    voxel_size: VoxelSize3 | None = Field(
-        None, description="voxel size z y x in nm (default: the labels')")
-    pyramid: bool = Field(True, description="write the downsampled levels")
-    ngff: Ngff = Field(DEFAULT_NGFF, description="OME-NGFF version written: 0.5 = zarr v3 "
-                                                 "with one shard per block, 0.4 = zarr v2")
-    chunks: PositiveSize3 | None = Field(
-        None, description="chunks z y x, the divisors of the block nearest these (default "
-                          "64 64 64; in NGFF 0.5 the inner chunks of the shards)")
-
-    @field_validator("classes")
-    @classmethod
-    def _ids(cls, value: list[int]) -> list[int]:
-        if any(not 0 <= c <= 65534 for c in value):
-            raise ValueError("class ids must be in 0..65534")
-        return value
-
-
 @dataclass(frozen=True)
 class InstancesRunResult:
     """What :func:`run_instances` did."""
 
-    output: Path
-    table: Path | None
+    output: Location
+    table: Location | None
     shape: tuple[int, ...]
     dtype: str
     n_objects: int
@@ -124,23 +70,23 @@ class InstancesRunResult:
         }
 
 
-def instances_output_state(output: str | Path) -> str:
+def instances_output_state(output: PathLike) -> str:
     """``absent`` / ``partial`` / ``complete`` / ``other`` for the label image ``output``."""
-    return omezarr.image_state(Path(output))
+    return omezarr.image_state(as_path(output))
 
 
-def _image_of(labels: str | Path) -> Path | None:
+def _image_of(labels: PathLike) -> Location | None:
     """The image the semantic labels belong to (their ``image-label.source``)."""
     image = omezarr.image_of(labels)
-    return None if image == Path(labels).resolve() else image
+    return None if image is None or str(image) == str(normalize(as_path(labels))) else image
 
 
 def run_instances(
-    labels: str | Path,
-    output: str | Path,
+    labels: PathLike,
+    output: PathLike,
     options: InstanceOptions,
     *,
-    table: str | Path | None = None,
+    table: PathLike | None = None,
     overwrite: bool = False,
     attrs: Mapping[str, Any] | None = None,
     client: Client | None = None,
@@ -169,8 +115,9 @@ def run_instances(
         Optional ``distributed.Client``.
     """
     start = time.perf_counter()
-    output = Path(output)
-    table_path = None if table is None else Path(table)
+    output = as_path(output)
+    check_writable(output)
+    table_path = None if table is None else as_path(table)
     check_output_location(output, [labels])
     if table_path is not None:
         check_output_location(table_path, [labels])

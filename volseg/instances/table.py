@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import numpy.typing as npt
 
 from volseg.errors import InputError, OutputExistsError
 from volseg.instances.blockwise import TABLE_COLUMNS, ObjectTable
+from volseg.io.location import Location, PathLike, as_path
 
 __all__ = ["has_parquet", "read_table", "write_table"]
 
@@ -24,7 +26,7 @@ def has_parquet() -> bool:
     return importlib.util.find_spec("pyarrow") is not None
 
 
-def write_table(table: ObjectTable, path: str | Path, *, overwrite: bool = False) -> Path:
+def write_table(table: ObjectTable, path: PathLike, *, overwrite: bool = False) -> Location:
     """Write the object table as CSV (``.csv``) or Parquet (``.parquet``, needs pyarrow).
 
     Centroids are written with ``repr`` precision (round-trip exact). The file is
@@ -37,13 +39,12 @@ def write_table(table: ObjectTable, path: str | Path, *, overwrite: bool = False
     InputError
         If Parquet is asked for without pyarrow, or the suffix is unknown.
     """
-    path = Path(path)
+    path = as_path(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
     suffix = path.suffix.lower()
     cols = table.columns()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    buffer = io.BytesIO()
     if suffix == ".parquet":
         if not has_parquet():
             raise InputError(
@@ -52,16 +53,23 @@ def write_table(table: ObjectTable, path: str | Path, *, overwrite: bool = False
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        pq.write_table(pa.table({k: np.asarray(v) for k, v in cols.items()}), tmp)
+        pq.write_table(pa.table({k: np.asarray(v) for k, v in cols.items()}), buffer)
     elif suffix == ".csv":
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(TABLE_COLUMNS)
-            data = [cols[c].tolist() for c in TABLE_COLUMNS]
-            for row in zip(*data, strict=True):
-                writer.writerow([repr(v) if isinstance(v, float) else v for v in row])
+        text = io.StringIO(newline="")
+        writer = csv.writer(text)
+        writer.writerow(TABLE_COLUMNS)
+        data = [cols[c].tolist() for c in TABLE_COLUMNS]
+        for row in zip(*data, strict=True):
+            writer.writerow([repr(v) if isinstance(v, float) else v for v in row])
+        buffer.write(text.getvalue().encode())
     else:
         raise InputError(f"{path}: the object table must end in .csv or .parquet")
+    if not isinstance(path, Path):  # an object is written whole or not at all
+        path.write_bytes(buffer.getvalue())
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(buffer.getvalue())
     os.replace(tmp, path)
     return path
 

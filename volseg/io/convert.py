@@ -16,57 +16,25 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import dask.array as da
 import numpy as np
 import zarr
-from pydantic import Field
 
 from volseg.errors import InputError, OutputExistsError
 from volseg.io import omezarr
 from volseg.io.guard import check_output_location, check_replaceable, run_identity
+from volseg.io.location import Location, PathLike, as_path, check_writable
+from volseg.io.options import ConvertOptions
 from volseg.io.readers import VolumeMeta, open_volume
 from volseg.io.store import StoreReport, store_blocks
 from volseg.ngff import DEFAULT_NGFF, Ngff
-from volseg.options import Options, PositiveSize3, VoxelSize3
 
 if TYPE_CHECKING:
     from distributed import Client
 
 State = Literal["absent", "partial", "complete", "other"]
-
-
-class ConvertOptions(Options):
-    """How a volume is read and written as OME-Zarr.
-
-    Attributes
-    ----------
-    dataset
-        Dataset inside an HDF5 file / Zarr group / N5 container.
-    chunks
-        ``(z, y, x)`` zarr chunks, the inner chunks of the shards in NGFF 0.5 (default
-        :func:`volseg.io.omezarr.default_chunks`).
-    voxel_size
-        ``(z, y, x)`` nm; overrides what the file says (labels: the image's).
-    pyramid
-        Build the downsampled levels.
-    ngff
-        ``"0.5"`` (zarr v3, sharded) or ``"0.4"`` (zarr v2).  Labels added to an
-        existing image take the image's version.
-    """
-
-    dataset: str | None = Field(None, description="dataset inside an HDF5 file, Zarr group "
-                                                  "or N5 container")
-    chunks: PositiveSize3 | None = Field(
-        None, description="output chunk shape z y x in voxels (default 64 64 64; 1 256 256 "
-                          "for a single section; in NGFF 0.5 the inner chunks of the shards)")
-    voxel_size: VoxelSize3 | None = Field(
-        None, description="voxel size z y x in nm (overrides what the input file says)")
-    pyramid: bool = Field(True, description="write the downsampled levels")
-    ngff: Ngff = Field(DEFAULT_NGFF, description="OME-NGFF version written: 0.5 = zarr v3 "
-                                                 "with shards, 0.4 = zarr v2")
 
 
 @dataclass(frozen=True)
@@ -94,9 +62,11 @@ class ConvertResult:
         Level-0 block counts (computed now / skipped as already done).
     seconds
         Wall time.
+    class_frequencies
+        Labels (``uint8``): ``{id: voxel count}`` as stored in the group's attributes.
     """
 
-    output: Path
+    output: Location
     shape: tuple[int, ...]
     dtype: str
     chunks: tuple[int, ...]
@@ -108,6 +78,7 @@ class ConvertResult:
     overwritten: bool = False
     shards: tuple[int, ...] | None = None
     ngff: str = DEFAULT_NGFF
+    class_frequencies: dict[str, int] | None = None
 
     @property
     def resumed(self) -> bool:
@@ -132,7 +103,7 @@ class ConvertResult:
         }
 
 
-def check_output(path: Path, overwrite: bool, *, inputs: Sequence[Path] = ()) -> State:
+def check_output(path: Location, overwrite: bool, *, inputs: Sequence[Location] = ()) -> State:
     """Return the state of ``path``; refuse a finished or foreign output without overwrite.
 
     Raises
@@ -144,6 +115,7 @@ def check_output(path: Path, overwrite: bool, *, inputs: Sequence[Path] = ()) ->
         ``overwrite``, is not an output volseg wrote.
     """
     check_output_location(path, inputs)
+    check_writable(path)
     state = omezarr.image_state(path)
     if state in ("complete", "other") and not overwrite:
         raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
@@ -152,7 +124,7 @@ def check_output(path: Path, overwrite: bool, *, inputs: Sequence[Path] = ()) ->
     return state
 
 
-def _identity(kind: str, source: Path, options: ConvertOptions,
+def _identity(kind: str, source: Location, options: ConvertOptions,
               **more: Any) -> dict[str, Any]:
     return run_identity(f"convert {kind}", {**options.to_dict(), **more},
                         inputs={"source": source})
@@ -169,7 +141,7 @@ def _voxel(voxel_size: Sequence[float] | None, meta: VolumeMeta
     return meta.voxel_size
 
 
-def _open_aligned(source: Path, dataset: str | None, chunks: Sequence[int] | None,
+def _open_aligned(source: Location, dataset: str | None, chunks: Sequence[int] | None,
                   ngff: Ngff, level: int = 0
                   ) -> tuple[Any, VolumeMeta, omezarr.Layout]:
     """Open ``source`` in writer blocks aligned to the output's storage chunks."""
@@ -181,7 +153,7 @@ def _open_aligned(source: Path, dataset: str | None, chunks: Sequence[int] | Non
 
 
 def convert_image(
-    source: str | Path, output: str | Path, options: ConvertOptions | None = None, *,
+    source: PathLike, output: PathLike, options: ConvertOptions | None = None, *,
     overwrite: bool = False, attrs: Mapping[str, Any] | None = None,
     client: Client | None = None,
 ) -> ConvertResult:
@@ -211,7 +183,7 @@ def convert_image(
     """
     start = time.perf_counter()
     options = options or ConvertOptions()
-    source, output = Path(source), Path(output)
+    source, output = as_path(source), as_path(output)
     array, meta, layout = _open_aligned(source, options.dataset, options.chunks, options.ngff)
     state = check_output(output, overwrite, inputs=[source])
     vs = _voxel(options.voxel_size, meta)
@@ -250,7 +222,7 @@ def remap_labels(array: da.Array, values: Mapping[int, int]) -> da.Array:
     return da.map_blocks(_remap_block, array, old, new, dtype, dtype=dtype)
 
 
-def _label_source(source: Path, dataset: str | None, chunks: Sequence[int] | None,
+def _label_source(source: Location, dataset: str | None, chunks: Sequence[int] | None,
                   ngff: Ngff, values: Mapping[int, int] | None
                   ) -> tuple[da.Array, VolumeMeta, omezarr.Layout]:
     array, meta, layout = _open_aligned(source, dataset, chunks, ngff)
@@ -271,7 +243,7 @@ def _check_name(name: str) -> None:
 
 
 def convert_labels(
-    source: str | Path, image: str | Path, name: str, options: ConvertOptions | None = None,
+    source: PathLike, image: PathLike, name: str, options: ConvertOptions | None = None,
     *, values: Mapping[int, int] | None = None, overwrite: bool = False,
     attrs: Mapping[str, Any] | None = None, client: Client | None = None,
     classes: Sequence[str] | None = None, ignore_id: int | None = None,
@@ -287,7 +259,7 @@ def convert_labels(
     """
     start = time.perf_counter()
     options = options or ConvertOptions()
-    source, image = Path(source), Path(image)
+    source, image = as_path(source), as_path(image)
     _check_name(name)
     if not image.exists() or "multiscales" not in omezarr.group_attrs(image):
         raise InputError(f"{image} is not an OME-Zarr image; convert the image first, or "
@@ -304,16 +276,17 @@ def convert_labels(
         image, name, shape=array.shape, dtype=array.dtype, chunks=layout.chunks,
         shards=layout.shards, voxel_size=vs, overwrite=overwrite, attrs=attrs,
         classes=classes, ignore_id=ignore_id, identity=identity)
-    report = _fill_labels(array, target, output, source, options.pyramid, client, identity)
-    return _result(output, target, vs, state, report, start, overwrite)
+    report, freqs = _fill_labels(array, target, output, source, options.pyramid, client,
+                                 identity)
+    return _result(output, target, vs, state, report, start, overwrite, freqs)
 
 
 def convert_label_image(
-    source: str | Path, output: str | Path, options: ConvertOptions | None = None, *,
+    source: PathLike, output: PathLike, options: ConvertOptions | None = None, *,
     values: Mapping[int, int] | None = None, overwrite: bool = False,
     attrs: Mapping[str, Any] | None = None, client: Client | None = None,
     classes: Sequence[str] | None = None, ignore_id: int | None = None,
-    image: str | Path | None = None,
+    image: PathLike | None = None,
 ) -> ConvertResult:
     """Convert ``source`` into the standalone label image ``output``.
 
@@ -322,7 +295,7 @@ def convert_label_image(
     """
     start = time.perf_counter()
     options = options or ConvertOptions()
-    source, output = Path(source), Path(output)
+    source, output = as_path(source), as_path(output)
     array, meta, layout = _label_source(source, options.dataset, options.chunks, options.ngff,
                                         values)
     state = check_output(output, overwrite, inputs=[source])
@@ -333,27 +306,30 @@ def convert_label_image(
         shards=layout.shards, voxel_size=vs, overwrite=overwrite, attrs=attrs,
         origin=meta.origin, ngff=options.ngff, classes=classes, ignore_id=ignore_id,
         image=image, identity=identity)
-    report = _fill_labels(array, target, output, source, options.pyramid, client, identity)
-    return _result(output, target, vs, state, report, start, overwrite)
+    report, freqs = _fill_labels(array, target, output, source, options.pyramid, client,
+                                 identity)
+    return _result(output, target, vs, state, report, start, overwrite, freqs)
 
 
 def _values(values: Mapping[int, int] | None) -> dict[str, int] | None:
     return None if not values else {str(k): int(v) for k, v in values.items()}
 
 
-def _fill_labels(array: da.Array, target: zarr.Array, output: Path, source: Path,
+def _fill_labels(array: da.Array, target: zarr.Array, output: Location, source: Location,
                  pyramid: bool, client: Client | None,
-                 identity: Mapping[str, Any] | None = None) -> StoreReport:
+                 identity: Mapping[str, Any] | None = None,
+                 ) -> tuple[StoreReport, dict[str, int] | None]:
     report = store_blocks(array, target, description=f"converting {source.name}",
                           client=client, identity=identity)
+    freqs = None
     if np.dtype(array.dtype) == np.uint8:
-        omezarr.store_class_frequencies(output, client=client)
+        freqs = omezarr.store_class_frequencies(output, client=client)
     if pyramid:
         omezarr.write_pyramid(output, method="mode", client=client)
-    return report
+    return report, freqs
 
 
-def _image_voxel(image: Path, shape: Sequence[int], source: Path
+def _image_voxel(image: Location, shape: Sequence[int], source: Location
                  ) -> tuple[float, float, float] | None:
     """Return the voxel size of the image at ``image`` after checking the label shape."""
     if not image.exists() or "multiscales" not in omezarr.group_attrs(image):
@@ -366,9 +342,9 @@ def _image_voxel(image: Path, shape: Sequence[int], source: Path
     return ms.voxel_size
 
 
-def _result(output: Path, target: zarr.Array, vs: tuple[float, float, float] | None,
-            state: State, report: StoreReport, start: float, overwrite: bool
-            ) -> ConvertResult:
+def _result(output: Location, target: zarr.Array, vs: tuple[float, float, float] | None,
+            state: State, report: StoreReport, start: float, overwrite: bool,
+            class_frequencies: dict[str, int] | None = None) -> ConvertResult:
     levels = len(omezarr.read_multiscales(output).levels)
     return ConvertResult(
         output=output, shape=tuple(target.shape), dtype=str(target.dtype),
@@ -376,4 +352,4 @@ def _result(output: Path, target: zarr.Array, vs: tuple[float, float, float] | N
         report=report, seconds=time.perf_counter() - start,
         overwritten=overwrite and state != "absent",
         shards=None if target.shards is None else tuple(target.shards),
-        ngff=omezarr.group_version(output) or DEFAULT_NGFF)
+        ngff=omezarr.group_version(output) or DEFAULT_NGFF, class_frequencies=class_frequencies)

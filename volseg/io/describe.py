@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import zarr
 
 from volseg.io import omezarr
+from volseg.io.location import Location, PathLike, as_path, zarr_store
 from volseg.io.readers import open_volume
 
 
-def describe(path: str | Path, *, dataset: str | None = None) -> dict[str, Any]:
+def describe(path: PathLike, *, dataset: str | None = None) -> dict[str, Any]:
     """Return shape, dtype, chunks, voxel size, levels, labels and provenance of ``path``.
 
     Works on OME-Zarr image and label groups (all levels, label images, stored class
@@ -24,7 +24,7 @@ def describe(path: str | Path, *, dataset: str | None = None) -> dict[str, Any]:
     volseg.errors.InputError
         If ``path`` cannot be read.
     """
-    path = Path(path)
+    path = as_path(path)
     if dataset is None and _labels_only(path):
         volseg = omezarr.group_attrs(path).get("volseg")
         return {
@@ -53,7 +53,7 @@ def describe(path: str | Path, *, dataset: str | None = None) -> dict[str, Any]:
     return info
 
 
-def _labels_only(path: Path) -> bool:
+def _labels_only(path: Location) -> bool:
     """Whether ``path`` is a Zarr group with label images but no image of its own."""
     if not (path / ".zgroup").exists() and not (path / "zarr.json").exists():
         return False
@@ -64,9 +64,9 @@ def _labels_only(path: Path) -> bool:
     return "multiscales" not in attrs and bool(omezarr.label_names(path))
 
 
-def _multiscale_info(path: Path) -> dict[str, Any]:
+def _multiscale_info(path: Location) -> dict[str, Any]:
     ms = omezarr.read_multiscales(path)
-    level0 = zarr.open_array(str(path / ms.levels[0].path), mode="r")
+    level0 = zarr.open_array(zarr_store(path / ms.levels[0].path, read_only=True), mode="r")
     volseg = ms.attrs.get("volseg")
     return {
         "chunks": list(level0.chunks),
@@ -87,10 +87,10 @@ def _compressor(array: zarr.Array) -> str | None:
     return ", ".join(str(getattr(c, "codec_id", c)) for c in compressors) or None
 
 
-def _label_info(path: Path, name: str) -> dict[str, Any]:
+def _label_info(path: Location, name: str) -> dict[str, Any]:
     try:
         ms = omezarr.read_multiscales(path)
-        level0 = zarr.open_array(str(path / ms.levels[0].path), mode="r")
+        level0 = zarr.open_array(zarr_store(path / ms.levels[0].path, read_only=True), mode="r")
     except Exception as exc:  # a broken label image must not hide the rest
         return {"name": name, "error": str(exc).splitlines()[0] if str(exc) else repr(exc)}
     volseg = ms.attrs.get("volseg")

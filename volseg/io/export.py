@@ -27,6 +27,7 @@ import numpy as np
 from pydantic import Field
 
 from volseg.errors import ConfigError, InputError, OutputExistsError
+from volseg.io.location import Location, PathLike, as_path
 from volseg.io.mrc import MRC_SUFFIXES, default_mode, is_mrc, write_mrc
 from volseg.io.readers import open_volume
 from volseg.io.tiff import TIFF_SUFFIXES, write_tiff
@@ -100,7 +101,7 @@ def read_stamp(path: str | Path) -> str | None:
         return None
 
 
-def _select(array: Any, options: ExportOptions, source: Path) -> Any:
+def _select(array: Any, options: ExportOptions, source: Location) -> Any:
     """Pick the channel (4-D inputs) and build the binary mask (``classes``)."""
     import dask.array as da
 
@@ -155,8 +156,8 @@ def _tiff_dtype(options: ExportOptions, dtype: np.dtype[Any]) -> np.dtype[Any]:
 
 
 def export_volume(
-    source: str | Path,
-    output: str | Path,
+    source: PathLike,
+    output: PathLike,
     options: ExportOptions | None = None,
     *,
     stamp: str,
@@ -193,7 +194,11 @@ def export_volume(
     """
     t0 = time.perf_counter()
     options = options or ExportOptions()
-    source, output = Path(source), Path(output)
+    source, location = as_path(source), as_path(output)
+    if not isinstance(location, Path):
+        raise InputError(f"{location}: export writes MRC/TIFF files to local disk only; "
+                         f"write it to a local path and copy it to the bucket afterwards")
+    output = location
     if output.exists() and not overwrite:
         found = read_stamp(output)
         if found == stamp:

@@ -21,29 +21,25 @@ writes anything:
 * :func:`check_free_space` refuses an output larger than the free space of a local
   file system.
 
-The functions take plain strings or path-likes and work on URLs where that makes
-sense (locations are compared as text; nothing is opened on object storage here).
+The functions take strings, paths or the locations of :mod:`volseg.io.location`
+(local paths or URLs); the free-space check only applies to local file systems.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import posixpath
-import re
 import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from volseg.errors import InputError, OutputExistsError
+from volseg.io.location import Location, PathLike, as_path, display, normalize, overlaps
 
 __all__ = ["EXECUTION_OPTIONS", "check_free_space", "check_output_location",
            "check_replaceable", "file_digest", "identity_difference", "input_identity",
-           "is_url", "location", "overlaps", "run_identity", "written_by_volseg"]
-
-_URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://(.*)$")
+           "run_identity", "written_by_volseg"]
 
 #: Options that change how a run executes but not the values it writes: a resume may
 #: change them.
@@ -53,50 +49,16 @@ EXECUTION_OPTIONS: frozenset[str] = frozenset({
 })
 
 
-def is_url(path: str | os.PathLike[str]) -> bool:
-    """Return whether ``path`` is a URL string (``scheme://...``) other than ``file://``."""
-    match = _URL.match(os.fspath(path))
-    return match is not None and match.group(1).lower() != "file"
+def _depth(path: Location) -> int:
+    return len(str(normalize(path)).rstrip("/").split("/"))
 
 
-def location(path: str | os.PathLike[str]) -> str:
-    """Return the normalised location of a path or URL, for comparing locations.
-
-    Local paths (and ``file://`` URLs) become absolute with symlinks followed; URLs
-    become ``scheme://bucket/key`` with the scheme in lower case, repeated slashes,
-    ``.`` and ``..`` removed and no trailing slash.
-    """
-    text = os.fspath(path)
-    match = _URL.match(text)
-    if match is not None and match.group(1).lower() != "file":
-        scheme, rest = match.group(1).lower(), match.group(2)
-        bucket, _, key = rest.partition("/")
-        key = posixpath.normpath("/" + key).lstrip("/") if key.strip("/") else ""
-        return f"{scheme}://{bucket}" + (f"/{key}" if key else "")
-    if match is not None:
-        text = match.group(2)
-    return os.path.realpath(os.path.abspath(os.path.expanduser(text)))
-
-
-def _parts(loc: str) -> tuple[str, ...]:
-    match = _URL.match(loc)
-    if match is not None:
-        return (match.group(1) + "://", *[p for p in match.group(2).split("/") if p])
-    return Path(loc).parts
-
-
-def overlaps(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
-    """Return whether two locations are equal or one lies inside the other."""
-    pa, pb = _parts(location(a)), _parts(location(b))
-    n = min(len(pa), len(pb))
-    return pa[:n] == pb[:n]
-
-
-def check_output_location(
-    output: str | os.PathLike[str],
-    inputs: Iterable[str | os.PathLike[str] | None],
-) -> None:
+def check_output_location(output: PathLike, inputs: Iterable[PathLike | None]) -> None:
     """Refuse an output that equals, contains or lies inside one of the inputs.
+
+    Locations are compared by :func:`volseg.io.location.overlaps`: local paths
+    resolved (symlinks followed), URLs by scheme, bucket and key, component by
+    component.
 
     Parameters
     ----------
@@ -110,70 +72,75 @@ def check_output_location(
     InputError
         Naming the output, the input and the fix.
     """
+    out = as_path(output)
     for source in inputs:
         if source is None:
             continue
-        if overlaps(output, source):
-            out, src = location(output), location(source)
-            how = ("is" if out == src else "lies inside" if len(_parts(out)) > len(_parts(src))
-                   else "contains")
-            raise InputError(f"output {os.fspath(output)} overlaps the input "
-                             f"{os.fspath(source)} (it {how} it); writing there would destroy "
-                             f"the input, choose another output path")
+        src = as_path(source)
+        if type(out) is type(src) and overlaps(out, src):
+            a, b = _depth(out), _depth(src)
+            how = "is" if a == b else "lies inside" if a > b else "contains"
+            raise InputError(f"output {display(output)} overlaps the input {display(source)} "
+                             f"(it {how} it); writing there would destroy the input, choose "
+                             f"another output path")
 
 
-def _zarr_attrs(path: Path) -> dict[str, Any] | None:
-    """Return the attributes of a Zarr node in a local folder (``None``: not a Zarr node)."""
-    meta = path / "zarr.json"
+def _json(path: Location) -> Any:
     try:
-        if meta.is_file():
-            data = json.loads(meta.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def _zarr_attrs(path: Location) -> dict[str, Any] | None:
+    """Return the attributes of a Zarr node (``None``: not a Zarr node)."""
+    try:
+        if (path / "zarr.json").exists():
+            data = _json(path / "zarr.json")
             attrs = data.get("attributes") if isinstance(data, dict) else None
             return dict(attrs) if isinstance(attrs, dict) else {}
-        if (path / ".zgroup").is_file() or (path / ".zarray").is_file():
-            zattrs = path / ".zattrs"
-            if not zattrs.is_file():
-                return {}
-            data = json.loads(zattrs.read_text(encoding="utf-8"))
+        if (path / ".zgroup").exists() or (path / ".zarray").exists():
+            data = _json(path / ".zattrs") if (path / ".zattrs").exists() else {}
             return dict(data) if isinstance(data, dict) else {}
-    except (OSError, ValueError, UnicodeDecodeError):
+    except OSError:
         return {}
     return None
 
 
-def written_by_volseg(path: str | os.PathLike[str]) -> bool:
-    """Return whether the local folder ``path`` is a Zarr group or array volseg wrote.
+def written_by_volseg(path: PathLike) -> bool:
+    """Return whether ``path`` is a Zarr group or array volseg wrote.
 
-    Recognised by the ``volseg`` record in its attributes (0.5: also under ``ome``'s
-    sibling keys) or by the block writer's markers in it or in one of its arrays.
+    Recognised by the ``volseg`` record in its attributes or by the block writer's
+    markers in it or in one of its arrays.
     """
     from volseg.io.store import MARKER_DIR
 
-    folder = Path(path)
+    folder = as_path(path)
     attrs = _zarr_attrs(folder)
     if attrs is None:
         return False
-    if "volseg" in attrs or (folder / MARKER_DIR).is_dir():
+    if "volseg" in attrs or (folder / MARKER_DIR).exists():
         return True
     try:
-        return any((child / MARKER_DIR).is_dir() for child in folder.iterdir()
+        return any((child / MARKER_DIR).exists() for child in folder.iterdir()
                    if child.is_dir())
     except OSError:
         return False
 
 
-def check_replaceable(path: str | os.PathLike[str]) -> None:
+def check_replaceable(path: PathLike) -> None:
     """Refuse to replace ``path`` unless it is absent, an empty folder or volseg's output.
 
     Raises
     ------
     OutputExistsError
-        If ``path`` is a file, or a folder volseg did not write.
+        If ``path`` is a file (or a symlink), or a folder volseg did not write.
     """
-    target = Path(path)
-    if not os.path.lexists(target):
+    target = as_path(path)
+    link = isinstance(target, Path) and target.is_symlink()
+    if not (link or target.exists()):
         return
-    if target.is_dir() and not target.is_symlink():
+    if target.is_dir() and not link:
         if written_by_volseg(target):
             return
         try:
@@ -183,15 +150,15 @@ def check_replaceable(path: str | os.PathLike[str]) -> None:
         if empty:
             return
         raise OutputExistsError(
-            f"{target} exists and was not written by volseg; --overwrite replaces only "
+            f"{display(path)} exists and was not written by volseg; --overwrite replaces only "
             f"volseg's own outputs, choose another output path (or remove it yourself)")
     raise OutputExistsError(
-        f"{target} exists and is {'a symlink' if target.is_symlink() else 'a file'}, not an "
-        f"output volseg wrote; --overwrite replaces only volseg's own outputs, choose another "
-        f"output path (or remove it yourself)")
+        f"{display(path)} exists and is {'a symlink' if link else 'a file'}, not an output "
+        f"volseg wrote; --overwrite replaces only volseg's own outputs, choose another output "
+        f"path (or remove it yourself)")
 
 
-def file_digest(path: str | os.PathLike[str]) -> str:
+def file_digest(path: PathLike) -> str:
     """Return ``sha256:<hex>`` of a file, or of a folder's files (names and contents).
 
     Raises
@@ -199,7 +166,7 @@ def file_digest(path: str | os.PathLike[str]) -> str:
     InputError
         If ``path`` does not exist or cannot be read.
     """
-    root = Path(path)
+    root = as_path(path)
     digest = hashlib.sha256()
     try:
         files = ([root] if root.is_file() else
@@ -208,8 +175,8 @@ def file_digest(path: str | os.PathLike[str]) -> str:
             raise FileNotFoundError(root)
         for file in files:
             if file != root:
-                digest.update(file.relative_to(root).as_posix().encode() + b"\0")
-            with open(file, "rb") as f:
+                digest.update(str(file)[len(str(root)):].lstrip("/").encode() + b"\0")
+            with file.open("rb") as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     digest.update(chunk)
     except OSError as exc:
@@ -217,18 +184,18 @@ def file_digest(path: str | os.PathLike[str]) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
-def input_identity(path: str | os.PathLike[str]) -> str:
-    """Return what identifies an input: its location, and size and time for a plain file."""
-    loc = location(path)
-    if is_url(path):
-        return loc
+def input_identity(path: PathLike) -> str:
+    """Return what identifies an input: its location, and size and time for a local file."""
+    where = normalize(as_path(path))
+    if not isinstance(where, Path):
+        return str(where)
     try:
-        st = os.stat(loc)
+        st = where.stat()
     except OSError:
-        return loc
-    if Path(loc).is_file():
-        return f"{loc} ({st.st_size} bytes, modified {st.st_mtime_ns})"
-    return loc
+        return str(where)
+    if where.is_file():
+        return f"{where} ({st.st_size} bytes, modified {st.st_mtime_ns})"
+    return str(where)
 
 
 def _plain(value: Any) -> Any:
@@ -239,8 +206,8 @@ def run_identity(
     operation: str,
     options: Mapping[str, Any],
     *,
-    inputs: Mapping[str, str | os.PathLike[str] | None] | None = None,
-    model: str | os.PathLike[str] | None = None,
+    inputs: Mapping[str, PathLike | None] | None = None,
+    model: PathLike | None = None,
     exclude: Iterable[str] = EXECUTION_OPTIONS,
 ) -> dict[str, Any]:
     """Return the identity of a run: what must be equal for a resume to continue it.
@@ -296,8 +263,7 @@ def identity_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str |
     return None
 
 
-def check_free_space(path: str | os.PathLike[str], nbytes: float, *, what: str = "output"
-                     ) -> None:
+def check_free_space(path: PathLike, nbytes: float, *, what: str = "output") -> None:
     """Refuse to write about ``nbytes`` under ``path`` when its file system has less free.
 
     URLs and paths whose file system cannot tell are not checked.
@@ -307,9 +273,10 @@ def check_free_space(path: str | os.PathLike[str], nbytes: float, *, what: str =
     InputError
         If the free space of the file system holding ``path`` is smaller than ``nbytes``.
     """
-    if is_url(path):
+    where = as_path(path)
+    if not isinstance(where, Path):
         return
-    probe = Path(location(path))
+    probe = where.absolute()
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     try:
@@ -318,7 +285,7 @@ def check_free_space(path: str | os.PathLike[str], nbytes: float, *, what: str =
         return
     if nbytes > free:
         raise InputError(
-            f"the {what} {os.fspath(path)} needs about {_size(nbytes)} but its file system "
+            f"the {what} {display(path)} needs about {_size(nbytes)} but its file system "
             f"has {_size(free)} free; free space, choose another location or make it smaller")
 
 

@@ -9,10 +9,8 @@ significant digits (:func:`clean_number`).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -20,6 +18,8 @@ import zarr
 
 from volseg.colors import hex_colour, label_table
 from volseg.errors import ConfigError, InputError
+from volseg.io.location import Location, as_path, normalize, relative, zarr_store
+from volseg.io.location import PathLike as _PathLike
 from volseg.ngff import DEFAULT_NGFF, NGFF_VERSIONS, Ngff
 
 NGFF_VERSION = "0.4"
@@ -32,7 +32,7 @@ _UNIT_TO_NM = {
 }
 
 VoxelSize = tuple[float, float, float]
-PathLike = str | Path
+PathLike = _PathLike
 
 
 def check_ngff(version: str) -> Ngff:
@@ -125,7 +125,7 @@ class Multiscales:
 
 def group_attrs(path: PathLike) -> dict[str, Any]:
     """Return the attributes of the Zarr group at ``path`` (0.5 ``ome`` key flattened)."""
-    group = zarr.open_group(str(path), mode="r")
+    group = zarr.open_group(zarr_store(as_path(path), read_only=True), mode="r")
     attrs = dict(group.attrs)
     ome = attrs.get("ome")
     if isinstance(ome, Mapping):
@@ -139,7 +139,7 @@ def group_version(path: PathLike) -> Ngff | None:
     Zarr format 3 groups are 0.5, format 2 groups 0.4; ``None`` when there is no group.
     """
     try:
-        group = zarr.open_group(str(path), mode="r")
+        group = zarr.open_group(zarr_store(as_path(path), read_only=True), mode="r")
     except (OSError, zarr.errors.GroupNotFoundError, ValueError, TypeError):
         return None
     return "0.5" if group.metadata.zarr_format == 3 else "0.4"
@@ -157,7 +157,7 @@ def read_multiscales(path: PathLike) -> Multiscales:
     InputError
         If the group has no (or malformed) multiscales metadata.
     """
-    path = Path(path)
+    path = as_path(path)
     attrs = group_attrs(path)
     entries = attrs.get("multiscales")
     if not entries:
@@ -170,7 +170,7 @@ def read_multiscales(path: PathLike) -> Multiscales:
         units = tuple(a.get("unit") for a in axes_meta)
         global_scale = _transform(ms.get("coordinateTransformations"), "scale", len(axes))
         global_shift = _transform(ms.get("coordinateTransformations"), "translation", len(axes))
-        group = zarr.open_group(str(path), mode="r")
+        group = zarr.open_group(zarr_store(path, read_only=True), mode="r")
         levels = []
         for ds in ms["datasets"]:
             arr = group[ds["path"]]
@@ -218,7 +218,7 @@ def is_ome_zarr(path: PathLike) -> bool:
 def label_names(image_path: PathLike) -> list[str]:
     """Return the names of the label images listed in ``image_path/labels``."""
     try:
-        return [str(n) for n in _as_list(group_attrs(Path(image_path) / "labels").get("labels"))]
+        return [str(n) for n in _as_list(group_attrs(as_path(image_path) / "labels").get("labels"))]
     except (OSError, zarr.errors.GroupNotFoundError, ValueError, TypeError):
         return []
 
@@ -343,11 +343,8 @@ def source_path(label_group: PathLike, image_group: PathLike | None) -> str | No
     """
     if image_group is None:
         return None
-    try:
-        rel = os.path.relpath(Path(image_group).resolve(), Path(label_group).resolve())
-    except ValueError:
-        return None
-    return Path(rel).as_posix() + "/"
+    rel = relative(as_path(image_group), as_path(label_group))
+    return None if rel is None else rel + "/"
 
 
 def write_ome(group: zarr.Group, ngff: Ngff, meta: Mapping[str, Any]) -> None:
@@ -362,13 +359,13 @@ def write_ome(group: zarr.Group, ngff: Ngff, meta: Mapping[str, Any]) -> None:
     group.attrs["ome"] = ome
 
 
-def image_of(path: PathLike) -> Path | None:
+def image_of(path: PathLike) -> Location | None:
     """Return the image an OME-Zarr label group belongs to (``None``: unknown or absent).
 
     Follows ``image-label.source.image`` (relative to the group); for an image group
     returns the group itself.
     """
-    path = Path(path)
+    path = as_path(path)
     try:
         attrs = group_attrs(path)
     except (OSError, zarr.errors.GroupNotFoundError, ValueError, TypeError):
@@ -380,7 +377,7 @@ def image_of(path: PathLike) -> Path | None:
     rel = source.get("image") if isinstance(source, Mapping) else None
     if not isinstance(rel, str):
         return None
-    image = (path / rel).resolve()
+    image = normalize(path / rel)
     return image if is_ome_zarr(image) and "multiscales" in group_attrs(image) else None
 
 

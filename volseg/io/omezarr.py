@@ -57,9 +57,7 @@ take the image's format.
 from __future__ import annotations
 
 import math
-import shutil
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import dask.array as da
@@ -85,6 +83,7 @@ from volseg.io.layout import (
     spatial_chunks,
     writer_chunks,
 )
+from volseg.io.location import Location, as_path, check_writable, remove_tree, zarr_store
 from volseg.io.multiscales import (
     NGFF_VERSION,
     UNIT,
@@ -174,18 +173,13 @@ def _full_scale(axes: Sequence[str], voxel_size: VoxelSize | None) -> tuple[floa
     return tuple(vs.get(a, 1.0) for a in axes)
 
 
-def _is_zarr_node(path: Path) -> bool:
-    return any((path / f).exists() for f in (".zgroup", ".zarray", "zarr.json"))
-
-
-def _remove(path: Path) -> None:
+def _remove(path: Location) -> None:
     """Remove an output volseg wrote (or an empty folder); refuse anything else."""
     check_replaceable(path)
-    if path.is_dir():
-        shutil.rmtree(path)
+    remove_tree(path)
 
 
-def _exists_error(path: Path, why: str) -> OutputExistsError:
+def _exists_error(path: Location, why: str) -> OutputExistsError:
     return OutputExistsError(f"{path} exists{why}; pass --overwrite to replace it")
 
 
@@ -223,7 +217,7 @@ def _clip_layout(shape: Sequence[int], chunks: Sequence[int] | None,
 
 
 def _create_multiscale(
-    path: Path, *, shape: Sequence[int], dtype: Any, chunks: Sequence[int] | None,
+    path: Location, *, shape: Sequence[int], dtype: Any, chunks: Sequence[int] | None,
     shards: Sequence[int] | None, voxel_size: Sequence[float] | None,
     origin: Sequence[float] | None, axes: Sequence[str] | None, overwrite: bool,
     attrs: Mapping[str, Any] | None, method: str, ngff: Ngff,
@@ -245,6 +239,7 @@ def _create_multiscale(
     vs = _check_voxel_size(voxel_size)
     shift = _check_origin(origin, axes)
     dtype = np.dtype(dtype)
+    check_writable(path)
     if overwrite:
         _remove(path)
     elif path.exists():
@@ -252,7 +247,7 @@ def _create_multiscale(
         if reopened is not None:
             return reopened
     first: dict[str, Any] = {"volseg": dict((attrs or {}).get("volseg") or {})}
-    group = zarr.open_group(str(path), mode="w", zarr_format=_zarr_format(ngff),
+    group = zarr.open_group(zarr_store(path), mode="w", zarr_format=_zarr_format(ngff),
                             attributes=first)
     array = _create_array(group, "0", shape=shape, dtype=dtype, layout=layout, axes=axes,
                           ngff=ngff)
@@ -266,7 +261,7 @@ def _create_multiscale(
     return array
 
 
-def _unfinished_creation(path: Path) -> bool:
+def _unfinished_creation(path: Location) -> bool:
     """Whether ``path`` is a group volseg began to create but has no claimed level 0 yet."""
     try:
         attrs = group_attrs(path)
@@ -276,25 +271,26 @@ def _unfinished_creation(path: Path) -> bool:
         return False
     try:
         ms = read_multiscales(path)
-        return not is_claimed(zarr.open_array(str(path / ms.levels[0].path), mode="r"))
+        return not is_claimed(zarr.open_array(zarr_store(path / ms.levels[0].path,
+                                                         read_only=True), mode="r"))
     except (InputError, FileNotFoundError, KeyError, ValueError, IndexError,
             zarr.errors.GroupNotFoundError, zarr.errors.ArrayNotFoundError):
         return True
 
 
 def _reopen_for_resume(
-    path: Path, shape: tuple[int, ...], dtype: np.dtype, layout: Layout,
+    path: Location, shape: tuple[int, ...], dtype: np.dtype, layout: Layout,
     axes: tuple[str, ...], attrs: Mapping[str, Any] | None, ngff: Ngff,
     identity: Mapping[str, Any] | None = None,
 ) -> zarr.Array | None:
     """Reopen a partial output; ``None`` when it was left half-created (start it afresh)."""
     if (_unfinished_creation(path) and written_by_volseg(path)
             and not (path / "labels").exists()):
-        shutil.rmtree(path)
+        remove_tree(path)
         return None
     try:
         ms = read_multiscales(path)
-        array = zarr.open_array(str(path / ms.levels[0].path), mode="r+")
+        array = zarr.open_array(zarr_store(path / ms.levels[0].path), mode="r+")
     except (InputError, FileNotFoundError, KeyError, ValueError,
             zarr.errors.GroupNotFoundError, zarr.errors.ArrayNotFoundError):
         raise _exists_error(path, "") from None
@@ -309,7 +305,7 @@ def _reopen_for_resume(
                   f"{layout.chunks}, {layout.shards}), so it cannot be resumed")
     check_identity(array, identity, label=str(path))
     if attrs:
-        zarr.open_group(str(path), mode="a").attrs.update(dict(attrs))
+        zarr.open_group(zarr_store(path), mode="a").attrs.update(dict(attrs))
     return array
 
 
@@ -373,7 +369,7 @@ def create_image(
     if channel_names is not None:
         extra = {"omero": omero_metadata(channel_names, dtype)}
     return _create_multiscale(
-        Path(path), shape=shape, dtype=dtype, chunks=chunks, shards=shards,
+        as_path(path), shape=shape, dtype=dtype, chunks=chunks, shards=shards,
         voxel_size=voxel_size, origin=origin, axes=axes, overwrite=overwrite, attrs=attrs,
         method="mean", ngff=ngff, extra=extra, identity=identity)
 
@@ -399,7 +395,8 @@ def create_labels(
     InputError
         If ``image_path`` is not an OME-Zarr image.
     """
-    image_path = Path(image_path)
+    image_path = as_path(image_path)
+    check_writable(image_path)
     try:
         ms = read_multiscales(image_path)
     except (InputError, FileNotFoundError, zarr.errors.GroupNotFoundError):
@@ -410,7 +407,7 @@ def create_labels(
         voxel_size = ms.voxel_size
     if origin is None:
         origin = ms.origin
-    labels = zarr.open_group(str(image_path / "labels"), mode="a",
+    labels = zarr.open_group(zarr_store(image_path / "labels"), mode="a",
                              zarr_format=_zarr_format(ngff))
     array = _create_multiscale(
         image_path / "labels" / name, shape=shape, dtype=dtype, chunks=chunks, shards=shards,
@@ -440,7 +437,7 @@ def create_label_image(
     goes to ``image-label.source.image`` so viewers open the two together.  See
     :func:`create_labels` and :func:`create_image` for the rest.
     """
-    path = Path(path)
+    path = as_path(path)
     return _create_multiscale(
         path, shape=shape, dtype=dtype, chunks=chunks, shards=shards, voxel_size=voxel_size,
         origin=origin, axes=None, overwrite=overwrite, attrs=attrs, method="mode", ngff=ngff,
@@ -474,10 +471,10 @@ def write_pyramid(
     overwrite
         Recompute levels even where their markers say they are complete.
     """
-    path = Path(group_path)
+    path = as_path(group_path)
     ms = read_multiscales(path)
     ngff: Ngff = group_version(path) or DEFAULT_NGFF
-    group = zarr.open_group(str(path), mode="a")
+    group = zarr.open_group(zarr_store(path), mode="a")
     base = group[ms.levels[0].path]
     assert isinstance(base, zarr.Array)
     spatial = [a in ("z", "y", "x") for a in ms.axes]
@@ -657,7 +654,7 @@ def write_labels(
                            chunks=layout.chunks, shards=layout.shards, voxel_size=voxel_size,
                            overwrite=overwrite, attrs=attrs, classes=classes,
                            ignore_id=ignore_id, identity=identity)
-    group_path = Path(image_path) / "labels" / name
+    group_path = as_path(image_path) / "labels" / name
     _fill_labels(array, target, group_path, layout, pyramid, client, identity)
 
 
@@ -670,17 +667,17 @@ def write_label_image(
     image: PathLike | None = None, identity: Mapping[str, Any] | None = None,
 ) -> None:
     """Write a whole array as a standalone label image (see :func:`create_label_image`)."""
-    array = _label_array(array, Path(path).name)
+    array = _label_array(array, as_path(path).name)
     layout = image_layout(array.shape, default_axes(3), np.dtype(array.dtype).itemsize,
                           ngff=ngff, chunks=chunks)
     target = create_label_image(
         path, shape=array.shape, dtype=array.dtype, chunks=layout.chunks, shards=layout.shards,
         voxel_size=voxel_size, overwrite=overwrite, attrs=attrs, origin=origin, ngff=ngff,
         classes=classes, ignore_id=ignore_id, image=image, identity=identity)
-    _fill_labels(array, target, Path(path), layout, pyramid, client, identity)
+    _fill_labels(array, target, as_path(path), layout, pyramid, client, identity)
 
 
-def _fill_labels(array: Any, target: zarr.Array, group_path: Path, layout: Layout,
+def _fill_labels(array: Any, target: zarr.Array, group_path: Location, layout: Layout,
                  pyramid: bool, client: Client | None,
                  identity: Mapping[str, Any] | None = None) -> None:
     store_blocks(_as_dask(array, layout.blocks), target, description=f"writing {group_path}",
@@ -715,7 +712,7 @@ def store_class_frequencies(group_path: PathLike, *, client: Client | None = Non
     The counts go to the group attribute ``volseg.class_frequencies`` (``{id: count}``,
     nonzero counts only) and are returned.
     """
-    group = zarr.open_group(str(group_path), mode="a")
+    group = zarr.open_group(zarr_store(as_path(group_path)), mode="a")
     target = group[read_multiscales(group_path).levels[0].path]
     assert isinstance(target, zarr.Array)
     previous = group.attrs.get("volseg")
@@ -734,14 +731,15 @@ def image_state(path: PathLike) -> Literal["absent", "partial", "complete", "oth
     missing.  ``other``: exists but was not written block by block by volseg (or is
     not an OME-Zarr image), so it cannot be resumed.
     """
-    path = Path(path)
+    path = as_path(path)
     if not path.exists():
         return "absent"
     if _unfinished_creation(path):
         return "partial"
     try:
         ms = read_multiscales(path)
-        arrays = [zarr.open_array(str(path / lv.path), mode="r") for lv in ms.levels]
+        arrays = [zarr.open_array(zarr_store(path / lv.path, read_only=True), mode="r")
+                  for lv in ms.levels]
     except (InputError, FileNotFoundError, KeyError, ValueError, TypeError,
             zarr.errors.GroupNotFoundError, zarr.errors.ArrayNotFoundError):
         return "other"

@@ -28,6 +28,7 @@ from dask.base import tokenize
 
 from volseg.errors import InputError
 from volseg.io import n5, omezarr
+from volseg.io.location import Location, PathLike, as_path, zarr_store
 from volseg.io.mrc import MRC_SUFFIXES
 from volseg.io.tiff import TIFF_SUFFIXES
 
@@ -265,7 +266,7 @@ def _from_proxy(proxy: _Lazy, name: str, chunks: tuple[int, ...] | Any) -> da.Ar
     )
 
 
-def _check_array(arr: da.Array, path: Path) -> da.Array:
+def _check_array(arr: da.Array, path: Location) -> da.Array:
     """Check dimensionality and dtype; 2-D becomes ``(1, y, x)``."""
     if arr.ndim not in (2, 3, 4):
         raise InputError(
@@ -552,12 +553,12 @@ def _attrs_voxel_size(attrs: dict[str, Any]) -> VoxelSize | None:
     return None
 
 
-def _is_zarr(path: Path) -> bool:
+def _is_zarr(path: Location) -> bool:
     return (path / ".zarray").exists() or (path / ".zgroup").exists() or (
         path / "zarr.json").exists()
 
 
-def _zarr_kind(path: Path) -> str:
+def _zarr_kind(path: Location) -> str:
     if (path / ".zarray").exists():
         return "array"
     if (path / ".zgroup").exists():
@@ -568,16 +569,16 @@ def _zarr_kind(path: Path) -> str:
         return "group"
 
 
-def _open_zarr(path: Path, dataset: str | None, level: int, chunks: ChunksArg
+def _open_zarr(path: Location, dataset: str | None, level: int, chunks: ChunksArg
                ) -> tuple[da.Array, VoxelSize | None, dict[str, Any], tuple[str, ...] | None,
                           Literal["image", "labels"]]:
     if dataset:
         path = path / dataset
-        if not path.exists():
+        if not (path.exists() if isinstance(path, Path) else _is_zarr(path)):
             raise InputError(f"{path.parent} has no member {dataset!r}; available: "
                              f"{', '.join(_zarr_members(path.parent)) or 'none'}")
     if _zarr_kind(path) == "array":
-        arr = zarr.open_array(str(path), mode="r")
+        arr = zarr.open_array(zarr_store(path, read_only=True), mode="r")
         attrs = dict(arr.attrs)
         return (da.from_zarr(arr, chunks=_zarr_chunks(chunks, arr)),
                 _attrs_voxel_size(attrs), {"format": "zarr", **attrs}, None, "image")
@@ -594,7 +595,7 @@ def _open_zarr(path: Path, dataset: str | None, level: int, chunks: ChunksArg
                          f"choose another level")
     if not set(ms.axes) <= set("czyx"):
         raise InputError(f"{path} has axes {ms.axes}; volseg reads (c,) z, y, x images only")
-    arr = zarr.open_array(str(path / ms.levels[level].path), mode="r")
+    arr = zarr.open_array(zarr_store(path / ms.levels[level].path, read_only=True), mode="r")
     attrs = {"format": "ome-zarr", **ms.attrs}
     origin = ms.level_origin(level)
     if origin is not None:
@@ -607,9 +608,9 @@ def _zarr_chunks(chunks: ChunksArg, arr: zarr.Array) -> Any:
     return _chunks_for(chunks, arr.ndim, tuple(arr.chunks))
 
 
-def _zarr_members(path: Path) -> list[str]:
+def _zarr_members(path: Location) -> list[str]:
     try:
-        group = zarr.open_group(str(path), mode="r")
+        group = zarr.open_group(zarr_store(path, read_only=True), mode="r")
         return sorted(name for name, _ in group.members(max_depth=None))
     except (FileNotFoundError, ValueError, TypeError, zarr.errors.GroupNotFoundError):
         return []
@@ -636,7 +637,7 @@ def _open_n5(path: Path, dataset: str | None, chunks: ChunksArg) -> Opened:
 
 
 def open_volume(
-    path: str | os.PathLike[str], *, dataset: str | None = None, level: int = 0,
+    path: PathLike, *, dataset: str | None = None, level: int = 0,
     chunks: Sequence[int] | None = None,
 ) -> tuple[da.Array, VolumeMeta]:
     """Open a volume lazily as a dask array ``(z, y, x)`` or ``(c, z, y, x)``.
@@ -669,7 +670,10 @@ def open_volume(
         With one line naming the file and the fix, for a missing, unknown, truncated
         or corrupt file, a wrong dimensionality or a missing dataset.
     """
-    p = Path(path).expanduser()
+    location = as_path(path)
+    if not isinstance(location, Path):
+        return _open_url(location, dataset, level, chunks)
+    p = location
     if not p.exists():
         raise InputError(f"{p} does not exist; {_missing_hint(p)}")
     axes: tuple[str, ...] | None = None
@@ -684,6 +688,12 @@ def open_volume(
             arr, voxel, attrs = _open_slices(p, chunks)
     else:
         arr, voxel, attrs = _open_file(p, dataset, chunks)
+    return _result(arr, voxel, attrs, axes, kind, p, source)
+
+
+def _result(arr: da.Array, voxel: VoxelSize | None, attrs: dict[str, Any],
+            axes: tuple[str, ...] | None, kind: Literal["image", "labels"], p: Location,
+            source: str) -> tuple[da.Array, VolumeMeta]:
     if axes is not None and arr.ndim == len(axes) and len(axes) == 2:
         axes = None
     arr = _check_array(arr, p)
@@ -691,6 +701,30 @@ def open_volume(
     return arr, VolumeMeta(voxel_size=voxel, axes=axes if axes and len(axes) == arr.ndim
                            else _axes(arr.ndim), source=source, kind=kind, attrs=attrs,
                            origin=None if origin is None else tuple(origin))
+
+
+def _open_url(p: Location, dataset: str | None, level: int, chunks: ChunksArg
+              ) -> tuple[da.Array, VolumeMeta]:
+    """Open a Zarr array or (OME-)Zarr group at a URL; other formats: copy them first."""
+    source = str(p) + (f":{dataset}" if dataset else "") + (f"[{level}]" if level else "")
+    try:
+        found = _is_zarr(p)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{p} cannot be read ({_first_line(exc)}); check the URL, the "
+                         f"credentials and the endpoint (AWS_ENDPOINT_URL, ...)") from None
+    if not found:
+        suffix = p.suffix.lower()
+        single = (*MRC_SUFFIXES, *TIFF_SUFFIXES, *HDF5_SUFFIXES, ".npy", ".png")
+        if suffix in single and p.exists():
+            raise InputError(f"{p}: volseg reads {suffix} files from local disk only; copy it "
+                             f"first (e.g. fsspec/aws s3 cp) or convert it to OME-Zarr")
+        if p.exists():
+            raise InputError(f"{p} is not a Zarr array or group (no .zarray, .zgroup or "
+                             f"zarr.json); volseg reads Zarr and OME-Zarr from URLs, copy "
+                             f"other volumes to local disk first")
+        raise InputError(f"{p} does not exist; check the URL")
+    arr, voxel, attrs, axes, kind = _open_zarr(p, dataset, level, chunks)
+    return _result(arr, voxel, attrs, axes, kind, p, source)
 
 
 def _missing_hint(p: Path) -> str:

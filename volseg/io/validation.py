@@ -9,11 +9,11 @@ find the multiscale data.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import zarr
 
 from volseg.errors import InputError
+from volseg.io.location import PathLike, as_path, zarr_store
 from volseg.io.omezarr import group_version
 
 
@@ -38,7 +38,7 @@ class Validation:
     levels: int
 
 
-def validate(path: str | Path) -> Validation:
+def validate(path: PathLike) -> Validation:
     """Validate the OME-Zarr group at ``path`` with ome-zarr-models and ome_zarr's reader.
 
     Raises
@@ -51,12 +51,13 @@ def validate(path: str | Path) -> Validation:
     from ome_zarr.reader import Reader
     from ome_zarr_models import open_ome_zarr
 
-    path = Path(path)
+    path = as_path(path)
     version = group_version(path)
     if version is None:
         raise InputError(f"{path} is not a Zarr group")
     try:
-        model = open_ome_zarr(zarr.open_group(str(path), mode="r"), version=version)
+        group = zarr.open_group(zarr_store(path, read_only=True), mode="r")
+        model = open_ome_zarr(group, version=version)
     except Exception as exc:  # the validator raises many kinds; one line says which group
         first = str(exc).strip().splitlines()
         raise InputError(f"{path} is not valid OME-Zarr {version}: "

@@ -15,17 +15,24 @@ CREMI — equal to :mod:`skimage.metrics`) and :mod:`volseg.metrics.matching`
 ``metrics.md`` and the plots; the layout is documented in ``docs/metrics.md``.
 """
 
-from volseg.metrics.confusion import SemanticCounts, semantic_counts
-from volseg.metrics.connectomics import adapted_rand, cremi_score, variation_of_information
-from volseg.metrics.contingency import ContingencyTable, contingency_table
-from volseg.metrics.evaluate import (
-    evaluate,
-    evaluate_instances,
-    evaluate_semantic,
-    instance_metrics,
-)
-from volseg.metrics.matching import IOU_THRESHOLDS, match_objects, object_overlaps
-from volseg.metrics.semantic import semantic_metrics
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from volseg.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from volseg.metrics.confusion import SemanticCounts, semantic_counts
+    from volseg.metrics.connectomics import adapted_rand, cremi_score, variation_of_information
+    from volseg.metrics.contingency import ContingencyTable, contingency_table
+    from volseg.metrics.evaluate import (
+        evaluate,
+        evaluate_instances,
+        evaluate_semantic,
+        instance_metrics,
+    )
+    from volseg.metrics.matching import IOU_THRESHOLDS, match_objects, object_overlaps
+    from volseg.metrics.semantic import semantic_metrics
 
 __all__ = [
     "IOU_THRESHOLDS",
@@ -44,3 +51,13 @@ __all__ = [
     "semantic_metrics",
     "variation_of_information",
 ]
+
+lazy_exports(__name__, {
+    "volseg.metrics.confusion": ("SemanticCounts", "semantic_counts"),
+    "volseg.metrics.connectomics": ("adapted_rand", "cremi_score", "variation_of_information"),
+    "volseg.metrics.contingency": ("ContingencyTable", "contingency_table"),
+    "volseg.metrics.evaluate": ("evaluate", "evaluate_instances", "evaluate_semantic",
+                                "instance_metrics"),
+    "volseg.metrics.matching": ("IOU_THRESHOLDS", "match_objects", "object_overlaps"),
+    "volseg.metrics.semantic": ("semantic_metrics",),
+})

@@ -9,19 +9,18 @@ pass (:func:`volseg.metrics.evaluate`); ``docs/metrics.md`` describes the report
 
 from __future__ import annotations
 
-import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, field_validator
-
+from volseg.checks import ignore_id_foreground
 from volseg.errors import InputError
 from volseg.io import omezarr, open_volume
 from volseg.metrics.connectomics import DEFAULT_IGNORE
 from volseg.metrics.evaluate import evaluate
+from volseg.metrics.options import DEFAULT_IGNORE_LABEL, EvaluateOptions
 from volseg.metrics.report import check_report_dir, print_summary, report_meta, write_report
-from volseg.options import Options
 from volseg.provenance import provenance
 
 if TYPE_CHECKING:
@@ -29,50 +28,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_IGNORE_LABEL", "EvaluateOptions", "EvaluationInputs",
            "class_names_from_attrs", "run_evaluation"]
-
-#: Truth id of unannotated voxels unless told otherwise.
-DEFAULT_IGNORE_LABEL = 255
-
-
-class EvaluateOptions(Options):
-    """How an evaluation counts: the ignore label, class names, zero division, z range.
-
-    Attributes
-    ----------
-    ignore_label
-        Truth id of unannotated voxels, left out of the semantic metrics (``None``:
-        every voxel is evaluated).
-    classes
-        Class names in id order (default: the labels' ``volseg.class_names``
-        attribute, else ``class_0``, ``class_1``, ...).
-    zero_division
-        Score of a class whose precision/recall/F1/IoU denominator is zero: 0, 1 or
-        nan (as scikit-learn's ``zero_division``).
-    z_range
-        Evaluate only sections ``[start, stop)`` (e.g. the held-out part of a volume).
-    """
-
-    ignore_label: int | None = Field(
-        DEFAULT_IGNORE_LABEL, ge=0,
-        description="truth id of unannotated voxels, left out of semantic metrics "
-                    "(none: evaluate every voxel)")
-    classes: list[str] | None = Field(
-        None, description="class names in id order (default: the labels' "
-                          "volseg.class_names attribute, else class_0, class_1, ...)")
-    zero_division: float = Field(
-        0.0, description="score of a class whose precision/recall/F1/IoU denominator is "
-                         "zero: 0, 1 or nan (as scikit-learn)")
-    z_range: tuple[int, int] | None = Field(
-        None, description="evaluate only sections START <= z < STOP (e.g. the held-out "
-                          "ones)")
-
-    @field_validator("zero_division")
-    @classmethod
-    def _zero_division(cls, value: float) -> float:
-        if not (value in (0.0, 1.0) or math.isnan(value)):
-            raise ValueError(f"zero_division must be 0, 1 or nan, got {value}")
-        return value
-
 
 @dataclass(frozen=True)
 class EvaluationInputs:
@@ -220,6 +175,12 @@ def run_evaluation(
         prediction, truth = inputs.prediction, inputs.truth
         pred, pred_attrs = _open_labels(prediction, "the prediction")
         true, true_attrs = _open_labels(truth, "the truth")
+        volseg_attrs = true_attrs.get("volseg")
+        warning = ignore_id_foreground(
+            volseg_attrs.get("class_frequencies") if isinstance(volseg_attrs, dict) else None,
+            options.ignore_label, name=f"the truth {truth}")
+        if warning and not quiet:
+            print(f"volseg: warning: {warning}", file=sys.stderr)
         pred, true = _crop_z(pred, z_range, prediction), _crop_z(true, z_range, truth)
         described = {"prediction": prediction, "truth": truth}
         if z_range is not None:

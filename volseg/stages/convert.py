@@ -18,12 +18,15 @@ rerun resumes an interrupted conversion and skips a finished one; with the workf
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from pydantic import Field
 
+from volseg.checks import ignore_id_foreground
 from volseg.io import omezarr
-from volseg.io.convert import ConvertOptions, ConvertResult, convert_image, convert_labels
+from volseg.io.convert import ConvertResult, convert_image, convert_labels
+from volseg.io.options import ConvertOptions
 from volseg.options import options_of
 from volseg.workflow.stage import RunContext, StageConfig
 
@@ -87,6 +90,10 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
                                 values=src.values, overwrite=ctx.overwrite, attrs=attrs,
                                 client=ctx.client)
         summary["labels"][name] = _brief(result)
+        warning = ignore_id_foreground(result.class_frequencies,
+                                       name=f"convert.labels.{name} ({src.path})")
+        if warning:
+            print(f"volseg: warning: {warning}", file=sys.stderr)
     return summary
 
 

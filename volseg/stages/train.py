@@ -22,8 +22,8 @@ class Config(TrainConfig, StageConfig):
     """The ``train:`` section of a workflow (see :class:`volseg.train.config.TrainConfig`)."""
 
     def reads(self) -> tuple[str, ...]:
-        """The image and the labels."""
-        return (self.image, self.labels)
+        """The image, the labels and the model file to start from (``init``)."""
+        return (self.image, self.labels) + ((self.init,) if self.init else ())
 
     def writes(self) -> tuple[str, ...]:
         """The model file and the training curves."""
@@ -40,6 +40,7 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
         # the runner only calls an incomplete stage (or one the user asked to redo), so
         # a model file here is a leftover of an interrupted run: replace it
         overwrite=True,
+        init=ctx.resolve(config.init) if config.init else None,
         extra_summary={"provenance": ctx.provenance} if ctx.provenance else None,
     )
     return {k: v for k, v in summary.items() if k != "per_class"}

@@ -12,16 +12,15 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask.array as da
 import numpy as np
 import numpy.typing as npt
-from dask.base import tokenize
-from dask.highlevelgraph import HighLevelGraph
-from scipy import ndimage
 
 from volseg.errors import ConfigError
+
+if TYPE_CHECKING:  # dask and scipy are imported where used (`volseg synth --help` stays light)
+    import dask.array as da
 
 Box = tuple[tuple[int, int, int], tuple[int, int, int]]
 BoxFn = Callable[[tuple[int, int, int], tuple[int, int, int]], np.ndarray]
@@ -89,6 +88,8 @@ def check_chunks(
     chunks: Sequence[int] | None, shape: tuple[int, int, int], default: Sequence[int]
 ) -> tuple[tuple[int, ...], ...]:
     """Normalise ``(z, y, x)`` chunk sizes (capped at the shape) to dask chunks."""
+    import dask.array as da
+
     c = tuple(default if chunks is None else chunks)
     if len(c) != 3 or any(int(v) < 1 for v in c):
         raise PhantomParameterError(f"chunks must be three positive integers, got {c}")
@@ -117,6 +118,10 @@ def lazy_array(
     The graph has one independent task per block (no dependencies), keyed by a
     deterministic name derived from ``token``.
     """
+    import dask.array as da
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
     key = f"{name}-{tokenize(token, chunks)}"
     offsets = [np.concatenate([[0], np.cumsum(c)[:-1]]).astype(int) for c in chunks]
     dsk: dict[Any, Any] = {}
@@ -153,6 +158,8 @@ def blurred_box(
     the same input values and kernel, wherever the block boundaries are (the halo
     plays the role of ``map_overlap``'s depth, without duplicating neighbour tasks).
     """
+    from scipy import ndimage
+
     r = blur_radius(sigma, truncate)
     ext_start = (start[0] - r[0], start[1] - r[1], start[2] - r[2])
     ext_shape = (shape[0] + 2 * r[0], shape[1] + 2 * r[1], shape[2] + 2 * r[2])
@@ -223,6 +230,8 @@ def class_frequencies(truth: da.Array, n_classes: int) -> da.Array:
     counts are summed, so memory stays at one block whatever the volume size and the
     totals are exact.
     """
+    import dask.array as da
+
     if n_classes < 1:
         raise PhantomParameterError(f"n_classes must be >= 1, got {n_classes}")
     nd = truth.ndim

@@ -294,6 +294,17 @@ class TrainConfig(Options):
         validation region (default: all), to keep validation cheap on large regions.
     model_path, training_dir
         Products, relative to the output directory.
+    init
+        A volseg model file to start from (``volseg pretrain`` output or an earlier
+        ``volseg train`` model) with the same architecture and ``model.params``: every
+        backbone tensor is loaded; the head (the layers whose shape follows the number
+        of classes) is re-initialised when the file's classes differ, else loaded too
+        (continued training).  The file's normalisation statistics are used.  A layer of
+        another shape is a one-line error naming it.  In a workflow, a product
+        (``pretrained.safetensors``) or an external file.
+    freeze_backbone_epochs
+        With ``init``: train only the head for this many epochs first (the backbone's
+        weights and batch-norm statistics fixed), then everything.
     """
 
     image: str = "image.ome.zarr"
@@ -330,10 +341,14 @@ class TrainConfig(Options):
     validation_sections: int | None = Field(None, ge=1)
     model_path: str = "model.safetensors"
     training_dir: str = "training"
+    init: str | None = None
+    freeze_backbone_epochs: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
         n = len(self.classes)
+        if self.freeze_backbone_epochs and self.init is None:
+            raise ValueError("freeze_backbone_epochs needs init (a model file to start from)")
         if self.label_map:
             for raw, cid in self.label_map.items():
                 if not (0 <= cid < n or cid == self.ignore_id):

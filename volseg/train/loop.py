@@ -106,6 +106,7 @@ def fit(
     amp: bool = True,
     on_epoch: Callable[[dict[str, Any], FitResult], None] | None = None,
     progress: bool = True,
+    before_epoch: Callable[[int, nn.Module], None] | None = None,
 ) -> FitResult:
     """Optimise ``module`` with AdamW; keep the best weights by validation ``select``.
 
@@ -139,6 +140,9 @@ def fit(
         Called after every epoch with the epoch's record and the running result.
     progress
         Show a rich progress bar (on a terminal).
+    before_epoch
+        Called with the 1-based epoch and the module (in training mode) before each
+        epoch's steps, e.g. to freeze the backbone for the first epochs.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -170,6 +174,8 @@ def fit(
         task = bar.add_task("train", total=epochs * steps_per_epoch, info="")
         for epoch in range(1, epochs + 1):
             module.train()
+            if before_epoch is not None:
+                before_epoch(epoch, module)
             losses = []
             for _ in range(steps_per_epoch):
                 inputs, targets = next_batch()
@@ -296,6 +302,16 @@ def make_batch(
     return x, y
 
 
+def _read_init_spec(path: str | Path) -> ModelSpec:
+    from volseg.models import read_spec
+
+    spec = read_spec(path)
+    if not isinstance(spec, ModelSpec):
+        raise ConfigError(f"init: {path} is a bioimage.io package; start from a volseg "
+                          ".safetensors model file")
+    return spec
+
+
 def _write_csv(path: Path, history: list[dict[str, Any]]) -> None:
     keys: list[str] = []
     for rec in history:
@@ -345,6 +361,7 @@ def train(
     overwrite: bool = False,
     progress: bool = True,
     extra_summary: dict[str, Any] | None = None,
+    init: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train a segmentation model from a config; write the model and the curves.
 
@@ -362,6 +379,8 @@ def train(
         Show progress bars.
     extra_summary
         Added to the spec's training summary (e.g. provenance).
+    init
+        The resolved ``config.init`` (default: ``config.init`` as given).
 
     Returns
     -------
@@ -381,6 +400,11 @@ def train(
     t_start = time.perf_counter()
 
     spec0 = _spec_from(config)
+    init_path = init if init is not None else config.init
+    if init_path is not None:  # a file that does not fit fails before any data is read
+        from volseg.models.transfer import init_weights
+
+        init_weights(build_model(spec0), spec0, init_path)
     img, lab, voxel = open_inputs(str(image), str(labels), image_dataset=config.image_dataset,
                                   labels_dataset=config.labels_dataset)
     voxel = config.voxel_size or voxel
@@ -416,12 +440,36 @@ def train(
         anchor_probability=config.sampling.anchor_probability, anchor_classes=anchor_classes,
         max_oversampling=config.sampling.max_oversampling, rng=rng,
     )
-    norm = sample_normalization(train_regions, config.normalization, rng)
+    if sampler.frequencies.size > 1 and not sampler.frequencies[1:].any():
+        _log(f"volseg train: warning: the training sections hold no voxel of the classes "
+             f"{', '.join(config.classes[1:])}; if the labels store them as the ignore id "
+             f"{config.ignore_id} (a 0/{config.ignore_id} mask), map it with label_map "
+             f"{{{config.ignore_id}: 1}}")
+    if init_path is not None:
+        # the backbone learnt its features under the file's normalisation: keep it
+        norm = _read_init_spec(init_path).normalization
+    else:
+        norm = sample_normalization(train_regions, config.normalization, rng)
     spec = _spec_from(config, normalization=norm, voxel_size=voxel)
     freq = sampler.frequencies
     loss_fn = build_loss(config.loss, n_classes=len(config.classes), ignore_id=config.ignore_id,
                          class_frequencies=freq)
     module = build_model(spec)
+    before_epoch = None
+    init_summary: dict[str, Any] | None = None
+    if init_path is not None:
+        from volseg.models.transfer import freeze_backbone, init_weights
+
+        report = init_weights(module, spec, init_path)
+        init_summary = report.summary()
+        _log(f"volseg train: started from {init_path} ({len(report.loaded)} tensors loaded"
+             + (f", head {', '.join(report.reinitialised)} re-initialised"
+                if report.reinitialised else ", same classes: continued") + ")")
+        if config.freeze_backbone_epochs:
+            head = report.head
+
+            def before_epoch(epoch: int, m: nn.Module) -> None:
+                freeze_backbone(m, head, epoch <= config.freeze_backbone_epochs)
 
     val_data = [
         (np.asarray(r.image), map_labels(np.asarray(r.labels), lut)) for r in val_regions
@@ -475,9 +523,11 @@ def train(
         epochs=config.epochs, steps_per_epoch=config.steps_per_epoch,
         optimizer=config.optimizer, validate_every=config.validate_every,
         early_stopping=config.early_stopping, max_minutes=config.max_minutes, device=device,
-        amp=config.amp, on_epoch=on_epoch, progress=progress,
+        amp=config.amp, on_epoch=on_epoch, progress=progress, before_epoch=before_epoch,
     )
     module.load_state_dict(result.best_state)
+    for param in module.parameters():
+        param.requires_grad_(True)
     best = {k: v for k, v in result.best_metrics.items() if k != "confusion"}
     summary: dict[str, Any] = {
         "config": config.to_dict(),
@@ -494,6 +544,7 @@ def train(
         "seconds_total": round(time.perf_counter() - t_start, 1),
         "seconds_preparation": round(prep_seconds, 1),
         "device": str(device), "seed": config.seed, "threads": torch.get_num_threads(),
+        **({"init": init_summary} if init_summary is not None else {}),
         **(extra_summary or {}),
     }
     final_spec = ModelSpec(**{**spec.model_dump(), "training": _jsonable(summary)})

@@ -168,7 +168,7 @@ def run_workflow(
     record["workflow_file"] = str(workflow.source)
 
     outcomes: list[StageOutcome] = []
-    with dask_client(workflow.config.cluster) as client:
+    with dask_client(workflow.config.cluster, log_root=workdir / ".volseg") as client:
         for module, config in selected:
             if module.NAME not in pending:
                 _log(f"volseg: stage {module.NAME}: complete, skipped")

@@ -1,0 +1,35 @@
+"""Work inside real SLURM jobs: Dask workers in two jobs of a live single-node SLURM."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pytest
+
+from volseg.cluster import SlurmCluster, dask_client
+
+pytestmark = pytest.mark.usefixtures("slurm")
+
+BASE = {"cores": 1, "memory": "1GiB", "walltime": "00:10:00", "interface": "lo",
+        "dashboard_address": None, "job_name": "volseg-test", "startup_timeout": 60}
+
+
+def test_blocks_are_computed_inside_two_slurm_jobs(tmp_path: Path) -> None:
+    config = SlurmCluster(**BASE, jobs=2, job_script_prologue=["export VOLSEG_PROLOGUE=ran"])
+    values = np.arange(64 * 48, dtype=np.float64).reshape(64, 48)
+    with dask_client(config, log_root=tmp_path) as client:
+        jobs = client.run(os.getenv, "SLURM_JOB_ID")
+        assert len(jobs) == 2 and all(jobs.values()) and len(set(jobs.values())) == 2
+        assert all(address.startswith("tcp://127.0.0.1:") for address in jobs)
+        prologue = client.run(os.getenv, "VOLSEG_PROLOGUE")
+        assert set(prologue.values()) == {"ran"}
+        array = da.from_array(values, chunks=(16, 16))
+        assert np.array_equal(client.compute(array * 2 + 1).result(), values * 2 + 1)
+        ran_in = set(client.gather(client.map(os.getenv, ["SLURM_JOB_ID"] * 8,
+                                              pure=False)))
+        assert ran_in <= set(jobs.values())
+    logs = sorted(p.name for p in (tmp_path / "slurm").iterdir())
+    assert any(name.endswith(".err") for name in logs), logs
