@@ -30,6 +30,7 @@ from volseg.errors import InputError, OutputExistsError
 from volseg.io import StoreReport, omezarr, open_volume, store_blocks
 from volseg.io.guard import check_output_location, check_replaceable, run_identity
 from volseg.io.location import Location, PathLike, as_path, check_writable
+from volseg.io.lock import locks
 from volseg.options import options_of
 
 if TYPE_CHECKING:
@@ -117,6 +118,7 @@ def _scheduler(client: Client | None, processes: int | None) -> Iterator[None]:
         yield
 
 
+@locks("output")
 def run_crf(
     probabilities: PathLike,
     image: PathLike | None,

@@ -40,6 +40,7 @@ from volseg.inference.api import (
 from volseg.inference.options import PROBABILITY_DTYPES, PredictOptions
 from volseg.inference.stream import compute_in_order
 from volseg.io.location import Location, PathLike, as_path, check_writable
+from volseg.io.lock import locks
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -191,6 +192,7 @@ def stream_plan(plan: WritePlan, description: str) -> None:
 
 
 # ---------------------------------------------------------------------------- run
+@locks("output")
 def run_predict(
     model: str | os.PathLike[str],
     image: PathLike,

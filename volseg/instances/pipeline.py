@@ -26,6 +26,7 @@ from volseg.instances.table import write_table
 from volseg.io import StoreReport, omezarr, open_volume, store_blocks
 from volseg.io.guard import check_output_location, check_replaceable, run_identity
 from volseg.io.location import Location, PathLike, as_path, check_writable, normalize
+from volseg.io.lock import locks
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -81,6 +82,7 @@ def _image_of(labels: PathLike) -> Location | None:
     return None if image is None or str(image) == str(normalize(as_path(labels))) else image
 
 
+@locks("output")
 def run_instances(
     labels: PathLike,
     output: PathLike,

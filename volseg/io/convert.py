@@ -26,6 +26,7 @@ from volseg.errors import InputError, OutputExistsError
 from volseg.io import omezarr
 from volseg.io.guard import check_output_location, check_replaceable, run_identity
 from volseg.io.location import Location, PathLike, as_path, check_writable
+from volseg.io.lock import locks
 from volseg.io.options import ConvertOptions
 from volseg.io.readers import VolumeMeta, open_volume
 from volseg.io.store import StoreReport, store_blocks
@@ -152,6 +153,7 @@ def _open_aligned(source: Location, dataset: str | None, chunks: Sequence[int] |
     return array, meta, layout
 
 
+@locks("output")
 def convert_image(
     source: PathLike, output: PathLike, options: ConvertOptions | None = None, *,
     overwrite: bool = False, attrs: Mapping[str, Any] | None = None,
@@ -242,6 +244,7 @@ def _check_name(name: str) -> None:
         raise InputError(f"label name {name!r} must be a plain name such as 'truth'")
 
 
+@locks("image")
 def convert_labels(
     source: PathLike, image: PathLike, name: str, options: ConvertOptions | None = None,
     *, values: Mapping[int, int] | None = None, overwrite: bool = False,
@@ -281,6 +284,7 @@ def convert_labels(
     return _result(output, target, vs, state, report, start, overwrite, freqs)
 
 
+@locks("output")
 def convert_label_image(
     source: PathLike, output: PathLike, options: ConvertOptions | None = None, *,
     values: Mapping[int, int] | None = None, overwrite: bool = False,

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from volseg.errors import ConfigError, OutputExistsError
+from volseg.io.lock import locks
 from volseg.io.mrc import is_mrc
 from volseg.ngff import DEFAULT_NGFF, Ngff
 from volseg.synth import KINDS, Phantom
@@ -108,6 +109,7 @@ def _by_name(phantom: Phantom, counts: dict[str, int] | np.ndarray) -> dict[str,
     return {n: int(counts.get(str(i), 0)) for i, n in enumerate(phantom.class_names)}
 
 
+@locks("output")
 def write_phantom(
     phantom: Phantom,
     output: str | Path,
