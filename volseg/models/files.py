@@ -266,18 +266,18 @@ def _read_header(path: Path) -> dict[str, Any]:
         raise InputError(f"model file {path} is a directory, not a .safetensors file")
     size = path.stat().st_size
     with path.open("rb") as f:
-        head = f.read(8)
-        if head[:2] == b"PK" or head[:1] == b"\x80":
+        head = f.read(9)  # the header length (8 bytes) and the JSON header's "{"
+        if head[8:9] != b"{" and (head[:2] == b"PK" or head[:1] == b"\x80"):
             raise InputError(
                 f"{path} is a pickle / torch.save checkpoint; volseg never unpickles model "
                 "files: re-save the weights as safetensors with volseg.models.save_model"
             )
-        if len(head) < 8:
+        if len(head) < 9:
             raise InputError(f"{path} is not a safetensors model file (too short)")
-        (n,) = struct.unpack("<Q", head)
+        (n,) = struct.unpack("<Q", head[:8])
         if n <= 1 or n > _MAX_HEADER or n > size - 8:
             raise InputError(f"{path} is not a safetensors model file (bad header)")
-        raw = f.read(n)
+        raw = head[8:] + f.read(n - 1)
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
