@@ -275,3 +275,39 @@ def test_labels_only_output_is_a_valid_label_image(inputs: tuple[Path, Path], tm
     assert output_state(out, "none") == "complete"
     labels, meta = open_volume(out)
     assert meta.kind == "labels" and labels.shape == SHAPE
+
+
+@pytest.mark.parametrize("ngff", ["0.4", "0.5"])
+def test_pyramids_from_the_blocks_equal_reread_pyramids(tmp_path: Path, ngff: str,
+                                                        capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    """Level 1 is reduced from the blocks in memory; every level equals what
+    write_pyramid makes by re-reading level 0 (and the metadata lists the same levels)."""
+    import shutil
+
+    from volseg.io.omezarr import read_multiscales, write_pyramid
+
+    image, model = _make_inputs(tmp_path, shape=(12, 36, 600))  # x > 512: levels 1, 2
+    out = tmp_path / "pred.ome.zarr"
+    assert main(["predict", "--model", str(model), "--input", str(image), "--output",
+                 str(out), "--block", "8", "16", "64", "--device", "cpu", "--ngff", ngff,
+                 "--overlap", "0.25"]) == 0
+    capsys.readouterr()
+    ref = tmp_path / "reread.ome.zarr"
+    shutil.copytree(out, ref)
+    groups = [("", "mean"), ("labels/semantic", "mode")]
+    for sub, method in groups:
+        write_pyramid(ref / sub, method=method, overwrite=True)  # type: ignore[arg-type]
+    for sub, _ in groups:
+        ms, ms_ref = read_multiscales(out / sub), read_multiscales(ref / sub)
+        assert [lv.path for lv in ms.levels] == [lv.path for lv in ms_ref.levels] == [
+            "0", "1", "2"]
+        assert [lv.scale for lv in ms.levels] == [lv.scale for lv in ms_ref.levels]
+        for level in ms.levels:
+            a = zarr.open_array(str(out / sub / level.path), mode="r")
+            b = zarr.open_array(str(ref / sub / level.path), mode="r")
+            assert np.array_equal(a[...], b[...]), (sub, level.path)
+        level1 = zarr.open_array(str(out / sub / "1"), mode="r")
+        if ngff == "0.5":  # written with level 0: one shard per (halved) block
+            assert tuple(level1.shards)[-3:] == (8, 8, 32)  # z (8 nm) is not halved
+    assert validate(out).model == "Image" and validate(out / "labels" / "semantic")

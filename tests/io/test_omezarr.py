@@ -303,3 +303,71 @@ def test_standalone_label_image_and_its_source(tmp_path: Path, ngff: str) -> Non
     omezarr.write_labels(labels, tmp_path / "img.ome.zarr", "seg")
     assert omezarr.group_version(tmp_path / "img.ome.zarr" / "labels" / "seg") == ngff
     assert validate(tmp_path / "img.ome.zarr").model == "Image"
+
+
+def _levels(path: Path) -> list[np.ndarray]:
+    ms = omezarr.read_multiscales(path)
+    return [np.asarray(zarr.open_array(str(path / level.path), mode="r")[...])
+            for level in ms.levels]
+
+
+@pytest.mark.parametrize("ngff", ["0.4", "0.5"])
+@pytest.mark.parametrize(("method", "axes", "block"), [
+    ("mean", ("z", "y", "x"), (8, 16, 96)),        # odd last blocks: 37 = 4*8 + 5, ...
+    ("mode", ("z", "y", "x"), (16, 32, 192)),
+    ("mean", ("c", "z", "y", "x"), (2, 8, 32, 64)),  # a channel axis in one block
+])
+def test_first_level_from_the_blocks_equals_the_reread_pyramid(
+        tmp_path: Path, ngff: str, method: str, axes: tuple[str, ...],
+        block: tuple[int, ...]) -> None:
+    from volseg.io.store import store_arrays
+
+    rng = np.random.default_rng(3)
+    shape = SHAPE if len(axes) == 3 else (2, *SHAPE)
+    data = rng.integers(0, 4 if method == "mode" else 256, shape, dtype=np.uint8)
+    data[..., 5:20, 10:40, 100:300] = 3  # uniform cells as well as mixed ones
+    values = da.from_array(data, chunks=block)
+    layout = omezarr.block_layout(shape, block, axes, ngff=ngff)  # type: ignore[arg-type]
+    paths = []
+    for name in ("blocks", "reread"):
+        path = tmp_path / f"{name}.ome.zarr"
+        target = omezarr.create_image(path, shape=shape, dtype=np.uint8, chunks=layout.chunks,
+                                      shards=layout.shards, voxel_size=(5, 4, 4), axes=axes,
+                                      ngff=ngff)  # type: ignore[arg-type]
+        pairs = [(values, target)]
+        if name == "blocks":
+            first = omezarr.first_level(path, values, method=method)  # type: ignore[arg-type]
+            assert len(first) == 1
+            level1 = first[0][1]
+            reduced = [-(-b // 2) for b in block[-3:]]  # one shard per halved block
+            if ngff == "0.5":
+                assert tuple(level1.shards)[-3:] == tuple(reduced)
+            assert all(r % c == 0 for r, c in zip(reduced, level1.chunks[-3:], strict=True))
+            pairs += first
+        report = store_arrays(pairs, description="test")
+        assert report.computed_blocks == report.total_blocks
+        if name == "blocks":  # level 1 is complete before the pyramid runs
+            from volseg.io.store import is_complete
+
+            assert is_complete(zarr.open_array(str(path / "1"), mode="r"))
+        omezarr.write_pyramid(path, method=method)  # type: ignore[arg-type]
+        paths.append(path)
+    got, expected = _levels(paths[0]), _levels(paths[1])
+    assert len(got) == len(expected) == 3
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+    ms = [omezarr.read_multiscales(p) for p in paths]
+    assert [lv.scale for lv in ms[0].levels] == [lv.scale for lv in ms[1].levels]
+    assert validate(paths[0])
+
+
+def test_first_level_needs_even_equal_blocks(tmp_path: Path) -> None:
+    path = tmp_path / "odd.ome.zarr"
+    omezarr.create_image(path, shape=SHAPE, dtype=np.uint8, chunks=(7, 61, 100),
+                         shards=None, voxel_size=(5, 4, 4), ngff="0.4")
+    odd = da.zeros(SHAPE, chunks=(7, 61, 100), dtype=np.uint8)  # 7 is odd along z
+    assert omezarr.first_level(path, odd) == []
+    small = tmp_path / "small.ome.zarr"
+    omezarr.create_image(small, shape=(8, 8, 8), dtype=np.uint8, chunks=(8, 8, 8),
+                         shards=None, voxel_size=(5, 4, 4), ngff="0.4")
+    assert omezarr.first_level(small, da.zeros((8, 8, 8), dtype=np.uint8)) == []  # no level 1

@@ -76,6 +76,9 @@ def test_backbone_loaded_head_reinitialised_when_classes_differ(tmp_path: Path) 
         else:  # every backbone tensor (and the head's hidden layer) equals the file's
             assert torch.equal(value, file[name].to(value.dtype)), name
     assert report.summary()["loaded_tensors"] == len(state) - 2
+    unet = ModelSpec(architecture="unet25d", params={"context": 3, "widths": [4, 8]},
+                     classes=("a", "b"), patch_size=(1, 16, 16))
+    assert "model.2.0.adn.N.num_batches_tracked" in head_tensors(unet)  # the head's norm
 
 
 def test_same_classes_load_everything(tmp_path: Path) -> None:

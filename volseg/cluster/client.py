@@ -79,6 +79,7 @@ def _slurm_client(config: SlurmCluster, log_root: Path | None) -> Iterator[Any]:
                   f"jobs {', '.join(sorted(book.jobs))}; logs in {logs}", file=sys.stderr)
         with slurm.JobKeeper(cluster, client, book):
             yield client
+            slurm.report_tasks(client)
 
 
 @contextmanager

@@ -418,6 +418,28 @@ def wait_for_workers(cluster: Any, book: JobBook, config: SlurmCluster, *,
         time.sleep(poll)
 
 
+def worker_report(dask_worker: Any) -> dict[str, Any]:
+    """On a worker (``client.run``): its SLURM job id and how many tasks it has executed."""
+    return {"job": os.environ.get("SLURM_JOB_ID"),
+            "executed": int(dask_worker.state.executed_count)}
+
+
+def report_tasks(client: Any) -> dict[str, int]:
+    """Log and return the tasks executed per SLURM job by the workers still connected."""
+    try:
+        reports = client.run(worker_report)
+    except Exception as exc:  # a closing cluster: say so, never fail the run for it
+        _log(f"SLURM workers' task counts unavailable ({exc})")
+        return {}
+    per_job: dict[str, int] = {}
+    for report in reports.values():
+        job = str(report["job"])
+        per_job[job] = per_job.get(job, 0) + int(report["executed"])
+    shown = ", ".join(f"job {j}: {n}" for j, n in sorted(per_job.items()))
+    _log(f"tasks executed in SLURM jobs (workers connected now): {shown or 'none'}")
+    return per_job
+
+
 def _block(key: Any) -> str | None:
     if isinstance(key, tuple) and key and str(key[0]).startswith("volseg-write-"):
         return "(" + ", ".join(str(i) for i in key[1:]) + ")"
@@ -526,4 +548,4 @@ def describe(config: SlurmCluster, *, log_directory: Path) -> str:
 
 __all__ = ["SCHEDULER_PLACEHOLDER", "JobBook", "JobKeeper", "JobState", "check_submission",
            "describe", "job_options", "job_script", "job_states", "log_directory_for",
-           "refused", "start_cluster", "wait_for_workers"]
+           "refused", "report_tasks", "start_cluster", "wait_for_workers", "worker_report"]

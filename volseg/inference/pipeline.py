@@ -321,19 +321,25 @@ def run_predict(
             origin=origin, ngff=ngff, image=omezarr.image_of(image), classes=classes,
             ignore_id=ignore_id, identity=identity)
     pairs.insert(0, (logits_to_labels(logits, network.activation), ltarget))
+    labels = labels_path(out, probabilities)
+    # level 1 of each pyramid reduced from the blocks in memory, in the same write tasks
+    groups = [(labels, "mode")] + ([(prob_path, "mean")] if prob_path is not None else [])
+    firsts = [omezarr.first_level(group, values, method=method)  # type: ignore[arg-type]
+              if options.pyramid else []
+              for (group, method), (values, _) in zip(groups, pairs, strict=True)]
+    levels = [pair for first in firsts for pair in first]
     t0 = time.perf_counter()
     if client is None:  # local threads share this process's cache: load it up front
         get_model(model_ref(model, spec.kind, options.backend),
                   resolve_device(options.device))
     t1 = time.perf_counter()
-    report = store_arrays(pairs, description="predict", client=client, overwrite=overwrite,
-                          executor=stream_plan, identity=identity)
+    report = store_arrays(pairs + levels, description="predict", client=client,
+                          overwrite=overwrite, executor=stream_plan, identity=identity)
     t2 = time.perf_counter()
-    labels = labels_path(out, probabilities)
-    if options.pyramid:
-        omezarr.write_pyramid(labels, method="mode", client=client, overwrite=overwrite)
-        if prob_path is not None:
-            omezarr.write_pyramid(prob_path, method="mean", client=client, overwrite=overwrite)
+    if options.pyramid:  # levels 2, ... from level 1 where it was written with level 0
+        for (group, method), first in zip(groups, firsts, strict=True):
+            omezarr.write_pyramid(group, method=method,  # type: ignore[arg-type]
+                                  client=client, overwrite=overwrite and not first)
     t3 = time.perf_counter()
     total, computed = report.total_blocks, report.computed_blocks
     computed_voxels = computed / max(total, 1) * float(np.prod(shape))

@@ -125,11 +125,11 @@ __all__ = [  # the writer, and the layout and metadata names it re-exports for i
     "NGFF_VERSIONS", "READ_BLOCK_BYTES", "SHARD_BYTES", "UNIT", "Layout", "Level",
     "Multiscales", "Ngff", "PathLike", "VoxelSize", "block_layout", "check_ngff",
     "class_frequencies", "class_names", "clean_number", "create_image", "create_label_image",
-    "create_labels", "default_axes", "default_chunks", "group_attrs", "group_version",
-    "image_layout", "image_of", "image_state", "is_ome_zarr", "label_metadata",
-    "label_names", "nearest_divisor", "omero_metadata", "read_multiscales", "source_path",
-    "spatial_chunks", "store_class_frequencies", "write_image", "write_label_image",
-    "write_labels", "write_pyramid", "writer_chunks",
+    "create_labels", "default_axes", "default_chunks", "first_level", "group_attrs",
+    "group_version", "image_layout", "image_of", "image_state", "is_ome_zarr",
+    "label_metadata", "label_names", "nearest_divisor", "omero_metadata", "read_multiscales",
+    "source_path", "spatial_chunks", "store_class_frequencies", "write_image",
+    "write_label_image", "write_labels", "write_pyramid", "writer_chunks",
 ]
 
 COMPRESSOR = numcodecs.Blosc(cname="zstd", clevel=1, shuffle=numcodecs.Blosc.SHUFFLE)
@@ -483,6 +483,11 @@ def write_pyramid(
     layout = Layout(tuple(base.chunks), base.shards, storage_chunks(base))
     identity = stored_identity(base)  # a level belongs to the run that wrote level 0
     for index, (shape, _scale, factors) in enumerate(plan[1:], start=1):
+        kept = None if overwrite else _complete_level(group, str(index), shape, base.dtype)
+        if kept is not None:  # e.g. level 1 written with level 0 (first_level)
+            layout = Layout(tuple(kept.chunks), kept.shards, storage_chunks(kept))
+            source = kept
+            continue
         layout = level_layout(layout, shape, factors, np.dtype(base.dtype).itemsize)
         target = _require_level(group, str(index), shape, layout, base.dtype, ms.axes, ngff,
                                 overwrite, identity)
@@ -498,6 +503,79 @@ def write_pyramid(
     for stale in range(len(plan), len(ms.levels) + 1):
         if str(stale) in group:
             del group[str(stale)]
+
+
+def first_level(
+    group_path: PathLike, values: da.Array, *, method: Literal["mean", "mode"] = "mean",
+) -> list[tuple[da.Array, zarr.Array]]:
+    """Level 1 of a multiscale group reduced from the blocks that write its level 0.
+
+    For a blockwise writer (:func:`~volseg.io.store.store_arrays`): ``values`` is the
+    lazy level 0 in its write blocks; the returned ``(reduced, target)`` pair — the
+    2× reduction of each block (:mod:`volseg.io.pyramid`) and the group's level-1
+    array (created, or kept for resuming) — goes into the same
+    :func:`~volseg.io.store.store_arrays` call, so each block's level 1 is written by
+    the task that writes its level 0, from the block in memory, and
+    :func:`write_pyramid` afterwards finds level 1 complete and starts from it
+    instead of re-reading level 0.  The voxels equal :func:`write_pyramid`'s: each
+    2 × 2 × 2 cell lies inside one block, and the last block's odd end is the
+    array's.
+
+    Level 1's layout follows the blocks: one shard per reduced block (0.5; chunks
+    along each axis the divisor of the reduced block nearest to level 0's chunks),
+    or those chunks (0.4).  Returns ``[]`` (level 1 is then left to
+    :func:`write_pyramid`) when the group needs no level 1 or an interior block has an
+    odd extent along a halved axis, or blocks of different sizes.
+
+    Parameters
+    ----------
+    group_path
+        The group, created by :func:`create_image` / :func:`create_labels` /
+        :func:`create_label_image` (level 0 only, or resumed).
+    values
+        Level 0 as a dask array, chunked as it will be written.
+    method
+        ``"mean"`` for images, ``"mode"`` for labels.
+    """
+    path = as_path(group_path)
+    ms = read_multiscales(path)
+    group = zarr.open_group(zarr_store(path), mode="a")
+    base = group[ms.levels[0].path]
+    assert isinstance(base, zarr.Array)
+    spatial = [a in ("z", "y", "x") for a in ms.axes]
+    plan = pyramid.plan_levels(base.shape, ms.levels[0].scale, spatial)
+    if len(plan) < 2 or tuple(values.shape) != tuple(base.shape):
+        return []
+    shape, _scale, factors = plan[1]
+    blocks = []
+    for sizes, f, n in zip(values.chunks, factors, shape, strict=True):
+        interior = set(sizes[:-1])
+        if len(interior) > 1 or any(b % f for b in interior):
+            return []
+        blocks.append(interior.pop() // f if interior else n)
+    chunks = tuple(nearest_divisor(b, min(int(c), b))
+                   for b, c in zip(blocks, base.chunks, strict=True))
+    layout = Layout(chunks, tuple(blocks) if base.shards is not None else None,
+                    tuple(blocks))
+    target = _require_level(group, "1", shape, layout, base.dtype, ms.axes,
+                            group_version(path) or DEFAULT_NGFF, overwrite=False,
+                            identity=stored_identity(base))
+    out_chunks = tuple(tuple(-(-b // f) for b in sizes)
+                       for sizes, f in zip(values.chunks, factors, strict=True))
+    reduced = da.map_blocks(
+        pyramid.REDUCERS[method], values, factors=tuple(factors), chunks=out_chunks,
+        dtype=base.dtype, meta=np.empty((0,) * base.ndim, dtype=base.dtype))
+    return [(reduced, target)]
+
+
+def _complete_level(group: zarr.Group, name: str, shape: tuple[int, ...], dtype: Any
+                    ) -> zarr.Array | None:
+    """The level ``name`` if it exists with this shape and dtype and is complete."""
+    existing = group.get(name)
+    if (isinstance(existing, zarr.Array) and tuple(existing.shape) == shape
+            and existing.dtype == dtype and is_claimed(existing) and is_complete(existing)):
+        return existing
+    return None
 
 
 def _require_level(

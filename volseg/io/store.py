@@ -618,18 +618,28 @@ class WritePlan:
 
 
 def _shared_grid(pairs: Sequence[tuple[da.Array, zarr.Array]]) -> Chunks:
-    """Return the block grid the arrays share on their trailing axes."""
+    """Return the block grid the arrays share on their trailing axes (the first array's).
+
+    The arrays have the same number of blocks along each trailing axis; their block
+    sizes may differ (a pyramid level reduced from the blocks of level 0 has blocks
+    half as large).
+    """
     ndim = min(a.ndim for a, _ in pairs)
     grid = pairs[0][0].chunks[pairs[0][0].ndim - ndim:]
     for array, target in pairs:
         if tuple(array.shape) != tuple(target.shape):
             raise ValueError(f"array shape {array.shape} != target shape {target.shape}")
         lead = array.ndim - ndim
-        if array.chunks[lead:] != grid or any(len(c) != 1 for c in array.chunks[:lead]):
-            raise ValueError("arrays written together must share the block grid of their "
-                             "trailing axes and have one block along the others")
+        if (tuple(len(c) for c in array.chunks[lead:]) != tuple(len(c) for c in grid)
+                or any(len(c) != 1 for c in array.chunks[:lead])):
+            raise ValueError("arrays written together must have the same number of blocks "
+                             "along their trailing axes and one block along the others")
         check_alignment(array.chunks, target.shape, storage_chunks(target))
     return grid
+
+
+def _block_starts(array: da.Array, ndim: int) -> list[np.ndarray]:
+    return [np.concatenate([[0], np.cumsum(c)]) for c in array.chunks[array.ndim - ndim:]]
 
 
 def plan_writes(
@@ -642,8 +652,9 @@ def plan_writes(
     ----------
     pairs
         ``(values, target)``: lazy arrays and the zarr arrays they go to.  With more
-        than one pair the arrays share the block grid of their last ``m`` axes (``m``
-        = the smallest ``ndim``) and have one block along the others.
+        than one pair the arrays have as many blocks as the first along each of their
+        last ``m`` axes (``m`` = the smallest ``ndim``; block sizes may differ, e.g. a
+        pyramid level reduced from level 0's blocks) and one block along the others.
     overwrite
         Forget existing markers first.
     identity
@@ -679,16 +690,17 @@ def plan_writes(
     targets = [BlockTarget.of(t) for _, t in pairs]
     name = f"volseg-write-{uuid.uuid4().hex}"
     layer: dict[Any, Any] = {}
-    starts = [np.concatenate([[0], np.cumsum(c)]) for c in grid]
+    starts = [_block_starts(array, len(grid)) for array, _ in pairs]
     keys: list[Any] = []
     indices: list[tuple[int, ...]] = []
     voxels: dict[Any, int] = {}
     total = 0
     for idx in np.ndindex(*(len(c) for c in grid)):
         total += 1
-        box = tuple(slice(int(s[i]), int(s[i + 1])) for s, i in zip(starts, idx, strict=True))
         regions, names, todo = [], [], False
-        for (array, _), block_target, finished in zip(pairs, targets, done, strict=True):
+        for (array, _), block_target, finished, edges in zip(pairs, targets, done, starts,
+                                                              strict=True):
+            box = tuple(slice(int(e[i]), int(e[i + 1])) for e, i in zip(edges, idx, strict=True))
             region = tuple(slice(0, n) for n in array.shape[:array.ndim - len(grid)]) + box
             ranges = chunk_ranges(region, block_target.unit)
             todo = todo or not finished[tuple(slice(a, b) for a, b in ranges)].all()
@@ -701,7 +713,7 @@ def plan_writes(
         layer[key] = (_write_task, targets, regions, names, *blocks)
         keys.append(key)
         indices.append(tuple(int(i) for i in idx))
-        voxels[key] = int(np.prod([b.stop - b.start for b in box]))
+        voxels[key] = int(np.prod([b.stop - b.start for b in regions[0][-len(grid):]]))
     arrays: list[Any] = [a for a, _ in pairs]
     graph = HighLevelGraph.from_collections(name, layer, dependencies=arrays)
     return WritePlan(graph, keys, indices, voxels, total)

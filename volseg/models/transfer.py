@@ -54,12 +54,15 @@ def head_tensors(spec: ModelSpec) -> frozenset[str]:
     Notes
     -----
     The network is built twice, with ``C`` and ``C + 1`` output channels; the tensors
-    whose shapes differ are the head.
+    whose shapes differ, and the other tensors of their layers (e.g. a batch norm's
+    ``num_batches_tracked``), are the head.
     """
     base = {k: tuple(v.shape) for k, v in build_model(spec).state_dict().items()}
     wider = spec.model_copy(update={"classes": (*spec.classes, "\0extra")})
     more = {k: tuple(v.shape) for k, v in build_model(wider).state_dict().items()}
-    return frozenset(k for k in base if more.get(k) != base[k])
+    changed = {k for k in base if more.get(k) != base[k]}
+    owners = {k.rpartition(".")[0] for k in changed}  # and their layers' other tensors
+    return frozenset(k for k in base if k in changed or k.rpartition(".")[0] in owners)
 
 
 @dataclass(frozen=True)

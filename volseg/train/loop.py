@@ -346,7 +346,8 @@ def _write_curve(path: Path, history: list[dict[str, Any]], select: str) -> None
     ax2.set_ylabel("score")
     ax2.set_ylim(0, 1)
     ax2.set_title(f"model kept by {select}")
-    ax2.legend()
+    if ax2.lines:
+        ax2.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
