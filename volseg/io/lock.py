@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from volseg.errors import OutputExistsError
-from volseg.io.location import Location, PathLike, as_path, display
+from volseg.io.location import Location, PathLike, as_path, check_writable, display
 
 __all__ = ["HEARTBEAT", "STALE", "lock_path", "locks", "output_lock", "read_lock"]
 
@@ -220,6 +220,7 @@ def output_lock(output: PathLike) -> Iterator[Location]:
     OutputExistsError
         If another live run holds the lock.
     """
+    check_writable(as_path(output))
     path = lock_path(output)
     key = str(path)
     with _held_guard:
