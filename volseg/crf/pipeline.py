@@ -27,7 +27,7 @@ import numpy as np
 from volseg.crf.blockwise import block_bytes, crf_halo, crf_labels
 from volseg.crf.options import CRFConfig, CRFOptions
 from volseg.errors import InputError, OutputExistsError
-from volseg.io import StoreReport, omezarr, open_volume, store_blocks
+from volseg.io import StoreReport, omezarr, open_volume
 from volseg.io.location import Location, PathLike, as_path, check_writable
 from volseg.options import options_of
 
@@ -229,10 +229,9 @@ def run_crf(
         ngff=config.ngff, classes=names, ignore_id=record.get("ignore_id"), image=belongs_to,
     )
     with _scheduler(client, config.processes):
-        report = store_blocks(lazy, target, description="dense CRF", client=client,
-                              overwrite=overwrite)
-    if config.pyramid:
-        omezarr.write_pyramid(output, method="mode", client=client, overwrite=overwrite)
+        report = omezarr.store_levels(lazy, target, output, method="mode",
+                                      pyramid=config.pyramid, description="dense CRF",
+                                      client=client, overwrite=overwrite)
     return CRFRunResult(
         output=output, shape=shape, n_classes=n_classes,
         voxel_size=vs, halo=halo, block_size=core, block_bytes=peak, report=report,
