@@ -59,9 +59,10 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import sys
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -70,6 +71,8 @@ import dask.array as da
 import numpy as np
 import zarr
 from dask.highlevelgraph import HighLevelGraph
+
+from volseg.errors import OutputExistsError
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -125,8 +128,12 @@ class MarkerStore(Protocol):
         """Delete every marker (the claim stays)."""
         ...
 
-    def claim(self) -> None:
-        """Mark the array as written by volseg's block writer."""
+    def claim(self, identity: Mapping[str, Any] | None = None) -> None:
+        """Mark the array as written by volseg's block writer (by the run ``identity``)."""
+        ...
+
+    def identity(self) -> dict[str, Any] | None:
+        """Return the run identity stored with the claim (``None``: none stored)."""
         ...
 
     def claimed(self) -> bool:
@@ -140,10 +147,14 @@ def _sync(coroutine: Any) -> Any:
     return sync(coroutine)
 
 
-def _empty() -> Any:
+def _bytes(data: bytes) -> Any:
     from zarr.core.buffer import default_buffer_prototype
 
-    return default_buffer_prototype().buffer.from_bytes(b"")
+    return default_buffer_prototype().buffer.from_bytes(data)
+
+
+def _empty() -> Any:
+    return _bytes(b"")
 
 
 @dataclass(frozen=True)
@@ -186,9 +197,24 @@ class StoreMarkers:
             if name != CLAIM:
                 self.remove(name)
 
-    def claim(self) -> None:
-        """Write the claim key."""
-        self.add(CLAIM)
+    def claim(self, identity: Mapping[str, Any] | None = None) -> None:
+        """Write the claim key, holding the run ``identity`` as JSON (empty: none)."""
+        data = b"" if identity is None else json.dumps(dict(identity), sort_keys=True).encode()
+        _sync(self.store.set(self._key(CLAIM), _bytes(data)))
+
+    def identity(self) -> dict[str, Any] | None:
+        """Return the run identity stored in the claim key (``None``: none stored)."""
+        from zarr.core.buffer import default_buffer_prototype
+
+        buffer = _sync(self.store.get(self._key(CLAIM), prototype=default_buffer_prototype()))
+        if buffer is None:
+            return None
+        raw = buffer.to_bytes()
+        try:
+            value = json.loads(raw) if raw.strip() else None
+        except ValueError:
+            return None
+        return dict(value) if isinstance(value, dict) else None
 
     def claimed(self) -> bool:
         """Whether the claim key (or any marker) exists."""
@@ -296,9 +322,50 @@ def is_claimed(target: zarr.Array) -> bool:
     return markers(target).claimed()
 
 
-def claim(target: zarr.Array) -> None:
-    """Mark ``target`` as an output of the block writer (resumable from now on)."""
-    markers(target).claim()
+def claim(target: zarr.Array, identity: Mapping[str, Any] | None = None) -> None:
+    """Mark ``target`` as an output of the block writer (resumable from now on).
+
+    ``identity``: the run identity (:func:`volseg.io.guard.run_identity`) stored with
+    the claim, which a resume must match (:func:`check_identity`).
+    """
+    markers(target).claim(identity)
+
+
+def stored_identity(target: zarr.Array) -> dict[str, Any] | None:
+    """Return the run identity ``target`` was claimed with (``None``: none recorded)."""
+    return markers(target).identity()
+
+
+def _describe(target: zarr.Array) -> str:
+    try:
+        return str(array_dir(target))
+    except ValueError:
+        return f"{target.store}/{target.path}"
+
+
+def check_identity(target: zarr.Array, identity: Mapping[str, Any] | None, *,
+                   label: str | None = None) -> None:
+    """Refuse to resume ``target`` with another run identity than the one it was started with.
+
+    Nothing is checked when ``identity`` is ``None`` or the array records none (an
+    output of an older volseg).
+
+    Raises
+    ------
+    OutputExistsError
+        ``"<label> was started with model sha256:...; pass --overwrite to start again"``.
+    """
+    if identity is None:
+        return
+    old = stored_identity(target)
+    if old is None:
+        return
+    from volseg.io.guard import identity_difference
+
+    why = identity_difference(old, identity)
+    if why is not None:
+        raise OutputExistsError(f"{label or _describe(target)} {why}; pass --overwrite to "
+                                f"start again (or rerun with the same settings to resume)")
 
 
 def clear_markers(target: zarr.Array) -> None:
@@ -576,7 +643,8 @@ def _block_starts(array: da.Array, ndim: int) -> list[np.ndarray]:
 
 
 def plan_writes(
-    pairs: Sequence[tuple[da.Array, zarr.Array]], *, overwrite: bool = False
+    pairs: Sequence[tuple[da.Array, zarr.Array]], *, overwrite: bool = False,
+    identity: Mapping[str, Any] | None = None,
 ) -> WritePlan:
     """Check the targets and build one write task per block still to do.
 
@@ -589,21 +657,35 @@ def plan_writes(
         pyramid level reduced from level 0's blocks) and one block along the others.
     overwrite
         Forget existing markers first.
+    identity
+        The run identity (:func:`volseg.io.guard.run_identity`): checked against the
+        one each target was started with (without ``overwrite``) and stored.
 
     Returns
     -------
     WritePlan
         The graph and the write keys; no task for a block whose storage chunks are
         all marked in every target.  Every target is claimed.
+
+    Raises
+    ------
+    OutputExistsError
+        If a target was started by a run with another identity (and not ``overwrite``).
     """
     if not pairs:
         raise ValueError("nothing to write")
     grid = _shared_grid(pairs)
+    if not overwrite:
+        for _, target in pairs:
+            check_identity(target, identity)
     done = []
     for _, target in pairs:
         if overwrite:
             clear_markers(target)
-        claim(target)
+        if identity is not None:
+            claim(target, identity)
+        elif not is_claimed(target):
+            claim(target)
         done.append(done_grid(target))
     targets = [BlockTarget.of(t) for _, t in pairs]
     name = f"volseg-write-{uuid.uuid4().hex}"
@@ -654,18 +736,36 @@ def run_local(plan: WritePlan, description: str) -> None:
         schedule(graph, plan.keys)
 
 
+def _run_on_client(plan: WritePlan, description: str, client: Client) -> None:
+    """Run the write tasks on a cluster, releasing each block's future once it is written.
+
+    A written block is marked on disk; holding its (empty) result would pin it to the
+    worker that wrote it, and a worker lost later (a cancelled SLURM job, a dead node)
+    would make the scheduler rewrite every block that worker ever wrote.  Released as
+    they finish, a lost worker costs only the blocks it had not finished.
+    """
+    from distributed import as_completed
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    futures = client.get(plan.graph.cull(set(plan.keys)), plan.keys, sync=False)
+    finished = as_completed(futures)
+    del futures
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task(description, total=len(plan.keys))
+        for future in finished:
+            future.result()  # a block's error ends the run here
+            future.release()
+            bar.advance(task)
+
+
 def run_plan(plan: WritePlan, *, description: str, client: Client | None = None,
              executor: Executor | None = None) -> None:
     """Run a plan's write tasks: on ``client`` when given, else with ``executor``."""
     if not plan.keys:
         return
     if client is not None:
-        from distributed import progress
-
-        futures = client.get(plan.graph.cull(set(plan.keys)), plan.keys, sync=False)
-        if sys.stderr.isatty():
-            progress(futures)
-        client.gather(futures)
+        _run_on_client(plan, description, client)
         return
     (executor or run_local)(plan, description)
 
@@ -677,6 +777,7 @@ def store_arrays(
     client: Client | None = None,
     overwrite: bool = False,
     executor: Executor | None = None,
+    identity: Mapping[str, Any] | None = None,
 ) -> StoreReport:
     """Compute arrays into zarr arrays block by block, skipping blocks already done.
 
@@ -695,6 +796,8 @@ def store_arrays(
     executor
         How to run the tasks without a client (default :func:`run_local`; predict
         passes its raster-order streaming scheduler).
+    identity
+        The run identity; a resume with another one is refused (:func:`plan_writes`).
 
     Returns
     -------
@@ -705,8 +808,10 @@ def store_arrays(
     ------
     ValueError
         If shapes differ or chunks do not align.
+    OutputExistsError
+        If a target was started with another run identity (and not ``overwrite``).
     """
-    plan = plan_writes(pairs, overwrite=overwrite)
+    plan = plan_writes(pairs, overwrite=overwrite, identity=identity)
     run_plan(plan, description=description, client=client, executor=executor)
     return StoreReport(total_blocks=plan.total, computed_blocks=len(plan.keys),
                        skipped_blocks=plan.total - len(plan.keys))
@@ -719,7 +824,8 @@ def store_blocks(
     description: str,
     client: Client | None = None,
     overwrite: bool = False,
+    identity: Mapping[str, Any] | None = None,
 ) -> StoreReport:
     """Compute one array into ``target`` block by block (see :func:`store_arrays`)."""
     return store_arrays([(array, target)], description=description, client=client,
-                        overwrite=overwrite)
+                        overwrite=overwrite, identity=identity)
