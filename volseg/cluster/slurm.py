@@ -55,7 +55,7 @@ _HOPELESS = {
     "PartitionTimeLimit": "walltime", "PartitionNodeLimit": "cores",
     "BadConstraints": "job_extra_directives", "InvalidAccount": "account",
     "InvalidQOS": "job_extra_directives", "AccountNotAllowed": "account",
-    "QOSNotAllowed": "job_extra_directives", "PartitionConfig": "queue",
+    "QOSNotAllowed": "job_extra_directives",
     "ReqNodeNotAvail, UnavailableNodes:": "queue", "PartitionDown": "queue",
     "PartitionInactive": "queue", "JobHeldAdmin": "queue", "AssocMaxJobsLimit": "account",
 }
@@ -236,6 +236,11 @@ class JobBook:
 _BOOKS: dict[int, JobBook] = {}
 
 
+def forget(book: JobBook) -> None:
+    """Drop ``book`` from the registry the job class writes to (its cluster is closed)."""
+    _BOOKS.pop(id(book), None)
+
+
 def _job_class(book_id: int) -> Any:
     """A ``SLURMJob`` that records its job id, or ``sbatch``'s refusal, in a :class:`JobBook`."""
     jobqueue = _jobqueue()
@@ -244,7 +249,7 @@ def _job_class(book_id: int) -> Any:
 
     class TrackedSLURMJob(base):  # type: ignore[misc]
         async def start(self) -> None:
-            book = _BOOKS[book_id]
+            book = _BOOKS.get(book_id) or JobBook()
             try:
                 await super().start()
             except RuntimeError as exc:
@@ -576,5 +581,5 @@ def describe(config: SlurmCluster, *, log_directory: Path) -> str:
 
 
 __all__ = ["SCHEDULER_PLACEHOLDER", "JobBook", "JobKeeper", "JobState", "check_submission",
-           "describe", "job_options", "job_script", "job_states", "log_directory_for",
+           "describe", "forget", "job_options", "job_script", "job_states", "log_directory_for",
            "refused", "report_tasks", "start_cluster", "wait_for_workers", "worker_report"]
