@@ -55,7 +55,7 @@ _HOPELESS = {
     "PartitionTimeLimit": "walltime", "PartitionNodeLimit": "cores",
     "BadConstraints": "job_extra_directives", "InvalidAccount": "account",
     "InvalidQOS": "job_extra_directives", "AccountNotAllowed": "account",
-    "QOSNotAllowed": "job_extra_directives", "PartitionConfig": "queue",
+    "QOSNotAllowed": "job_extra_directives",
     "ReqNodeNotAvail, UnavailableNodes:": "queue", "PartitionDown": "queue",
     "PartitionInactive": "queue", "JobHeldAdmin": "queue", "AssocMaxJobsLimit": "account",
 }
