@@ -237,3 +237,24 @@ def test_one_writer_per_output_in_a_bucket(npy: Path, bucket: str,
 
         assert not _create(lock, b"{}", "other")  # the conditional write refuses a second
     assert not lock.exists()
+
+
+def test_resume_from_a_changed_object_is_refused(bucket: str, tmp_path: Path,
+                                                 volume: np.ndarray,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """An interrupted conversion of an object is finished only from the same object."""
+    fs = s3fs.S3FileSystem()
+    path, _ = fmt.write_npy(volume, tmp_path)
+    url = f"{bucket}/changing.npy"
+    fs.put(str(path), url.removeprefix("s3://"))
+    out = tmp_path / "out.ome.zarr"
+    argv = ["convert", url, str(out), "--chunks", "8", "16", "16", "--ngff", "0.4"]
+    assert main(argv) == 0
+    level0 = zarr.open_array(str(out / "0"), mode="r+")
+    assert forget_chunk(level0, (0, 0, 0)) == 1
+    fs.pipe(url.removeprefix("s3://"), path.read_bytes()[:-1] + b"\\x01")  # same size, new
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "pass --overwrite to start again" in err and "\\n" not in err.strip()
+    assert main([*argv, "--overwrite"]) == 0
