@@ -52,3 +52,21 @@ def test_a_worker_past_its_lifetime_retires_and_a_new_job_takes_over(tmp_path: P
             seen |= {v for v in client.run(os.getenv, "SLURM_JOB_ID").values() if v}
             time.sleep(0.5)
         assert seen - first, f"no new job replaced job {first} after its worker_lifetime"
+
+
+def test_an_adaptive_cluster_starts_with_its_minimum_and_grows_with_the_work(
+        tmp_path: Path) -> None:
+    import time
+
+    config = SlurmCluster(**BASE, adaptive={"minimum": 1, "maximum": 2})
+    with dask_client(config, log_root=tmp_path) as client:
+        assert len(client.run(os.getenv, "SLURM_JOB_ID")) == 1  # waited for the minimum
+        # about 40 s of 1-second tasks: Dask's adaptive target asks for the second job
+        futures = client.map(time.sleep, [1.0] * 40, pure=False)
+        jobs: set[str] = set()
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and len(jobs) < 2:
+            jobs |= {v for v in client.run(os.getenv, "SLURM_JOB_ID").values() if v}
+            time.sleep(0.5)
+        client.cancel(futures)
+        assert len(jobs) == 2, f"the adaptive cluster did not grow beyond job(s) {jobs}"
