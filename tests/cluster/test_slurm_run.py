@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dask.array as da
 import numpy as np
+import psutil
 import pytest
 
 from volseg.cluster import SlurmCluster, dask_client
@@ -24,6 +25,10 @@ def test_blocks_are_computed_inside_two_slurm_jobs(tmp_path: Path) -> None:
         jobs = client.run(os.getenv, "SLURM_JOB_ID")
         assert len(jobs) == 2 and all(jobs.values()) and len(set(jobs.values())) == 2
         assert all(address.startswith("tcp://127.0.0.1:") for address in jobs)
+        assert client.scheduler.address.startswith("tcp://127.0.0.1:")
+        listening = {c.laddr.ip for c in psutil.Process().net_connections("tcp")
+                     if c.status == psutil.CONN_LISTEN}
+        assert listening == {"127.0.0.1"}  # scheduler and its HTTP server: loopback only
         prologue = client.run(os.getenv, "VOLSEG_PROLOGUE")
         assert set(prologue.values()) == {"ran"}
         array = da.from_array(values, chunks=(16, 16))
