@@ -110,8 +110,6 @@ def job_options(config: SlurmCluster, *, log_directory: str | Path) -> dict[str,
         worker_args += ["--lifetime", config.worker_lifetime]
         if config.worker_lifetime_stagger is not None:
             worker_args += ["--lifetime-stagger", config.worker_lifetime_stagger]
-    if config.scheduler_host is not None and config.interface is None:
-        worker_args += ["--host", config.scheduler_host]
     return {
         "queue": config.queue, "account": config.account, "cores": config.cores,
         "processes": config.processes,
