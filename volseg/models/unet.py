@@ -107,6 +107,8 @@ class _ResidualUnit(nn.Module):
         """``conv(x) + residual(x)``."""
         res: torch.Tensor = self.residual(x)
         out: torch.Tensor = self.conv(x)
+        if not torch.is_grad_enabled():  # inference: add into the fresh output in place
+            return out.add_(res)
         return out + res
 
 
