@@ -25,9 +25,12 @@ block, so what they share upstream (the logits) is computed once.
 
 Done-markers
 ------------
-After a block's data is in the store, one empty marker is created under
+After a block's data is in the store, one marker is created under
 ``<array>/.volseg_done/``, named by the range of storage-chunk indices the block
-covers, e.g. ``0-1_4-8_0-32`` (half-open, per axis).  Data first, marker second: a
+covers, e.g. ``0-1_4-8_0-32`` (half-open, per axis), and holding the JSON list of the
+storage chunks it left out because they equal the fill value (``[]``, usually), so
+that a reader can tell a chunk left out from one deleted later
+(:mod:`volseg.io.chunks`; markers of older versions are empty).  Data first, marker second: a
 marker never exists for data that is not stored, and an interrupted run leaves at
 worst a block written but unmarked, which is recomputed.  Markers name chunk ranges
 rather than dask block indices, so a rerun with a different dask chunking still
@@ -116,8 +119,8 @@ class MarkerStore(Protocol):
         """Return the names of the markers present (any order)."""
         ...
 
-    def add(self, name: str) -> None:
-        """Create marker ``name`` (idempotent)."""
+    def add(self, name: str, content: bytes = b"") -> None:
+        """Create marker ``name`` (idempotent), holding ``content``."""
         ...
 
     def remove(self, name: str) -> None:
@@ -183,9 +186,16 @@ class StoreMarkers:
 
         return [n for n in _sync(collect()) if n and "/" not in n]
 
-    def add(self, name: str) -> None:
-        """Create marker ``name``."""
-        _sync(self.store.set(self._key(name), _empty()))
+    def add(self, name: str, content: bytes = b"") -> None:
+        """Create marker ``name`` holding ``content`` (a block's: its left-out chunks)."""
+        _sync(self.store.set(self._key(name), _bytes(content)))
+
+    def content(self, name: str) -> bytes | None:
+        """Return what marker ``name`` holds (``None``: no such marker)."""
+        from zarr.core.buffer import default_buffer_prototype
+
+        buffer = _sync(self.store.get(self._key(name), prototype=default_buffer_prototype()))
+        return None if buffer is None else bytes(buffer.to_bytes())
 
     def remove(self, name: str) -> None:
         """Delete marker ``name`` (no error when absent)."""
@@ -529,8 +539,12 @@ def _all_fill(part: np.ndarray, fill: np.ndarray) -> bool:
 
 
 def _write_chunks_v2(directory: Path, layout: V2Layout, block: np.ndarray,
-                     region: tuple[slice, ...]) -> None:
-    """Encode and write every chunk of ``block`` (placed at ``region``) as v2 chunk files."""
+                     region: tuple[slice, ...]) -> list[tuple[int, ...]]:
+    """Encode and write every chunk of ``block`` (placed at ``region``) as v2 chunk files.
+
+    Returns the indices of the chunks left out because they equal the fill value.
+    """
+    left_out: list[tuple[int, ...]] = []
     codec = (_codec(tuple(sorted(layout.compressor.items())))
              if layout.compressor is not None else None)
     dtype = np.dtype(layout.dtype)
@@ -547,6 +561,7 @@ def _write_chunks_v2(directory: Path, layout: V2Layout, block: np.ndarray,
         path = directory / layout.separator.join(str(i) for i in index)
         if _all_fill(part, fill):
             path.unlink(missing_ok=True)
+            left_out.append(tuple(int(i) for i in index))
             continue
         data = np.ascontiguousarray(part, dtype=dtype)
         encoded = codec.encode(data) if codec is not None else data.tobytes()
@@ -554,21 +569,32 @@ def _write_chunks_v2(directory: Path, layout: V2Layout, block: np.ndarray,
             path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as f:
             f.write(encoded)
+    return left_out
 
 
-def _write_zarr(target: BlockTarget, block: np.ndarray, region: tuple[slice, ...]) -> None:
-    """Write ``block`` through zarr after deleting the storage chunks it owns."""
+def _write_zarr(target: BlockTarget, block: np.ndarray, region: tuple[slice, ...]
+                ) -> list[tuple[int, ...]]:
+    """Write ``block`` through zarr after deleting the storage chunks it owns.
+
+    Returns the indices of the storage chunks zarr left out (equal to the fill value).
+    """
     array = target.open()
     prefix = f"{target.path}/" if target.path else ""
-    keys = [prefix + array.metadata.encode_chunk_key(index)
-            for index in expand_ranges(chunk_ranges(region, target.unit))]
+    indices = [tuple(int(i) for i in ix)
+               for ix in expand_ranges(chunk_ranges(region, target.unit))]
+    keys = [prefix + array.metadata.encode_chunk_key(index) for index in indices]
 
     async def delete() -> None:
         for key in keys:
             await target.store.delete(key)
 
+    async def absent() -> list[tuple[int, ...]]:
+        return [ix for ix, key in zip(indices, keys, strict=True)
+                if not await target.store.exists(key)]
+
     _sync(delete())
     array[region] = block
+    return list(_sync(absent()))
 
 
 def write_block(block: Any, target: BlockTarget, region: tuple[slice, ...], marker: str) -> None:
@@ -578,10 +604,10 @@ def write_block(block: Any, target: BlockTarget, region: tuple[slice, ...], mark
     """
     block = np.asarray(block)
     if target.layout is not None:
-        _write_chunks_v2(target.directory(), target.layout, block, region)
+        left_out = _write_chunks_v2(target.directory(), target.layout, block, region)
     else:
-        _write_zarr(target, block, region)
-    target.markers.add(marker)
+        left_out = _write_zarr(target, block, region)
+    target.markers.add(marker, json.dumps(left_out, separators=(",", ":")).encode())
 
 
 def _write_task(targets: Sequence[BlockTarget], regions: Sequence[tuple[slice, ...]],
