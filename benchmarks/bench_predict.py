@@ -113,22 +113,50 @@ def make_inputs(shape: tuple[int, int, int], patch: tuple[int, int, int], classe
 
 # --------------------------------------------------------------- child processes
 def child_forward(model: str, batch: int, repeats: int) -> dict[str, Any]:
-    """(a) voxels/s of batches of random patches through the network."""
+    """(a) voxels/s of batches of random patches, run the way ``volseg predict`` runs them.
+
+    The network as the block tasks get it (:func:`volseg.inference.cache.get_model`:
+    batch norms folded, channels-last on the CPU) behind volseg's
+    :class:`~volseg.inference.predictor.Predictor` (numpy in and out), one torch
+    thread per pass and one pass per core at a time, as the block scheduler runs them.
+    """
+    import threading
+
+    import numpy as np
     import torch
 
-    from volseg.models import load_model
+    from volseg.inference.api import model_ref
+    from volseg.inference.cache import get_model
+    from volseg.inference.predictor import Predictor, resolve_device
+    from volseg.models import read_spec
 
-    net, spec = load_model(model)
-    x = torch.randn(batch, spec.in_channels, *spec.patch_size)
-    with torch.inference_mode():
-        net(x)  # warm-up
-        t0 = time.perf_counter()
+    spec = read_spec(model)
+    cached = get_model(model_ref(model, spec.kind), resolve_device("cpu"))
+    predictor = Predictor(cached, kind=spec.kind, cpu_threads=1)
+    workers = os.cpu_count() or 1
+    x = np.random.default_rng(0).normal(size=(batch, spec.in_channels, *spec.patch_size)
+                                        ).astype(np.float32)
+    predictor(x)  # warm-up
+    start = threading.Barrier(workers + 1)
+
+    def work() -> None:
+        predictor(x)  # each thread's own warm-up
+        start.wait()
         for _ in range(repeats):
-            net(x)
-        dt = time.perf_counter() - t0
-    voxels = batch * repeats * math.prod(spec.patch_size)
+            predictor(x)
+
+    threads = [threading.Thread(target=work) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    dt = time.perf_counter() - t0
+    voxels = workers * batch * repeats * math.prod(spec.patch_size)
     return {"seconds": dt, "patch_voxels": voxels, "voxels_per_s": voxels / dt,
-            "torch_threads": torch.get_num_threads()}
+            "torch_threads_per_pass": torch.get_num_threads(), "concurrent_passes": workers,
+            "layout": str(cached.memory_format)}
 
 
 def child_forward_backend(model: str, batch: int, repeats: int, backend: str,
@@ -203,11 +231,20 @@ def child_monai(model: str, image: str, overlap: float, batch: int,
     import torch
     import zarr
     from monai.inferers import sliding_window_inference
+    from monai.networks.nets import UNet
+    from safetensors.torch import load_file
 
-    from volseg.models import load_model
+    from volseg.models import read_spec
 
     t0 = time.perf_counter()
-    net, spec = load_model(model)
+    spec = read_spec(model)  # MONAI's own UNet with the model file's weights
+    p = spec.params
+    net = UNet(spatial_dims=3, in_channels=spec.in_channels, out_channels=spec.out_channels,
+               channels=p["widths"], strides=p.get("strides") or (2,) * (len(p["widths"]) - 1),
+               num_res_units=p["num_res_units"], norm=p["norm"].upper(),
+               dropout=p.get("dropout", 0.0))
+    net.load_state_dict(load_file(model), strict=True)
+    net.eval()
     if channels_last:
         net = net.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
     raw = np.asarray(zarr.open_array(str(Path(image) / "0"), mode="r")[...])
@@ -316,6 +353,17 @@ def run_monai(image: Path, model: Path, args: argparse.Namespace, voxels: int,
     return c
 
 
+def _forward_run(argv: list[str]) -> dict[str, Any]:
+    """(a) in a fresh process, with the load average before it."""
+    load = load_average()
+    fwd = _child(argv)
+    fwd["load_average_before"] = load
+    print(f"(a) forward as volseg runs it: {fwd['voxels_per_s'] / 1e6:.3f} Mvoxels/s of "
+          f"patches ({fwd['concurrent_passes']} passes at a time, "
+          f"{fwd['torch_threads_per_pass']} torch thread each, {fwd['layout']}), load {load}")
+    return fwd
+
+
 def _fastest(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
     return min(runs, key=lambda r: r[key])
 
@@ -335,7 +383,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=2,
                    help="alternating runs of (b) and (c); the fastest of each counts")
     p.add_argument("--skip-monai", action="store_true")
-    p.add_argument("--formats", nargs="+", default=["0.5", "0.4", "0.4-blockchunks"],
+    p.add_argument("--formats", nargs="+", default=["0.5", "0.4"],
                    choices=["0.4", "0.5", "0.4-blockchunks"],
                    help="NGFF versions (b) writes, each every round (first: vs MONAI); "
                         "0.4-blockchunks: NGFF 0.4 with one chunk per block (the layout "
@@ -381,37 +429,71 @@ def main() -> int:
         })
         print(f"load average before {load_before}, after {os.getloadavg()}; wrote {path}")
         return 0
-    fwd = _child(["--child", "forward", str(model), str(args.batch_size), str(args.repeats)])
-    print(f"(a) forward: {fwd['voxels_per_s'] / 1e6:.3f} Mvoxels/s of patches "
-          f"(batch {args.batch_size}, {fwd['torch_threads']} torch threads)")
-
+    forward = ["--child", "forward", str(model), str(args.batch_size), str(args.repeats)]
     by_format: dict[str, list[dict[str, Any]]] = {f: [] for f in args.formats}
+    a_runs: list[dict[str, Any]] = []
     c_runs: list[dict[str, Any]] = []
+    c_last_runs: list[dict[str, Any]] = []
     for round_ in range(max(1, args.rounds)):
-        order = args.formats if round_ % 2 == 0 else args.formats[::-1]
-        for ngff in order:
-            by_format[ngff].append(run_volseg(image, model, args, voxels, ngff))
+        print(f"-- round {round_ + 1} of {args.rounds}, load {load_average()}")
+        steps: list[tuple[str, Any]] = [("a", lambda: _forward_run(forward))]
+        steps += [(f"b {ngff}", lambda ngff=ngff: run_volseg(image, model, args, voxels, ngff))
+                  for ngff in args.formats]
         if not args.skip_monai:
-            c_runs.append(run_monai(image, model, args, voxels, channels_last=False))
+            steps += [("c", lambda: run_monai(image, model, args, voxels, False)),
+                      ("c'", lambda: run_monai(image, model, args, voxels, True))]
+        if round_ % 2:  # alternate the order: no kind always runs first or last
+            steps = steps[::-1]
+        for kind, step in steps:
+            result = step()
+            if kind == "a":
+                a_runs.append(result)
+            elif kind == "c":
+                c_runs.append(result)
+            elif kind == "c'":
+                c_last_runs.append(result)
+            else:
+                by_format[kind[2:]].append(result)
+    fwd = max(a_runs, key=lambda r: r["voxels_per_s"])
     b_runs = by_format[args.formats[0]]
     b = _fastest(b_runs, "block_s")
+    b_cmd = _fastest(b_runs, "command_s")
     c = _fastest(c_runs, "inference_s") if c_runs else None
-    c_last = None if args.skip_monai else run_monai(image, model, args, voxels, True)
+    c_last = _fastest(c_last_runs, "inference_s") if c_last_runs else None
 
+    patch_voxels = redundancy * voxels
     figures: dict[str, Any] = {
         "redundancy": redundancy,
         "b_over_a_times_redundancy": b["voxels_per_s"] * redundancy / fwd["voxels_per_s"],
         "formats": {},
+        # where the whole command's time goes (its fastest run)
+        "command_parts_s": {
+            "start_up": b_cmd["command_s"] - b_cmd["run_s"],
+            "network": b_cmd["model_s"],
+            "forward_estimate": patch_voxels / fwd["voxels_per_s"],
+            "blocks_other": b_cmd["block_s"] - patch_voxels / fwd["voxels_per_s"],
+            "pyramids": b_cmd["pyramid_s"],
+            "other": b_cmd["run_s"] - b_cmd["model_s"] - b_cmd["block_s"]
+            - b_cmd["pyramid_s"],
+        },
     }
+    figures["command_shares"] = {k: v / b_cmd["command_s"]
+                                 for k, v in figures["command_parts_s"].items()}
+    print("(b) whole command: " + ", ".join(
+        f"{k} {v:.1f} s ({figures['command_shares'][k]:.0%})"
+        for k, v in figures["command_parts_s"].items()))
     for ngff, runs in by_format.items():
         best = _fastest(runs, "block_s")
         with_pyr = max(runs, key=lambda r: r["voxels_per_s_with_pyramids"])
+        command = _fastest(runs, "command_s")
         figures["formats"][ngff] = {
             "block_voxels_per_s": best["voxels_per_s"],
             "with_pyramids_voxels_per_s": with_pyr["voxels_per_s_with_pyramids"],
+            "command_voxels_per_s": command["voxels_per_s_command"],
             "files": best["files"], "files_level0": best["files_level0"]}
         print(f"(f) NGFF {ngff}: best blocks {best['voxels_per_s'] / 1e6:.3f} Mvoxels/s, with "
               f"pyramids {with_pyr['voxels_per_s_with_pyramids'] / 1e6:.3f} Mvoxels/s, "
+              f"whole command {command['voxels_per_s_command'] / 1e6:.3f} Mvoxels/s, "
               f"{best['files']} files ({best['files_level0']} at level 0)")
     for base in ("0.4", "0.4-blockchunks"):
         if {base, "0.5"} <= set(by_format):
@@ -420,31 +502,40 @@ def main() -> int:
             figures[f"{key}_blocks"] = f05["block_voxels_per_s"] / f04["block_voxels_per_s"]
             figures[f"{key}_with_pyramids"] = (f05["with_pyramids_voxels_per_s"]
                                                / f04["with_pyramids_voxels_per_s"])
+            figures[f"{key}_command"] = (f05["command_voxels_per_s"]
+                                         / f04["command_voxels_per_s"])
+            figures[f"{key}_files"] = f05["files"] / f04["files"]
             print(f"(f) throughput NGFF 0.5 / {base}: blocks {figures[f'{key}_blocks']:.3f}, "
-                  f"with pyramids {figures[f'{key}_with_pyramids']:.3f} (target >= 0.9); "
-                  f"files {f05['files']} vs {f04['files']}")
+                  f"with pyramids {figures[f'{key}_with_pyramids']:.3f}, whole command "
+                  f"{figures[f'{key}_command']:.3f} (target >= 0.9); files {f05['files']} vs "
+                  f"{f04['files']}")
     if c is not None and c_last is not None:
         rss = max(r["peak_rss_bytes"] for r in b_runs) / min(
             r["peak_rss_bytes"] for r in c_runs)
         figures.update({
+            "b_command_over_c": b_cmd["voxels_per_s_command"] / c["voxels_per_s"],
+            "b_command_over_c_channels_last": b_cmd["voxels_per_s_command"]
+            / c_last["voxels_per_s"],
+            "b_command_over_c_whole_script": _fastest(c_runs, "wall_s")["wall_s"]
+            / b_cmd["command_s"],
             "b_over_c_throughput": b["voxels_per_s"] / c["voxels_per_s"],
             "b_with_pyramids_over_c": b["voxels_per_s_with_pyramids"] / c["voxels_per_s"],
-            "b_command_over_c": b["voxels_per_s_command"] / c["voxels_per_s"],
             "b_over_c_channels_last": b["voxels_per_s"] / c_last["voxels_per_s"],
             "b_over_c_peak_rss": rss,
-            "whole_runs_c_over_b": _fastest(c_runs, "wall_s")["wall_s"] / _fastest(
-                b_runs, "command_s")["command_s"],
+            "a_over_c_forward": fwd["voxels_per_s"] / (patch_voxels / c["inference_s"]),
             "labels_checksum_difference": b["labels_checksum"] - c["labels_checksum"],
             "probs_checksum_difference": b["probs_checksum"] - c["probs_checksum"],
         })
         print(f"(d) peak RSS: volseg {max(r['peak_rss_bytes'] for r in b_runs) / MIB:.0f} MiB"
               f" vs MONAI {min(r['peak_rss_bytes'] for r in c_runs) / MIB:.0f} MiB -> ratio "
               f"{rss:.2f} (target <= 0.25)")
-        print(f"throughput (b)/(c) = {figures['b_over_c_throughput']:.2f} (target >= 0.9); "
-              f"with pyramids {figures['b_with_pyramids_over_c']:.2f}; whole command "
-              f"{figures['b_command_over_c']:.2f}; (b)/(c') channels-last MONAI "
+        print(f"whole command / MONAI bare step = {figures['b_command_over_c']:.2f} (target >= "
+              f"1.2); / channels-last MONAI step {figures['b_command_over_c_channels_last']:.2f}"
+              f" (target >= 1.2); MONAI whole script / whole command (wall) = "
+              f"{figures['b_command_over_c_whole_script']:.2f}")
+        print(f"block phase / MONAI bare step = {figures['b_over_c_throughput']:.2f}; with "
+              f"pyramids {figures['b_with_pyramids_over_c']:.2f}; / channels-last step "
               f"{figures['b_over_c_channels_last']:.2f}")
-        print(f"whole runs, wall (c)/(b) = {figures['whole_runs_c_over_b']:.2f}")
         print(f"label / probability checksums volseg - MONAI: "
               f"{figures['labels_checksum_difference']} / "
               f"{figures['probs_checksum_difference']}")
@@ -454,9 +545,12 @@ def main() -> int:
         "config": {"shape": shape, "patch": patch, "overlap": args.overlap,
                    "batch_size": args.batch_size, "classes": args.classes,
                    "widths": args.widths, "device": args.device, "block": args.block,
-                   "patches": len(grid), "rounds": args.rounds, "formats": args.formats},
-        "a_forward": fwd, "b_volseg": b, "c_monai": c, "c_monai_channels_last": c_last,
+                   "patches": len(grid), "rounds": args.rounds, "formats": args.formats,
+                   "repeats": args.repeats},
+        "a_forward": fwd, "b_volseg": b, "b_volseg_command": b_cmd, "c_monai": c,
+        "c_monai_channels_last": c_last, "a_runs": a_runs,
         "b_runs": b_runs, "b_runs_by_format": by_format, "c_runs": c_runs,
+        "c_channels_last_runs": c_last_runs,
         "figures": figures, "machine": machine(),
     })
     print(f"wrote {path}")

@@ -38,3 +38,14 @@ def bucket(s3_endpoint: str) -> Iterator[str]:
 
     with s3_environment(s3_endpoint):
         yield make_bucket(f"volseg-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    """A folder served over HTTP on 127.0.0.1 (byte ranges, like object stores and portals):
+    ``(folder, url)``; stopped by its PID at the end of the session."""
+    from volseg.io.servers import http_server
+
+    folder = tmp_path_factory.mktemp("served")
+    with http_server(folder) as url:
+        yield folder, url

@@ -248,3 +248,22 @@ def test_blockwise_on_local_cluster():
                       dashboard_address=None) as cluster, Client(cluster) as client:
         remote = client.compute(lazy).result()
     np.testing.assert_array_equal(remote, local)
+
+
+def test_uint8_unaries_by_lookup_give_the_renormalised_marginals():
+    """uint8 probabilities go through a look-up table without renormalising: a
+    per-voxel constant, so the marginals equal those of the renormalised floats."""
+    from volseg.crf.kernel import unary_energy
+
+    _, q, image = noisy_phantom((12, 24, 20), 4, seed=5)
+    q[:, 0, 0, :] = 0  # all-zero voxels: every class clipped to 1e-6
+    floats = to_probabilities(q)
+    u8, uf = unary_energy(q), -np.log(floats)  # the unaries before the table
+    assert u8.dtype == uf.dtype == np.float32 and u8.shape == q.shape
+    shift = uf - u8  # log of each voxel's sum, the same for every class
+    np.testing.assert_allclose(shift, np.broadcast_to(shift[:1], shift.shape), atol=1e-5)
+    config = CRFConfig(iterations=5)
+    got = dense_crf(q, image, config, voxel_size=(10, 5, 5), return_probabilities=True)
+    want = dense_crf(floats, image, config, voxel_size=(10, 5, 5), return_probabilities=True)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert np.array_equal(np.argmax(got, 0), np.argmax(want, 0))

@@ -172,3 +172,16 @@ def test_https_outputs_are_refused(npy: Path, capsys: pytest.CaptureFixture[str]
 def test_file_urls_are_local_paths(tmp_path: Path) -> None:
     assert as_path(f"file://{tmp_path}/x") == tmp_path / "x"
     assert not is_url(f"file://{tmp_path}") and is_url("s3://b/x")
+
+
+def test_export_reads_a_bucket_and_refuses_to_write_one(
+        npy: Path, bucket: str, tmp_path: Path, volume: np.ndarray) -> None:
+    from volseg.io.export import export_volume
+
+    image = f"{bucket}/export.ome.zarr"
+    assert main(["convert", str(npy), image, "--voxel-size", "4", "2", "2"]) == 0
+    result = export_volume(image, tmp_path / "out.tif", stamp="test")
+    assert result["input"] == image and result["voxel_size_nm"] == [4.0, 2.0, 2.0]
+    np.testing.assert_array_equal(open_volume(tmp_path / "out.tif")[0].compute(), volume)
+    with pytest.raises(InputError, match="export writes MRC/TIFF files to local disk only"):
+        export_volume(image, f"{bucket}/out.tif", stamp="test")

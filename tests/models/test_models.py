@@ -224,6 +224,24 @@ def test_load_refuses_plain_pickle(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("start", [b"\x80\x05", b"PK"])
+def test_a_safetensors_header_length_that_looks_like_a_pickle_or_zip_is_read(
+        tmp_path: Path, start: bytes) -> None:
+    """Header lengths 0x0580 (b"\\x80\\x05", pickle protocol 5) or 0x4b50 ("PK") are valid."""
+    from volseg.models.files import _read_header
+
+    target = int.from_bytes(start, "little")
+    path = tmp_path / "model.safetensors"
+    save_file({"weight": torch.zeros(2)}, str(path), metadata={"pad": ""})
+    first = int.from_bytes(path.read_bytes()[:8], "little")
+    for pad in range(target - first - 16, target):  # grow the metadata to that length
+        save_file({"weight": torch.zeros(2)}, str(path), metadata={"pad": "x" * pad})
+        if path.read_bytes()[:2] == start:
+            break
+    assert path.read_bytes()[:2] == start
+    assert _read_header(path)["__metadata__"]["pad"]
+
+
 def test_load_refuses_foreign_safetensors(tmp_path: Path) -> None:
     path = tmp_path / "other.safetensors"
     save_file({"weight": torch.zeros(3, 3)}, str(path), metadata={"format": "pt"})

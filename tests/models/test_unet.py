@@ -81,3 +81,29 @@ def test_bad_arguments() -> None:
         UNet(3, 1, 2, (4,), ())
     with pytest.raises(ValueError, match="strides"):
         UNet(3, 1, 2, (4, 8, 16), (2,))
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_folded_batch_norm_gives_the_same_logits(dims: int) -> None:
+    from volseg.models.unet import fold_batch_norm
+
+    torch.manual_seed(0)
+    net = UNet(dims, 1, 7, (4, 8, 16), (2, 2), num_res_units=2, norm="batch")
+    net.train()
+    with torch.no_grad():  # running statistics that are not the identity
+        for _ in range(3):
+            net(torch.randn(2, 1, *(16,) * dims) * 3 + 1)
+    net.eval()
+    x = torch.randn(2, 1, *(16,) * dims)
+    with torch.inference_mode():
+        expected = net(x)
+        folded = fold_batch_norm(net)
+        got = folded(x)
+    assert not any(isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d))
+                   for m in folded.modules())
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="eval"):
+        fold_batch_norm(UNet(dims, 1, 2, (4, 8), (2,), norm="batch").train())
+    inst = UNet(dims, 1, 2, (4, 8), (2,), norm="instance").eval()  # nothing to fold
+    before = [type(m) for m in inst.modules()]
+    assert [type(m) for m in fold_batch_norm(inst).modules()] == before

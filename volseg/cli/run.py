@@ -40,7 +40,9 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(cluster, SlurmCluster):
             from volseg.cluster.slurm import describe, log_directory_for
 
-            default = workflow.output_dir(Path.cwd()) / ".volseg" / "slurm"
+            workdir = workflow.output_dir(Path.cwd())
+            root = workdir if isinstance(workdir, Path) else Path.cwd()
+            default = root / ".volseg" / "slurm"
             print(describe(cluster, log_directory=log_directory_for(cluster, default)), end="")
         return 0
     run_workflow(workflow, overwrite=args.overwrite, only=args.stages)

@@ -22,6 +22,7 @@ __all__ = [
     "compatibility_matrix",
     "dense_crf",
     "to_probabilities",
+    "unary_energy",
 ]
 
 #: Probabilities are clipped to at least this value before ``-log p`` (uint8 0 → 1e-6).
@@ -65,6 +66,42 @@ def to_probabilities(block: npt.NDArray[Any], *, axis: int = 0) -> npt.NDArray[n
     np.clip(p, MIN_PROBABILITY, 1.0, out=p)
     p /= p.sum(axis=axis, keepdims=True)
     return p
+
+
+#: ``-log max(q / 255, MIN_PROBABILITY)`` for every uint8 ``q`` (the unaries of quantised
+#: probabilities, looked up instead of computed).
+_UINT8_UNARY = -np.log(np.maximum(np.arange(256, dtype=np.float64) / 255.0,
+                                  MIN_PROBABILITY)).astype(np.float32)
+
+
+def unary_energy(probabilities: npt.NDArray[Any], *, axis: int = 0) -> npt.NDArray[np.float32]:
+    r"""Return the unary energies ``-log p`` of a probability block (float32, C order).
+
+    Parameters
+    ----------
+    probabilities
+        Classes along ``axis``: ``uint8`` quantised (``q / 255``) or floating point.
+
+    Returns
+    -------
+    numpy.ndarray
+        Floating-point input: ``-log`` of :func:`to_probabilities`.  ``uint8`` input:
+        ``-log max(q / 255, 1e-6)`` by table look-up (one byte in, four out, no
+        float copy of the probabilities), without the renormalisation.
+
+    Notes
+    -----
+    Renormalising divides a voxel's probabilities by their sum :math:`s_i`, i.e. adds
+    :math:`\log s_i` to all of the voxel's unaries.  The mean-field marginals
+    :math:`Q_i(l) \propto \exp(-U_i(l) - \sum_{l'} \mu(l, l') \ldots)` are
+    normalised over the labels of each voxel, so a per-voxel constant cancels: both
+    unaries give the same marginals (to float rounding) and labels.
+    """
+    if probabilities.dtype == np.uint8:
+        if axis != 0:
+            probabilities = np.moveaxis(probabilities, axis, 0)
+        return np.ascontiguousarray(_UINT8_UNARY[probabilities])
+    return np.ascontiguousarray(-np.log(to_probabilities(probabilities, axis=axis)))
 
 
 def compatibility_matrix(compatibility: Compatibility, n_classes: int) -> npt.NDArray[np.float32]:
@@ -137,7 +174,7 @@ def dense_crf(
     ----------
     probabilities
         ``(C, Z, Y, X)`` class probabilities, ``uint8`` quantised (``q / 255``) or
-        float; clipped to ≥ 1e-6 and renormalised (see :func:`to_probabilities`).
+        float; clipped to ≥ 1e-6 (see :func:`unary_energy`).
         A single channel is a foreground probability ``p`` (a sigmoid model): the
         classes are then background ``1 - p`` (0) and foreground ``p`` (1).
     image
@@ -223,9 +260,7 @@ def dense_crf(
     if n_voxels == 0:
         return np.zeros(shape, dtype=np.uint8)
 
-    p = to_probabilities(probabilities).reshape(n_classes, -1)
-    unary = np.ascontiguousarray(-np.log(p))
-    del p
+    unary = unary_energy(probabilities).reshape(n_classes, -1)
     mu = compatibility_matrix(compatibility, n_classes)
 
     crf = dcrf.DenseCRF(n_voxels, n_classes)

@@ -45,6 +45,7 @@ from __future__ import annotations
 import bisect
 import functools
 import itertools
+import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -376,8 +377,13 @@ def _input_keys(
 
 
 def _as_input(x: da.Array, chunks: Sequence[Sequence[int]]) -> da.Array:
-    """Rechunk a ``(Cin, Z, Y, X)`` array to one channel chunk and the block grid."""
-    return x.rechunk(((x.shape[0],), *(tuple(c) for c in chunks)))
+    """Rechunk a ``(Cin, Z, Y, X)`` array to one channel chunk and the block grid.
+
+    Without ``distributed`` loaded there is no client and dask's choice is ``"tasks"``;
+    saying so spares the import of ``distributed`` (0.2-0.8 s) that dask's check does.
+    """
+    method = None if "distributed" in sys.modules else "tasks"
+    return x.rechunk(((x.shape[0],), *(tuple(c) for c in chunks)), method=method)
 
 
 def overlap_add(

@@ -194,6 +194,10 @@ def _load(ref: ModelRef, device: torch.device) -> CachedModel:
         # never move the caller's module to another device: work on a copy
         module = copy.deepcopy(module)
     module = module.to(device).eval()
+    if ref.path is not None:  # a model file's own copy: batch norms into the convolutions
+        from volseg.models.unet import fold_batch_norm
+
+        module = fold_batch_norm(module)
     if ref.path is not None and device.type == "cpu":
         module = module.to(memory_format=channels_last_format(module))  # type: ignore[call-overload]
     return CachedModel(module=module, device=device, spec=spec,

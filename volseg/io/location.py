@@ -41,8 +41,22 @@ else:
     Location: TypeAlias = Any
     PathLike: TypeAlias = Any
 
-__all__ = ["READ_ONLY", "Location", "PathLike", "as_path", "check_writable", "display",
-           "is_url", "normalize", "overlaps", "relative", "remove_tree", "scheme_of", "zarr_store"]
+__all__ = [
+    "READ_ONLY",
+    "Location",
+    "PathLike",
+    "as_path",
+    "check_writable",
+    "display",
+    "is_url",
+    "normalize",
+    "overlaps",
+    "relative",
+    "remove_tree",
+    "require_local",
+    "scheme_of",
+    "zarr_store",
+]
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 _LOOKALIKE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+):(/|$)")
@@ -179,6 +193,18 @@ def overlaps(a: Location, b: Location) -> bool:
     """Return whether ``a`` and ``b`` are the same place or one lies inside the other."""
     x, y = str(normalize(a)).rstrip("/"), str(normalize(b)).rstrip("/")
     return x == y or x.startswith(y + "/") or y.startswith(x + "/")
+
+
+def require_local(path: Location, what: str) -> Path:
+    """Return ``path`` if it is local; else raise a one-line error naming ``what``.
+
+    For the files volseg reads and writes on local disk only (model files, training
+    runs, preview PNGs, MRC/TIFF exports).
+    """
+    if isinstance(path, Path):
+        return path
+    raise InputError(f"{path}: {what} must be on local disk, not at a URL; use a local path "
+                     f"(copy the file from or to the bucket)")
 
 
 def check_writable(path: Location) -> None:

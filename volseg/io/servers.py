@@ -24,6 +24,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 HOST = "127.0.0.1"
 
@@ -82,11 +83,81 @@ def s3_server(timeout: float = 60.0) -> Iterator[str]:
 
 @contextlib.contextmanager
 def http_server(directory: str | os.PathLike[str], timeout: float = 30.0) -> Iterator[str]:
-    """Serve ``directory`` read-only with ``python -m http.server`` on 127.0.0.1."""
+    """Serve ``directory`` read-only over HTTP on 127.0.0.1 (``python -m volseg.io.servers``).
+
+    Python's ``http.server`` with byte ranges (``Range: bytes=a-b`` and ``bytes=-n``),
+    which sharded Zarr v3 readers need to fetch a shard's index and inner chunks, as
+    object stores and the public portals serve them.
+    """
     port = free_port()
-    argv = [sys.executable, "-m", "http.server", "-b", HOST, "-d", str(directory), str(port)]
+    argv = [sys.executable, "-m", "volseg.io.servers", str(directory), str(port)]
     with _serve(argv, f"http://{HOST}:{port}", timeout=timeout) as url:
         yield url
+
+
+def _range_handler() -> type:
+    import http.server
+    import re
+
+    class RangeHandler(http.server.SimpleHTTPRequestHandler):
+        """``SimpleHTTPRequestHandler`` answering single byte ranges with 206."""
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+        def send_head(self) -> Any:
+            header = self.headers.get("Range")
+            match = re.fullmatch(r"bytes=(\d*)-(\d*)", header or "")
+            path = self.translate_path(self.path)
+            if match is None or not os.path.isfile(path):
+                return super().send_head()
+            size = os.path.getsize(path)
+            first, last = match.groups()
+            if first:
+                start, end = int(first), min(int(last) if last else size - 1, size - 1)
+            else:
+                start, end = max(0, size - int(last or 0)), size - 1
+            if start > end:
+                self.send_error(416)
+                return None
+            f = open(path, "rb")  # noqa: SIM115 (closed by copyfile's caller)
+            f.seek(start)
+            self.send_response(206)
+            self.send_header("Content-Type", self.guess_type(path))
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+            self.send_header("Content-Length", str(end - start + 1))
+            self.send_header("Accept-Ranges", "bytes")
+            self.end_headers()
+            return _Limited(f, end - start + 1)
+
+    return RangeHandler
+
+
+class _Limited:
+    """A file object that reads at most ``n`` bytes (for one range)."""
+
+    def __init__(self, f: Any, n: int) -> None:
+        self.f, self.left = f, n
+
+    def read(self, size: int = -1) -> bytes:
+        size = self.left if size < 0 else min(size, self.left)
+        data: bytes = self.f.read(size)
+        self.left -= len(data)
+        return data
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def _main(argv: list[str]) -> None:
+    """``python -m volseg.io.servers DIRECTORY PORT``: serve a folder on 127.0.0.1."""
+    import functools
+    import http.server
+
+    directory, port = argv
+    handler = functools.partial(_range_handler(), directory=directory)
+    with http.server.ThreadingHTTPServer((HOST, int(port)), handler) as server:
+        server.serve_forever()
 
 
 @contextlib.contextmanager
@@ -125,3 +196,7 @@ def make_bucket(name: str) -> str:
 
     s3fs.S3FileSystem().mkdir(name)
     return f"s3://{name}"
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import zarr
 
+from volseg.io.location import Location, zarr_store
 
-def _groups(workdir: Path) -> list[Path]:
+
+def _groups(workdir: Location) -> list[Location]:
     """OME-Zarr groups of a workflow directory and their label images."""
-    tops = sorted(p for p in workdir.glob("*.ome.zarr") if p.is_dir())
-    labels = [p for top in tops for p in sorted((top / "labels").glob("*")) if p.is_dir()]
+    tops: list[Location] = sorted((p for p in workdir.glob("*.ome.zarr") if p.is_dir()),
+                                  key=str)
+    labels: list[Location] = []
+    for top in tops:
+        found: list[Location] = list((top / "labels").glob("*"))
+        labels += sorted((p for p in found if p.is_dir()), key=str)
     return tops + labels
 
 
-def stamp_finished(workdir: Path, *, stage: str, started: str, finished: str) -> list[Path]:
+def stamp_finished(workdir: Location, *, stage: str, started: str, finished: str
+                   ) -> list[Location]:
     """Record ``finished`` in the ``volseg`` attributes of the groups a stage run wrote.
 
     A group belongs to the run when its ``volseg`` attributes name the ``stage`` and
@@ -23,7 +28,7 @@ def stamp_finished(workdir: Path, *, stage: str, started: str, finished: str) ->
     Parameters
     ----------
     workdir
-        The workflow's output directory.
+        The workflow's output directory (a folder or a URL).
     stage
         Name of the stage that just finished.
     started, finished
@@ -37,7 +42,7 @@ def stamp_finished(workdir: Path, *, stage: str, started: str, finished: str) ->
     stamped = []
     for path in _groups(workdir):
         try:
-            group = zarr.open_group(str(path), mode="r+")
+            group = zarr.open_group(zarr_store(path), mode="r+")
         except (FileNotFoundError, ValueError, zarr.errors.GroupNotFoundError):
             continue
         record = group.attrs.get("volseg")

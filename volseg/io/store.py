@@ -762,18 +762,36 @@ def run_local(plan: WritePlan, description: str) -> None:
         schedule(graph, plan.keys)
 
 
+def _run_on_client(plan: WritePlan, description: str, client: Client) -> None:
+    """Run the write tasks on a cluster, releasing each block's future once it is written.
+
+    A written block is marked on disk; holding its (empty) result would pin it to the
+    worker that wrote it, and a worker lost later (a cancelled SLURM job, a dead node)
+    would make the scheduler rewrite every block that worker ever wrote.  Released as
+    they finish, a lost worker costs only the blocks it had not finished.
+    """
+    from distributed import as_completed
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    futures = client.get(plan.graph.cull(set(plan.keys)), plan.keys, sync=False)
+    finished = as_completed(futures)
+    del futures
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task(description, total=len(plan.keys))
+        for future in finished:
+            future.result()  # a block's error ends the run here
+            future.release()
+            bar.advance(task)
+
+
 def run_plan(plan: WritePlan, *, description: str, client: Client | None = None,
              executor: Executor | None = None) -> None:
     """Run a plan's write tasks: on ``client`` when given, else with ``executor``."""
     if not plan.keys:
         return
     if client is not None:
-        from distributed import progress
-
-        futures = client.get(plan.graph.cull(set(plan.keys)), plan.keys, sync=False)
-        if sys.stderr.isatty():
-            progress(futures)
-        client.gather(futures)
+        _run_on_client(plan, description, client)
         return
     (executor or run_local)(plan, description)
 

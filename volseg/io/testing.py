@@ -13,6 +13,7 @@ import gzip
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -200,3 +201,41 @@ def sample_volume(shape: tuple[int, int, int] = (37, 61, 83), dtype: str = "uint
     array = rng.integers(0, int(info.max) + 1, size=shape, dtype=np.dtype(dtype))
     array[:10, :20, :30] = 0
     return array
+
+
+PORTAL_SPACING = 13.48
+"""Voxel spacing (Å) of the CryoET Data Portal-style test tomogram."""
+
+
+def write_cryoet_portal(array: np.ndarray, root: Path, run: str = "TS_026",
+                        spacing: float = PORTAL_SPACING) -> Path:
+    """Write ``array`` laid out like a CryoET Data Portal tomogram; return the ``.zarr`` path.
+
+    ``<root>/<run>/Tomograms/VoxelSpacing13.480/CanonicalTomogram/<run>.zarr``: OME-NGFF
+    0.4 on Zarr v2 (``/`` chunk keys, Blosc), three scales (2× means), axes in
+    ångström, float32 — as the portal serves its tomograms over S3 and HTTPS.
+    """
+    import numcodecs
+    import zarr
+
+    path = (root / run / "Tomograms" / f"VoxelSpacing{spacing:.3f}" / "CanonicalTomogram"
+            / f"{run}.zarr")
+    group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    level = np.asarray(array, dtype=np.float32)
+    datasets: list[Any] = []
+    for index in range(3):
+        stored = group.create_array(
+            str(index), shape=level.shape, chunks=tuple(min(32, n) for n in level.shape),
+            dtype="float32", compressors=numcodecs.Blosc(cname="zstd", clevel=5),
+            chunk_key_encoding={"name": "v2", "separator": "/"}, fill_value=0)
+        stored[...] = level
+        scale = spacing * 2**index
+        datasets.append({"path": str(index), "coordinateTransformations": [
+            {"type": "scale", "scale": [scale, scale, scale]}]})
+        even = tuple(slice(0, n - n % 2) for n in level.shape)
+        z, y, x = (n // 2 for n in level[even].shape)
+        level = level[even].reshape(z, 2, y, 2, x, 2).mean(axis=(1, 3, 5), dtype=np.float32)
+    group.attrs["multiscales"] = [{
+        "version": "0.4", "name": "/", "datasets": datasets,
+        "axes": [{"name": a, "type": "space", "unit": "angstrom"} for a in "zyx"]}]
+    return path

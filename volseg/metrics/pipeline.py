@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from volseg.checks import ignore_id_foreground
 from volseg.errors import InputError
 from volseg.io import omezarr, open_volume
+from volseg.io.location import PathLike, as_path
 from volseg.metrics.connectomics import DEFAULT_IGNORE
 from volseg.metrics.evaluate import evaluate
 from volseg.metrics.options import DEFAULT_IGNORE_LABEL, EvaluateOptions
@@ -79,10 +79,10 @@ def class_names_from_attrs(*attrs: Any) -> list[str] | None:
 
 def _parent_attrs(path: str) -> dict[str, Any]:
     """Attributes of the OME-Zarr image group holding a label group (``x.ome.zarr/labels/y``)."""
-    parts = Path(path).parts
-    if len(parts) >= 3 and parts[-2] == "labels":
+    location = as_path(path)
+    if location.parent.name == "labels":
         try:
-            return omezarr.group_attrs(Path(*parts[:-2]))
+            return omezarr.group_attrs(location.parent.parent)
         except Exception:  # not an OME-Zarr image group: no names from there
             return {}
     return {}
@@ -117,7 +117,7 @@ def _instance_volumes(pair: tuple[str, str], z_range: tuple[int, int] | None
 
 def run_evaluation(
     inputs: EvaluationInputs,
-    report: str | Path,
+    report: PathLike,
     options: EvaluateOptions | None = None,
     *,
     overwrite: bool = False,

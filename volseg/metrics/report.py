@@ -16,6 +16,7 @@ object-oriented Agg canvas, so no display and no global backend switch is needed
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from volseg.errors import OutputExistsError
+from volseg.io.location import Location, PathLike, as_path
 
 #: Version of the ``metrics.json`` layout; bumped on any incompatible change.
 LAYOUT_VERSION = 1
@@ -106,7 +108,7 @@ def report_meta(
     }
 
 
-def check_report_dir(directory: str | Path, *, overwrite: bool = False) -> Path:
+def check_report_dir(directory: PathLike, *, overwrite: bool = False) -> Location:
     """Refuse a report directory that already holds a report (unless ``overwrite``).
 
     Raises
@@ -114,7 +116,7 @@ def check_report_dir(directory: str | Path, *, overwrite: bool = False) -> Path:
     OutputExistsError
         When ``directory`` contains report files and ``overwrite`` is false.
     """
-    path = Path(directory)
+    path = as_path(directory)
     if path.exists() and not path.is_dir():
         raise OutputExistsError(f"{path} exists and is not a directory; choose another --report")
     existing = [name for name in REPORT_FILES if (path / name).exists()]
@@ -232,7 +234,7 @@ def _flat_inputs(inputs: Mapping[str, Any], prefix: str = "") -> list[tuple[str,
     return out
 
 
-def plot_confusion(semantic: Mapping[str, Any], path: str | Path) -> None:
+def plot_confusion(semantic: Mapping[str, Any], path: PathLike) -> None:
     """Write the row-normalised confusion matrix, annotated, as a PNG."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -261,10 +263,17 @@ def plot_confusion(semantic: Mapping[str, Any], path: str | Path) -> None:
                 color="white" if norm[i, j] > 0.5 else "black",
             )  # fmt: skip
     fig.tight_layout()
-    fig.savefig(str(path))
+    _save(fig, path)
 
 
-def plot_pr_curves(semantic: Mapping[str, Any], path: str | Path) -> None:
+def _save(fig: Any, path: PathLike) -> None:
+    """Write a figure as PNG to a local path or a URL."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    as_path(path).write_bytes(buffer.getvalue())
+
+
+def plot_pr_curves(semantic: Mapping[str, Any], path: PathLike) -> None:
     """Write the per-class precision–recall curves (with their AP) as a PNG."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -288,12 +297,12 @@ def plot_pr_curves(semantic: Mapping[str, Any], path: str | Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
-    fig.savefig(str(path))
+    _save(fig, path)
 
 
 def write_report(
-    metrics: Mapping[str, Any], directory: str | Path, *, overwrite: bool = False
-) -> list[Path]:
+    metrics: Mapping[str, Any], directory: PathLike, *, overwrite: bool = False
+) -> list[Location]:
     """Write ``metrics.json``, ``metrics.md`` and the plots that apply.
 
     Parameters
@@ -312,7 +321,8 @@ def write_report(
         The files written.
     """
     path = check_report_dir(directory, overwrite=overwrite)
-    path.mkdir(parents=True, exist_ok=True)
+    if isinstance(path, Path):
+        path.mkdir(parents=True, exist_ok=True)
     for name in REPORT_FILES:  # a stale plot must not survive an overwrite
         (path / name).unlink(missing_ok=True)
     data = to_json_data(metrics)

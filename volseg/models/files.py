@@ -266,8 +266,11 @@ def _read_header(path: Path) -> dict[str, Any]:
         raise InputError(f"model file {path} is a directory, not a .safetensors file")
     size = path.stat().st_size
     with path.open("rb") as f:
-        head = f.read(9)  # the header length (8 bytes) and the JSON header's "{"
-        if head[8:9] != b"{" and (head[:2] == b"PK" or head[:1] == b"\x80"):
+        head = f.read(9)
+        # a safetensors header (8 length bytes, then JSON) can start like a pickle
+        # (length 0x05 0x80 = 1408 bytes reads as b"\x80\x05") or a zip ("PK"): the
+        # JSON's "{" tells them apart
+        if (head[:2] == b"PK" or head[:1] == b"\x80") and head[8:9] != b"{":
             raise InputError(
                 f"{path} is a pickle / torch.save checkpoint; volseg never unpickles model "
                 "files: re-save the weights as safetensors with volseg.models.save_model"

@@ -75,8 +75,8 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
     """Export (or skip a package already exported from this model); return a summary."""
     from volseg.inference.package import export_model, file_sha256
 
-    model = ctx.resolve(config.model)
-    output = ctx.path(config.output)
+    model = ctx.local(ctx.resolve(config.model), "export_model.model")
+    output = ctx.local(ctx.path(config.output), "export_model.output")
     if output.exists() and not ctx.overwrite:
         if model.exists() and _recorded_sha(output) == file_sha256(model):
             return {"output": str(output), "status": "complete (skipped)"}

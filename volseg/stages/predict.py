@@ -65,7 +65,8 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
     output = ctx.path(config.output)
     if not ctx.overwrite and output_state(output, config.probabilities) == "complete":
         return {"output": str(output), "status": "complete (skipped)"}
-    result = run_predict(ctx.resolve(config.model), ctx.resolve(config.input), output,
+    model = ctx.local(ctx.resolve(config.model), "the model file (predict.model)")
+    result = run_predict(model, ctx.resolve(config.input), output,
                          options_of(PredictOptions, config), overwrite=ctx.overwrite,
                          attrs=ctx.attrs(NAME, config), client=ctx.client)
     return result.to_dict()

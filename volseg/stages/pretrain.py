@@ -34,7 +34,8 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
     from volseg.train.pretrain import pretrain
 
     return pretrain(
-        config, image=ctx.resolve(config.image), output_dir=ctx.workdir,
+        config, image=ctx.local(ctx.resolve(config.image), "pretrain.image"),
+        output_dir=ctx.local(ctx.workdir, "a workflow with a pretrain stage: output_dir"),
         # an incomplete stage's model file is a leftover of an interrupted run
         overwrite=True,
         extra_summary={"provenance": ctx.provenance} if ctx.provenance else None,

@@ -68,8 +68,9 @@ NEUROGLANCER_BASE = "http://localhost:8000"
 
 def viewer_products(ctx: RunContext, config: Config) -> list[Path]:
     """The groups to open: the image, the prediction's group, then every other product."""
+    workdir = ctx.local(ctx.workdir, "preview's output_dir")
     named = [Path(_group_of(str(ctx.path(p)))) for p in (config.image, config.prediction) if p]
-    others = sorted(ctx.workdir.glob("*.ome.zarr")) if ctx.workdir.is_dir() else []
+    others = sorted(workdir.glob("*.ome.zarr")) if workdir.is_dir() else []
     products: list[Path] = []
     for path in [*named, *others]:
         if path.exists() and omezarr.is_ome_zarr(path) and path not in products:
@@ -89,7 +90,7 @@ def neuroglancer_source(path: Path, workdir: Path, base: str = NEUROGLANCER_BASE
 
 def run(config: Config, ctx: RunContext) -> dict[str, Any]:
     """Write ``xy.png``, ``xz.png`` and ``yz.png`` and print how to open the results."""
-    out = ctx.path(config.output)
+    out = ctx.local(ctx.path(config.output), "the preview PNGs (preview.output)")
     targets = {plane: out / f"{plane}.png" for plane in PLANES}
     existing = [p for p in targets.values() if p.exists()]
     if existing and not ctx.overwrite:
@@ -113,9 +114,10 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
         save_panels(targets[plane], panels, title=f"{plane} plane through (z,y,x)={position}",
                     aspect=aspects[plane])
     print(f"volseg: previews written to {out}/{{xy,xz,yz}}.png", file=sys.stderr)
+    workdir = ctx.local(ctx.workdir, "preview's output_dir")
     products = viewer_products(ctx, config)
     napari = ["napari", "--plugin", "napari-ome-zarr", *map(str, products)]
-    sources = [neuroglancer_source(p, ctx.workdir) for p in products]
+    sources = [neuroglancer_source(p, workdir) for p in products]
     print("volseg: open in napari:  " + shlex.join(napari), file=sys.stderr)
     print(f"volseg: or in neuroglancer: serve {ctx.workdir} with CORS on "
           f"{NEUROGLANCER_BASE} (e.g. `npx http-server --cors -p 8000`) and add the layer "

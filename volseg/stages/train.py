@@ -35,12 +35,13 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
     from volseg.train import train
 
     summary = train(
-        config, image=ctx.resolve(config.image), labels=ctx.resolve(config.labels),
-        output_dir=ctx.workdir,
+        config, image=ctx.local(ctx.resolve(config.image), "train.image"),
+        labels=ctx.local(ctx.resolve(config.labels), "train.labels"),
+        output_dir=ctx.local(ctx.workdir, "a workflow with a train stage: output_dir"),
         # the runner only calls an incomplete stage (or one the user asked to redo), so
         # a model file here is a leftover of an interrupted run: replace it
         overwrite=True,
-        init=ctx.resolve(config.init) if config.init else None,
+        init=ctx.local(ctx.resolve(config.init), "train.init") if config.init else None,
         extra_summary={"provenance": ctx.provenance} if ctx.provenance else None,
     )
     return {k: v for k, v in summary.items() if k != "per_class"}

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from volseg.errors import ConfigError, OutputExistsError
+from volseg.io.location import Location, PathLike, as_path, require_local
 from volseg.io.lock import locks
 from volseg.io.mrc import is_mrc
 from volseg.ngff import DEFAULT_NGFF, Ngff
@@ -112,7 +113,7 @@ def _by_name(phantom: Phantom, counts: dict[str, int] | np.ndarray) -> dict[str,
 @locks("output")
 def write_phantom(
     phantom: Phantom,
-    output: str | Path,
+    output: PathLike,
     *,
     provenance: dict[str, Any],
     overwrite: bool = False,
@@ -142,11 +143,12 @@ def write_phantom(
         OME-Zarr version of OME-Zarr outputs (``SynthOptions.ngff``).
     """
     t0 = time.perf_counter()
-    if is_mrc(output):
-        result = _write_mrc(phantom, Path(output), provenance=provenance, overwrite=overwrite,
+    if is_mrc(str(output)):
+        local = require_local(as_path(output), "an MRC phantom")
+        result = _write_mrc(phantom, local, provenance=provenance, overwrite=overwrite,
                             if_complete=if_complete, client=client)
     else:
-        result = _write_omezarr(phantom, Path(output), provenance=provenance,
+        result = _write_omezarr(phantom, as_path(output), provenance=provenance,
                                 overwrite=overwrite, if_complete=if_complete, client=client,
                                 ngff=ngff)
     result.seconds = time.perf_counter() - t0
@@ -154,7 +156,7 @@ def write_phantom(
 
 
 def _write_omezarr(
-    phantom: Phantom, output: Path, *, provenance: dict[str, Any], overwrite: bool,
+    phantom: Phantom, output: Location, *, provenance: dict[str, Any], overwrite: bool,
     if_complete: str, client: Client | None, ngff: Ngff,
 ) -> WriteResult:
     from volseg.io import omezarr
@@ -201,7 +203,7 @@ def _write_omezarr(
                        _by_name(phantom, _stored_frequencies(groups["truth"])))
 
 
-def _stored_frequencies(group: Path) -> dict[str, int]:
+def _stored_frequencies(group: Location) -> dict[str, int]:
     from volseg.io import omezarr
 
     volseg = omezarr.group_attrs(group).get("volseg", {})

@@ -76,9 +76,15 @@ class FitResult:
     history
         One dict per epoch (what the metrics CSV holds).
     stopped
-        ``"epochs"``, ``"early_stopping"`` or ``"time_budget"``.
+        ``"epochs"``, ``"early_stopping"`` or ``"time_budget"`` (a divergence raises
+        :class:`TrainingDivergedError`).
     seconds
         Wall time of the loop.
+    schedule
+        How the learning rate was scheduled: ``"cosine over epochs"``, ``"cosine
+        annealed on the time budget"`` (a ``max_minutes`` budget with the cosine
+        schedule: the rate reaches its minimum when the budget ends, or at the last
+        epoch if that comes first), ``"plateau"`` or ``"none"``.
     """
 
     best_state: dict[str, torch.Tensor]
@@ -87,6 +93,26 @@ class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     stopped: str = "epochs"
     seconds: float = 0.0
+    schedule: str = "none"
+
+    def stop_reason(self, epochs: int) -> str:
+        """One line saying after which epoch and why the loop stopped."""
+        done = len(self.history)
+        why = {"epochs": "all epochs done",
+               "early_stopping": "early stopping (no better validation score for a while)",
+               "time_budget": "time budget (max_minutes) reached"}.get(self.stopped,
+                                                                      self.stopped)
+        return f"stopped after epoch {done}/{epochs}: {why}"
+
+
+def cosine_rate(lr: float, min_lr: float, progress: float) -> float:
+    """The cosine-annealed learning rate at ``progress`` in [0, 1] (clipped).
+
+    ``min_lr + (lr - min_lr) (1 + cos(π p)) / 2``: ``lr`` at 0, ``min_lr`` at 1; equal to
+    :class:`torch.optim.lr_scheduler.CosineAnnealingLR` at ``p = (epoch - 1) / T_max``.
+    """
+    p = min(max(progress, 0.0), 1.0)
+    return min_lr + (lr - min_lr) * (1.0 + math.cos(math.pi * p)) / 2.0
 
 
 def fit(
@@ -131,7 +157,11 @@ def fit(
     early_stopping
         Stop after this many validations without improvement.
     max_minutes
-        Stop after the epoch in which this wall time is passed.
+        Stop after the epoch in which this wall time is passed.  With the cosine
+        schedule the learning rate anneals within this budget: its progress is the
+        larger of the epochs' and the time's (``elapsed / budget``, updated every step),
+        so a slow or loaded machine gets a fully annealed, shorter run rather than one
+        cut mid-schedule.
     device
         Torch device (default CPU).
     amp
@@ -156,14 +186,18 @@ def fit(
             opt, mode="max", factor=optimizer.factor, patience=optimizer.patience,
             min_lr=optimizer.min_lr,
         )
-    elif optimizer.scheduler == "cosine":
+    elif optimizer.scheduler == "cosine" and max_minutes is None:
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(
             opt, T_max=epochs, eta_min=optimizer.min_lr
         )
+    on_time = optimizer.scheduler == "cosine" and max_minutes is not None
     use_amp = amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     result = FitResult(best_state=copy.deepcopy(module.state_dict()), best_epoch=0,
-                       best_metrics={})
+                       best_metrics={},
+                       schedule=("cosine annealed on the time budget" if on_time
+                                 else "cosine over epochs" if optimizer.scheduler == "cosine"
+                                 else optimizer.scheduler))
     best_value = -math.inf
     since_best = 0
     t0 = time.perf_counter()
@@ -178,6 +212,12 @@ def fit(
                 before_epoch(epoch, module)
             losses = []
             for _ in range(steps_per_epoch):
+                if on_time:
+                    assert max_minutes is not None
+                    progress_ = max((epoch - 1) / epochs,
+                                    (time.perf_counter() - t0) / (60 * max_minutes))
+                    for group in opt.param_groups:
+                        group["lr"] = cosine_rate(optimizer.lr, optimizer.min_lr, progress_)
                 inputs, targets = next_batch()
                 inputs, targets = inputs.to(device), targets.to(device)
                 opt.zero_grad(set_to_none=True)
@@ -241,6 +281,8 @@ def fit(
                 result.stopped = "time_budget"
                 break
     result.seconds = time.perf_counter() - t0
+    _log(f"volseg train: {result.stop_reason(epochs)} ({result.seconds:.0f} s; learning "
+         f"rate: {result.schedule}, last {opt.param_groups[0]['lr']:.3g})")
     return result
 
 
@@ -538,7 +580,9 @@ def train(
         "class_frequencies": [int(v) for v in freq],
         "anchor_probabilities": [round(float(v), 6) for v in sampler.class_probabilities],
         "best_epoch": result.best_epoch, "epochs_run": len(result.history),
-        "stopped": result.stopped, "select_metric": config.select_metric,
+        "stopped": result.stopped, "stop_reason": result.stop_reason(config.epochs),
+        "lr_schedule": result.schedule, "max_minutes": config.max_minutes,
+        "select_metric": config.select_metric,
         "best_metrics": best,
         "confusion": result.best_metrics.get("confusion"),
         "seconds_training": round(result.seconds, 1),

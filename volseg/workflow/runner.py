@@ -26,6 +26,7 @@ from typing import Any
 
 from volseg.cluster import dask_client
 from volseg.errors import ConfigError
+from volseg.io.location import Location, check_writable
 from volseg.io.stamp import stamp_finished
 from volseg.provenance import now, provenance
 from volseg.workflow.schema import Workflow
@@ -87,7 +88,7 @@ def stage_hashes(workflow: Workflow) -> dict[str, str]:
     return hashes
 
 
-def _read_marker(path: Path) -> dict[str, Any] | None:
+def _read_marker(path: Location) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -140,7 +141,7 @@ def run_workflow(
             f"--stages: {', '.join(sorted(unknown))} not in {workflow.source}; "
             f"choose from {', '.join(m.NAME for m, _ in workflow.stages())}"
         )
-    marker_dir = workdir / MARKER_DIR
+    marker_dir = workdir / MARKER_DIR.as_posix()
 
     pending = []
     for module, _config in selected:
@@ -161,14 +162,17 @@ def run_workflow(
         )
         return [StageOutcome(m.NAME, "skipped") for m, _ in selected]
 
-    workdir.mkdir(parents=True, exist_ok=True)
-    marker_dir.mkdir(parents=True, exist_ok=True)
+    if isinstance(workdir, Path):  # a bucket has no folders to make
+        marker_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        check_writable(workdir)
     record = provenance(command=f"volseg run {workflow.source}", config=workflow.raw)
     record["workflow_yaml"] = workflow.source.read_text()
     record["workflow_file"] = str(workflow.source)
 
     outcomes: list[StageOutcome] = []
-    with dask_client(workflow.config.cluster, log_root=workdir / ".volseg") as client:
+    log_root = workdir / ".volseg" if isinstance(workdir, Path) else base_dir / ".volseg"
+    with dask_client(workflow.config.cluster, log_root=log_root) as client:
         for module, config in selected:
             if module.NAME not in pending:
                 _log(f"volseg: stage {module.NAME}: complete, skipped")
@@ -179,7 +183,8 @@ def run_workflow(
             stage_record = dict(record, stage=module.NAME, stage_config=config.to_dict(),
                                 started=started)
             ctx = RunContext(workdir=workdir, base_dir=base_dir, overwrite=overwrite,
-                             provenance=stage_record, client=client)
+                             provenance=stage_record, client=client,
+                             storage_options=workflow.config.storage_options)
             t0 = time.perf_counter()
             summary = module.run(config, ctx) or {}
             seconds = time.perf_counter() - t0

@@ -3,7 +3,9 @@
 A workflow file is a mapping with a few top-level keys and one key per stage::
 
     name: demo
-    output_dir: runs/demo          # relative to the current directory
+    output_dir: runs/demo          # relative to the current directory, or a bucket URL
+    storage_options:               # optional: per URL scheme, fsspec file-system options
+      s3: {anon: true}
     cluster: {type: threads}       # see volseg.cluster
     output: {ngff: "0.5"}          # defaults of every writing stage's ngff / chunks
     synth: {...}                   # one optional section per stage (volseg.stages.*)
@@ -32,7 +34,7 @@ from pydantic import Field, create_model, model_validator
 from volseg.cluster import ClusterConfig, ThreadsCluster
 from volseg.ngff import DEFAULT_NGFF, Ngff
 from volseg.options import Options, PositiveSize3
-from volseg.workflow.stage import Stage, StageConfig
+from volseg.workflow.stage import Location, Stage, StageConfig, locate
 from volseg.yamlconfig import load_yaml_config, parse_override
 
 __all__ = ["OutputDefaults", "Workflow", "WorkflowConfig", "load_workflow", "parse_override",
@@ -61,7 +63,13 @@ class WorkflowConfig(Options):
 
     name: str = Field(description="the workflow's name (default output: runs/<name>)")
     description: str = ""
-    output_dir: str | None = Field(None, description="where the products go")
+    output_dir: str | None = Field(
+        None, description="where the products go: a folder, or a URL such as s3://bucket/run")
+    storage_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="fsspec file-system options for the workflow's URLs, per scheme or URL "
+                    "prefix (longer prefixes win), e.g. {s3: {endpoint_url: ...}, "
+                    "'s3://cryoet-data-portal-public': {anon: true}}")
     cluster: ClusterConfig = Field(default_factory=ThreadsCluster)
     output: OutputDefaults = Field(default_factory=OutputDefaults,
                                    description="ngff / chunks of every writing stage")
@@ -135,11 +143,14 @@ class Workflow:
         """The workflow's name."""
         return self.config.name
 
-    def output_dir(self, base_dir: Path) -> Path:
-        """Where the products go: ``output_dir`` or ``runs/<name>`` under ``base_dir``."""
+    def output_dir(self, base_dir: Path) -> Location:
+        """Where the products go: ``output_dir`` (a folder or a URL) or ``runs/<name>``.
+
+        Relative folders are taken from ``base_dir``.
+        """
         out = self.config.output_dir or f"runs/{self.name}"
-        path = Path(out).expanduser()
-        return path if path.is_absolute() else base_dir / path
+        path = locate(out, self.config.storage_options)
+        return path if not isinstance(path, Path) or path.is_absolute() else base_dir / path
 
     def stages(self) -> list[tuple[Stage, StageConfig]]:
         """Return ``(module, config)`` for every stage present, in pipeline order."""

@@ -24,16 +24,45 @@ adding a module.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from volseg.io.location import Location, as_path, require_local, scheme_of
 from volseg.options import Options
 
 if TYPE_CHECKING:
     from distributed import Client
 
-__all__ = ["RunContext", "Stage", "StageConfig"]
+__all__ = ["Location", "RunContext", "Stage", "StageConfig", "locate", "options_for"]
+
+StorageOptions = Mapping[str, Mapping[str, Any]]
+"""fsspec file-system options per URL scheme or URL prefix (the workflow's
+``storage_options``)."""
+
+
+def options_for(path: str | Path | Location, storage_options: StorageOptions | None
+                ) -> dict[str, Any]:
+    """Return the storage options of a URL: its scheme's, then those of every URL prefix
+    it starts with (longer prefixes win), e.g. ``{"s3": {...}, "s3://public-bucket":
+    {"anon": True}}``."""
+    scheme = scheme_of(path)
+    if not scheme or not storage_options:
+        return {}
+    text = str(path)
+    options = dict(storage_options.get(scheme, {}))
+    prefixes = sorted((k for k in storage_options if "://" in k), key=len)
+    for prefix in prefixes:
+        if text == prefix or text.startswith(prefix.rstrip("/") + "/"):
+            options.update(storage_options[prefix])
+    return options
+
+
+def locate(path: str | Path | Location, storage_options: StorageOptions | None = None
+           ) -> Location:
+    """Return ``path`` as a location, a URL with its storage options (:func:`options_for`)."""
+    return as_path(path, storage_options=options_for(path, storage_options))
 
 
 class StageConfig(Options):
@@ -71,7 +100,8 @@ class RunContext:
     Attributes
     ----------
     workdir
-        The workflow's output directory; products of stages live here.
+        The workflow's output directory (a folder, or a URL such as ``s3://bucket/run``);
+        products of stages live here.
     base_dir
         Directory that relative paths to *external* inputs resolve against (the
         current directory when the workflow was started).
@@ -82,20 +112,25 @@ class RunContext:
     client
         A ``distributed.Client`` when the workflow runs on a cluster, else ``None``
         (the local threaded scheduler is used).
+    storage_options
+        fsspec options per URL scheme, given to every URL the stages open.
     """
 
-    workdir: Path
+    workdir: Location
     base_dir: Path = field(default_factory=Path.cwd)
     overwrite: bool = False
     provenance: dict[str, Any] = field(default_factory=dict)
     client: Client | None = None
+    storage_options: StorageOptions = field(default_factory=dict)
 
-    def path(self, p: str | Path) -> Path:
-        """Resolve a product path: relative paths live in :attr:`workdir`."""
-        p = Path(p).expanduser()
-        return p if p.is_absolute() else self.workdir / p
+    def path(self, p: str | Path) -> Location:
+        """Resolve a product path: relative paths live in :attr:`workdir`, URLs are kept."""
+        loc = locate(p, self.storage_options)
+        if not isinstance(loc, Path) or loc.is_absolute():
+            return loc
+        return self.workdir / loc.as_posix()
 
-    def resolve(self, p: str | Path) -> Path:
+    def resolve(self, p: str | Path) -> Location:
         """Resolve an input that may be a product or an external file (the one rule).
 
         A product of the workflow (in :attr:`workdir`) wins if it exists, then an
@@ -108,10 +143,15 @@ class RunContext:
         external = self.external(p)
         return external if external.exists() else product
 
-    def external(self, p: str | Path) -> Path:
+    def external(self, p: str | Path) -> Location:
         """Resolve an external input path: relative paths are taken from :attr:`base_dir`."""
-        p = Path(p).expanduser()
-        return p if p.is_absolute() else self.base_dir / p
+        loc = locate(p, self.storage_options)
+        return loc if not isinstance(loc, Path) or loc.is_absolute() else self.base_dir / loc
+
+    def local(self, location: Location, what: str) -> Path:
+        """Return a resolved path that must be local (a model file, PNGs), or raise
+        a one-line :class:`~volseg.errors.InputError` naming ``what``."""
+        return require_local(location, what)
 
     def attrs(self, stage: str, config: StageConfig) -> dict[str, Any]:
         """Return output-group attributes: the run's provenance, the stage and its config."""
