@@ -133,8 +133,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from volseg.io.chunks import allow_missing_chunks
 
             with allow_missing_chunks():
-                return int(args._run(args) or 0)
-        return int(args._run(args) or 0)
+                status = int(args._run(args) or 0)
+        else:
+            status = int(args._run(args) or 0)
+        sys.stdout.flush()  # a closed pipe (`| head`) fails here, not at exit
+        return status
     except VolsegError as exc:
         if args.debug:
             raise

@@ -24,7 +24,12 @@ from volseg.instances.blockwise import label_instances
 from volseg.instances.options import DEFAULT_BLOCK, InstanceOptions
 from volseg.instances.table import write_table
 from volseg.io import StoreReport, omezarr, open_volume, store_blocks
-from volseg.io.guard import check_output_location, check_replaceable, run_identity
+from volseg.io.guard import (
+    check_group_output,
+    check_output_location,
+    check_replaceable,
+    run_identity,
+)
 from volseg.io.location import Location, PathLike, as_path, check_writable, normalize
 from volseg.io.lock import locks
 
@@ -121,6 +126,7 @@ def run_instances(
     check_writable(output)
     table_path = None if table is None else as_path(table)
     check_output_location(output, [labels])
+    check_group_output(output)
     if table_path is not None:
         check_output_location(table_path, [labels])
     state = instances_output_state(output)

@@ -37,7 +37,8 @@ from typing import Any
 from volseg.errors import InputError, OutputExistsError
 from volseg.io.location import Location, PathLike, as_path, display, normalize, overlaps
 
-__all__ = ["EXECUTION_OPTIONS", "check_free_space", "check_output_location",
+__all__ = ["EXECUTION_OPTIONS", "check_free_space", "check_group_output",
+           "check_output_location",
            "check_replaceable", "file_digest", "identity_difference", "input_identity",
            "run_identity", "written_by_volseg"]
 
@@ -83,6 +84,21 @@ def check_output_location(output: PathLike, inputs: Iterable[PathLike | None]) -
             raise InputError(f"output {display(output)} overlaps the input {display(source)} "
                              f"(it {how} it); writing there would destroy the input, choose "
                              f"another output path")
+
+
+def check_group_output(output: PathLike) -> None:
+    """Refuse a group output (an OME-Zarr folder) whose path is an existing file.
+
+    Raises
+    ------
+    OutputExistsError
+        Naming the file and the fix.
+    """
+    target = as_path(output)
+    if isinstance(target, Path) and (target.is_file() or (target.is_symlink()
+                                                          and not target.is_dir())):
+        raise OutputExistsError(f"{display(output)} is a file, not an OME-Zarr folder; choose "
+                                f"another output path (e.g. ending in .ome.zarr)")
 
 
 def _json(path: Location) -> Any:
@@ -285,8 +301,9 @@ def check_free_space(path: PathLike, nbytes: float, *, what: str = "output") -> 
         return
     if nbytes > free:
         raise InputError(
-            f"the {what} {display(path)} needs about {_size(nbytes)} but its file system "
-            f"has {_size(free)} free; free space, choose another location or make it smaller")
+            f"the {what} {display(path)} holds up to {_size(nbytes)} (uncompressed) but its "
+            f"file system has {_size(free)} free; free space, choose another location or "
+            f"make it smaller")
 
 
 def _size(n: float) -> str:

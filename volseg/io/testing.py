@@ -90,7 +90,7 @@ def write_npy(array: np.ndarray, directory: Path) -> Written:
     return path, None
 
 
-COMPLETE = {"write_empty_chunks": True}
+COMPLETE: Any = {"write_empty_chunks": True}
 """zarr array config that stores every chunk (zarr leaves out chunks equal to the fill
 value by default, which volseg's readers refuse as missing: :mod:`volseg.io.chunks`)."""
 
