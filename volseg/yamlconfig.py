@@ -277,7 +277,8 @@ def load_yaml_config(
     except ValidationError as exc:
         loc, message = _describe(exc.errors()[0])
         key, line = _locate(loc, data, tree)
-        if line is None or any(key == o.split("=", 1)[0].strip() for o in overrides):
+        given = [o.split("=", 1)[0].strip() for o in overrides]
+        if line is None or any(g == key or g.startswith(f"{key}.") for g in given):
             where = f"{path} (--set {key})" if overrides else str(path)
         else:
             where = f"{path}:{line}"

@@ -38,6 +38,7 @@ class Inputs:
     model: Path
     other_model: Path
     labels: Path
+    probabilities: Path
 
 
 def _model(path: Path, seed: int) -> Path:
@@ -54,7 +55,7 @@ def _model(path: Path, seed: int) -> Path:
 
 @pytest.fixture(scope="session")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> Inputs:
-    """Two tiny models, a tiny image and a label image (built once, never changed)."""
+    """Two tiny models, a tiny image, a label image and a prediction (built once)."""
     from volseg.io.omezarr import write_image, write_label_image
 
     folder = tmp_path_factory.mktemp("badinput-inputs")
@@ -65,8 +66,14 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Inputs:
     labels = folder / "labels.ome.zarr"
     write_label_image((img > 120).astype(np.uint8), labels, voxel_size=(8, 4, 4),
                       chunks=(16, 16, 16))
-    return Inputs(folder, image, _model(folder / "model.safetensors", 0),
-                  _model(folder / "other.safetensors", 1), labels)
+    model = _model(folder / "model.safetensors", 0)
+    probabilities = folder / "prediction.ome.zarr"
+    from volseg.cli import main
+
+    assert main(["predict", "--model", str(model), "--input", str(image), "--output",
+                 str(probabilities), *FAST]) == 0
+    return Inputs(folder, image, model, _model(folder / "other.safetensors", 1), labels,
+                  probabilities)
 
 
 def hashes(*roots: Path, skip: Sequence[Path] = ()) -> dict[str, str]:

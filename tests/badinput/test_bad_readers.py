@@ -10,7 +10,7 @@ import mrcfile
 import numpy as np
 import pytest
 import tifffile
-from corpus import Refuse
+from corpus import Inputs, Refuse
 
 BOMB = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
     f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(8))
@@ -120,3 +120,37 @@ def test_unknown_stage_names_are_errors(refused: Refuse, tmp_path: Path, check: 
     wf = _workflow(tmp_path, WORKFLOW)
     refused(["run", wf, "--stages", "sytnh", *(["--check"] if check else [])],
             "--stages: sytnh not in")
+
+
+# ------------------------------------------------------------------ values
+def test_instances_of_a_class_the_labels_cannot_hold(inputs: Inputs, refused: Refuse,
+                                                     tmp_path: Path) -> None:
+    refused(["instances", "--labels", inputs.labels, "--output", tmp_path / "obj.ome.zarr",
+             "--classes", "300"], "--classes [300] cannot occur in uint8 labels")
+
+
+def test_nan_in_the_crf_image_is_named(inputs: Inputs, refused: Refuse, tmp_path: Path
+                                       ) -> None:
+    from volseg.io.omezarr import write_image
+
+    image = tmp_path / "nan.ome.zarr"
+    data = np.full((16, 32, 32), 100.0, np.float32)
+    data[3, 4, 5] = np.nan
+    write_image(data, image, voxel_size=(8, 4, 4), pyramid=False)
+    out = tmp_path / "crf.ome.zarr"
+    refused(["crf", "--probabilities", inputs.probabilities, "--image", image, "--output",
+             out, "--processes", "1"], "NaN or infinite value at (z, y, x) = (3, 4, 5)",
+            may_change=[out])
+
+
+def test_check_refuses_a_patch_size_the_network_cannot_take(refused: Refuse,
+                                                            tmp_path: Path) -> None:
+    config = tmp_path / "train.yaml"
+    config.write_text("image: i.ome.zarr\nlabels: l.ome.zarr\nclasses: [a, b]\nmodel:\n"
+                      "  architecture: unet25d\n  params: {widths: [8, 16, 32, 64]}\n"
+                      "  patch_size: [1, 128, 128]\n")
+    refused(["train", config, "--check", "--set", "model.patch_size=[1, 100, 100]"],
+            "train.yaml (--set model): model: patch_size (y, x)=(100, 100) must be a")
+    wf = _workflow(tmp_path, WORKFLOW + "train:\n  classes: [a, b]\n  model:\n"
+                   "    architecture: unet3d\n    patch_size: [10, 64, 64]\n")
+    refused(["run", wf, "--check"], "must be a multiple of the network's down-sampling")

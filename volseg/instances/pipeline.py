@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from volseg.errors import InputError, OutputExistsError
 from volseg.instances.blockwise import label_instances
 from volseg.instances.options import DEFAULT_BLOCK, InstanceOptions
@@ -141,6 +143,13 @@ def run_instances(
     sem, meta = open_volume(labels)
     if sem.ndim != 3:
         raise InputError(f"{labels}: semantic labels must be z, y, x, got {sem.ndim} axes")
+    if np.issubdtype(sem.dtype, np.integer):
+        info = np.iinfo(sem.dtype)
+        impossible = [int(c) for c in options.classes if not info.min <= int(c) <= info.max]
+        if impossible:
+            raise InputError(f"{labels}: --classes {impossible} cannot occur in {sem.dtype} "
+                             f"labels (ids {info.min}..{info.max}); choose class ids the "
+                             f"labels hold")
     vs_in = options.voxel_size if options.voxel_size is not None else meta.voxel_size
     vs = None if vs_in is None else tuple(float(v) for v in vs_in)
     block = options.block_size
