@@ -27,7 +27,7 @@ import numpy as np
 from volseg.crf.blockwise import block_bytes, crf_halo, crf_labels
 from volseg.crf.options import CRFConfig, CRFOptions
 from volseg.errors import InputError, OutputExistsError
-from volseg.io import StoreReport, omezarr, open_volume, store_blocks
+from volseg.io import StoreReport, omezarr, open_volume
 from volseg.io.guard import (
     check_group_output,
     check_output_location,
@@ -244,10 +244,10 @@ def run_crf(
         identity=identity,
     )
     with _scheduler(client, config.processes):
-        report = store_blocks(lazy, target, description="dense CRF", client=client,
-                              overwrite=overwrite, identity=identity)
-    if config.pyramid:
-        omezarr.write_pyramid(output, method="mode", client=client, overwrite=overwrite)
+        report = omezarr.store_levels(lazy, target, output, method="mode",
+                                      pyramid=config.pyramid, description="dense CRF",
+                                      client=client, overwrite=overwrite,
+                                      identity=identity)
     return CRFRunResult(
         output=output, shape=shape, n_classes=n_classes,
         voxel_size=vs, halo=halo, block_size=core, block_bytes=peak, report=report,

@@ -25,7 +25,7 @@ from volseg.errors import InputError, OutputExistsError
 from volseg.instances.blockwise import label_instances
 from volseg.instances.options import DEFAULT_BLOCK, InstanceOptions
 from volseg.instances.table import write_table
-from volseg.io import StoreReport, omezarr, open_volume, store_blocks
+from volseg.io import StoreReport, omezarr, open_volume
 from volseg.io.guard import (
     check_group_output,
     check_output_location,
@@ -176,11 +176,10 @@ def run_instances(
         shards=layout.shards, voxel_size=vs, overwrite=overwrite, attrs=all_attrs,
         origin=meta.origin, ngff=options.ngff, image=_image_of(labels), identity=identity,
     )
-    report = store_blocks(result.labels, target, description="instances: relabel",
-                          client=client, overwrite=overwrite,
-                          identity=identity)  # blocks = shards
-    if options.pyramid:
-        omezarr.write_pyramid(output, method="mode", client=client, overwrite=overwrite)
+    report = omezarr.store_levels(result.labels, target, output, method="mode",  # blocks = shards
+                                  pyramid=options.pyramid, description="instances: relabel",
+                                  client=client, overwrite=overwrite,
+                                  identity=identity)
     if table_path is not None:
         # on a resume the table is recomputed identically, so replacing it is safe
         write_table(result.table, table_path, overwrite=True)

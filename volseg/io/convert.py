@@ -203,10 +203,10 @@ def convert_image(
         output, shape=array.shape, dtype=array.dtype, chunks=layout.chunks,
         shards=layout.shards, voxel_size=vs, axes=meta.axes, overwrite=overwrite,
         attrs=attrs, origin=meta.origin, ngff=options.ngff, identity=identity)
-    report = store_blocks(array, target, description=f"converting {source.name}",
-                          client=client, identity=identity)
-    if options.pyramid:
-        omezarr.write_pyramid(output, method="mean", client=client)
+    report = omezarr.store_levels(array, target, output, method="mean",
+                                  pyramid=options.pyramid,
+                                  description=f"converting {source.name}", client=client,
+                                  identity=identity)
     return _result(output, target, vs, state, report, start, overwrite)
 
 

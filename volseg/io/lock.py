@@ -25,9 +25,11 @@ removes it (a run that died while holding the breaking file leaves it to expire 
 
 Object storage
 --------------
-For URLs the lock is an object beside the output, created only when absent and read
-back to confirm the token (no atomic create on every store: best effort against two
-runs started in the same instant, exact against a run that is already writing).
+For URLs the lock is an object beside the output, created with a conditional write
+(``If-None-Match: *``, which S3 and the loopback test server honour: exactly one of
+two runs started in the same instant gets it) where the file system offers
+``mode="create"``, else only when absent; either way it is read back to confirm the
+token.
 """
 
 from __future__ import annotations
@@ -139,7 +141,12 @@ def _create(path: Location, data: bytes, token: str) -> bool:
         return _create_local(path, data)
     if path.exists():
         return False
-    path.write_bytes(data)
+    try:  # S3's conditional write (If-None-Match: *): atomic where the store supports it
+        path.fs.pipe_file(path.path, data, mode="create")
+    except FileExistsError:
+        return False
+    except (TypeError, NotImplementedError, ValueError):  # no exclusive mode: write, check
+        path.write_bytes(data)
     info = read_lock(path)
     return info is not None and info.get("token") == token
 

@@ -107,11 +107,13 @@ from volseg.io.multiscales import (
     write_ome,
 )
 from volseg.io.store import (
+    StoreReport,
     check_identity,
     claim,
     is_claimed,
     is_complete,
     storage_chunks,
+    store_arrays,
     store_blocks,
     stored_identity,
 )
@@ -128,7 +130,7 @@ __all__ = [  # the writer, and the layout and metadata names it re-exports for i
     "create_labels", "default_axes", "default_chunks", "first_level", "group_attrs",
     "group_version", "image_layout", "image_of", "image_state", "is_ome_zarr",
     "label_metadata", "label_names", "nearest_divisor", "omero_metadata", "read_multiscales",
-    "source_path", "spatial_chunks", "store_class_frequencies", "write_image",
+    "source_path", "spatial_chunks", "store_class_frequencies", "store_levels", "write_image",
     "write_label_image", "write_labels", "write_pyramid", "writer_chunks",
 ]
 
@@ -568,6 +570,34 @@ def first_level(
     return [(reduced, target)]
 
 
+def store_levels(
+    values: da.Array, target: zarr.Array, group_path: PathLike, *,
+    method: Literal["mean", "mode"], pyramid: bool = True, description: str,
+    client: Client | None = None, overwrite: bool = False,
+    identity: Mapping[str, Any] | None = None,
+) -> StoreReport:
+    """Write level 0 of a multiscale group blockwise, and its pyramid from those blocks.
+
+    :func:`~volseg.io.store.store_blocks` of ``values`` into ``target`` (the group's
+    level 0), with level 1 reduced from each block in memory by the same task
+    (:func:`first_level`, where the blocks allow it) and then :func:`write_pyramid`
+    for the levels above, which starts from level 1 instead of re-reading level 0.
+
+    ``identity``: the run identity a resume must match (:func:`store_arrays`).
+
+    Returns
+    -------
+    StoreReport
+        Level 0's blocks: computed now and skipped (resume).
+    """
+    first = first_level(group_path, values, method=method) if pyramid else []
+    report = store_arrays([(values, target), *first], description=description, client=client,
+                          overwrite=overwrite, identity=identity)
+    if pyramid:  # a new group when overwriting: level 1 just written is kept
+        write_pyramid(group_path, method=method, client=client, overwrite=overwrite and not first)
+    return report
+
+
 def _complete_level(group: zarr.Group, name: str, shape: tuple[int, ...], dtype: Any
                     ) -> zarr.Array | None:
     """The level ``name`` if it exists with this shape and dtype and is complete."""
@@ -681,10 +711,8 @@ def write_image(
                           shards=layout.shards, voxel_size=voxel_size, axes=axes,
                           overwrite=overwrite, attrs=attrs, origin=origin, ngff=ngff,
                           channel_names=channel_names, identity=identity)
-    store_blocks(_as_dask(array, layout.blocks), target, description=f"writing {path}",
-                 client=client, identity=identity)
-    if pyramid:
-        write_pyramid(path, method="mean", client=client)
+    store_levels(_as_dask(array, layout.blocks), target, path, method="mean", pyramid=pyramid,
+                 description=f"writing {path}", client=client, identity=identity)
 
 
 def _label_array(array: Any, name: str) -> Any:

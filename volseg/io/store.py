@@ -55,7 +55,15 @@ equal to the fill value left out as zarr does); :data:`DIRECT_V2` switches this
 off.  It exists for speed: measured on 2 cores, 1.4-1.9x faster than zarr's own v2
 path for 64³ chunks (``benchmarks/bench_convert.py``), and
 ``tests/io/test_store.py`` checks that zarr reads back exactly what zarr would have
-written.
+written.  Likewise for sharded zarr v3 arrays (NGFF 0.5 outputs: one
+``sharding_indexed`` codec over ``bytes`` + ``blosc``, a ``bytes`` + ``crc32c``
+index at the end): the worker encodes each inner chunk with the same Blosc settings,
+leaves out chunks equal to the fill value, appends the shard index (offset and
+length per inner chunk, ``2**64 - 1`` for absent ones, then its CRC-32C) and writes
+the shard file (:data:`DIRECT_SHARDS`; ``tests/io/test_store.py`` compares the files
+byte for byte with zarr's).  Measured on 2 cores: zarr's sharded write path spent
+0.39-0.52 CPU s per 64 MiB of uint8 where the Blosc encoding itself takes 0.14 s and
+the direct v2 writer 0.27-0.29 s.
 """
 
 from __future__ import annotations
@@ -85,6 +93,8 @@ CLAIM = "volseg"
 """Name of the key (under :data:`MARKER_DIR`) that marks an array as written by volseg."""
 DIRECT_V2 = True
 """Write Zarr v2 chunk files directly (see the module notes); ``False``: through zarr."""
+DIRECT_SHARDS = True
+"""Write zarr v3 shard files directly (see the module notes); ``False``: through zarr."""
 
 Chunks = tuple[tuple[int, ...], ...]
 Ranges = tuple[tuple[int, int], ...]
@@ -479,6 +489,143 @@ def v2_layout(target: zarr.Array) -> V2Layout | None:
 
 
 @dataclass(frozen=True)
+class ShardLayout:
+    """What a worker needs to write zarr v3 shard files directly (picklable)."""
+
+    shape: tuple[int, ...]
+    shard: tuple[int, ...]
+    chunk: tuple[int, ...]
+    dtype: str
+    fill_value: Any
+    separator: str
+    blosc: dict[str, Any] | None
+
+
+_SHUFFLES = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
+
+
+def shard_layout(target: zarr.Array) -> ShardLayout | None:
+    """Return the direct shard-writing layout of ``target``, or ``None`` to go through zarr.
+
+    ``None`` unless :data:`DIRECT_SHARDS` is on and ``target`` is a zarr v3 array in a
+    local directory store whose only codec is ``sharding_indexed`` over ``bytes``
+    (little endian) and at most a ``blosc`` compressor, with a ``bytes`` + ``crc32c``
+    index at the end, default chunk keys and a plain numeric dtype.
+    """
+    from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
+
+    meta: Any = target.metadata
+    if not DIRECT_SHARDS or getattr(meta, "zarr_format", None) != 3:
+        return None
+    if getattr(target.store, "root", None) is None or target.shards is None:
+        return None
+    codecs: list[Any] = list(getattr(meta, "codecs", ()))
+    if len(codecs) != 1 or not isinstance(codecs[0], ShardingCodec):
+        return None
+    sharding: Any = codecs[0]
+    inner, index = list(sharding.codecs), list(sharding.index_codecs)
+    if str(getattr(sharding.index_location, "value", sharding.index_location)) != "end":
+        return None
+    little = [isinstance(c, BytesCodec) and getattr(c.endian, "value", c.endian)
+              in ("little", None) for c in (inner[:1] + index[:1])]
+    if len(little) != 2 or not all(little) or len(index) != 2 or not isinstance(
+            index[1], Crc32cCodec):
+        return None
+    blosc = None
+    if len(inner) == 2 and isinstance(inner[1], BloscCodec):
+        b: Any = inner[1]
+        blosc = {"id": "blosc", "cname": str(getattr(b.cname, "value", b.cname)),
+                 "clevel": int(b.clevel), "blocksize": int(b.blocksize),
+                 "shuffle": _SHUFFLES[str(getattr(b.shuffle, "value", b.shuffle))],
+                 "typesize": int(b.typesize)}
+    elif len(inner) != 1:
+        return None
+    encoding: Any = getattr(meta, "chunk_key_encoding", None)
+    if type(encoding).__name__ != "DefaultChunkKeyEncoding":
+        return None
+    dtype = np.dtype(target.dtype)
+    if dtype.kind not in "biuf" or (dtype.itemsize > 1 and dtype.byteorder == ">"):
+        return None
+    fill: Any = meta.fill_value
+    return ShardLayout(tuple(target.shape), tuple(target.shards), tuple(sharding.chunk_shape),
+                       dtype.str, fill.item() if hasattr(fill, "item") else fill,
+                       str(encoding.separator), blosc)
+
+
+def _morton_order(grid: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """The inner chunks of a shard in zarr's order (Morton), else C order."""
+    try:
+        from zarr.core.indexing import morton_order_iter
+
+        return [tuple(int(i) for i in c) for c in morton_order_iter(grid)]
+    except ImportError:  # pragma: no cover - another zarr version: any order reads back
+        return list(itertools.product(*(range(n) for n in grid)))
+
+
+def _encode_shard(layout: ShardLayout, block: np.ndarray, origin: Sequence[int]) -> bytes | None:
+    """The bytes of the shard whose first voxel is ``origin`` (``None``: all fill value)."""
+    import google_crc32c
+
+    codec = (_codec(tuple(sorted(layout.blosc.items())))
+             if layout.blosc is not None else None)
+    dtype = np.dtype(layout.dtype)
+    fill = np.asarray(layout.fill_value, dtype=dtype)
+    grid = tuple(-(-s // c) for s, c in zip(layout.shard, layout.chunk, strict=True))
+    index = np.full((*grid, 2), np.iinfo(np.uint64).max, dtype="<u8")
+    parts: list[bytes] = []
+    offset = 0
+    for local in _morton_order(grid):
+        lo = [o + i * c for o, i, c in zip(origin, local, layout.chunk, strict=True)]
+        if any(a >= n for a, n in zip(lo, layout.shape, strict=True)):
+            continue  # wholly outside the array (an edge shard)
+        src = tuple(slice(a - o, min(a + c, n) - o) for a, o, c, n in
+                    zip(lo, origin, layout.chunk, layout.shape, strict=True))
+        part = block[src]
+        if _all_fill(part, fill):
+            continue
+        if part.shape != layout.chunk:
+            full = np.full(layout.chunk, fill, dtype=dtype)
+            full[tuple(slice(0, n) for n in part.shape)] = part
+            part = full
+        raw = np.ascontiguousarray(part, dtype=dtype.newbyteorder("<"))
+        data = bytes(codec.encode(raw.view(np.uint8).ravel())) if codec is not None \
+            else raw.tobytes()
+        index[local] = (offset, len(data))
+        parts.append(data)
+        offset += len(data)
+    if not parts:
+        return None
+    table = index.tobytes()
+    parts.append(table)
+    parts.append(np.uint32(google_crc32c.value(table)).astype("<u4").tobytes())
+    return b"".join(parts)
+
+
+def _write_shards(directory: Path, layout: ShardLayout, block: np.ndarray,
+                  region: tuple[slice, ...]) -> list[tuple[int, ...]]:
+    """Encode and write every shard of ``block`` (placed at ``region``) as v3 shard files.
+
+    Returns the indices of the shards left out because they equal the fill value.
+    """
+    left_out: list[tuple[int, ...]] = []
+    for index in expand_ranges(chunk_ranges(region, layout.shard)):
+        origin = [i * s for i, s in zip(index, layout.shard, strict=True)]
+        src = tuple(slice(a - r.start, min(a + s, n) - r.start) for a, s, n, r in
+                    zip(origin, layout.shard, layout.shape, region, strict=True))
+        data = _encode_shard(layout, block[src], origin)
+        path = directory.joinpath("c", *(str(i) for i in index)) if layout.separator == "/" \
+            else directory / layout.separator.join(["c", *(str(i) for i in index)])
+        if data is None:
+            path.unlink(missing_ok=True)
+            left_out.append(tuple(int(i) for i in index))
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+    return left_out
+
+
+@dataclass(frozen=True)
 class BlockTarget:
     """A zarr array as a write task sees it: reopened from its store on the worker.
 
@@ -491,18 +638,21 @@ class BlockTarget:
         Storage chunk (shard) shape: the write unit.
     layout
         Direct Zarr v2 chunk writing (``None``: through zarr).
+    shards
+        Direct zarr v3 shard writing (``None``: through zarr).
     """
 
     store: Any
     path: str
     unit: tuple[int, ...]
     layout: V2Layout | None
+    shards: ShardLayout | None = None
 
     @classmethod
     def of(cls, target: zarr.Array) -> BlockTarget:
         """Describe ``target`` for write tasks."""
         return cls(_local_store(target.store), target.path, storage_chunks(target),
-                   v2_layout(target))
+                   v2_layout(target), shard_layout(target))
 
     @property
     def markers(self) -> StoreMarkers:
@@ -605,6 +755,8 @@ def write_block(block: Any, target: BlockTarget, region: tuple[slice, ...], mark
     block = np.asarray(block)
     if target.layout is not None:
         left_out = _write_chunks_v2(target.directory(), target.layout, block, region)
+    elif target.shards is not None:
+        left_out = _write_shards(target.directory(), target.shards, block, region)
     else:
         left_out = _write_zarr(target, block, region)
     target.markers.add(marker, json.dumps(left_out, separators=(",", ":")).encode())
