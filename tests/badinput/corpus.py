@@ -145,6 +145,10 @@ def refused(inputs: Inputs, tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         assert code == 2, (argv, code, err)
         check_stderr(err, message)
         assert hashes(tmp_path, inputs.folder, skip=may_change) == before, argv
+        log = os.environ.get("VOLSEG_CORPUS_LOG")  # to count the cases: one line each
+        if log:
+            with open(log, "a", encoding="utf-8") as f:
+                f.write(f"{argv[0]}\t{message}\n")
         return err
 
     return refuse
