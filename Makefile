@@ -1,5 +1,6 @@
-# Two commands do everything on a fresh machine (Python 3.10-3.12, no GPU needed):
-#   make demo   -> create .venv, install volseg (torch pinned to 2.13.0), run workflows/demo.yaml
+# Two commands do everything on a fresh machine (Python 3.11-3.12, no GPU needed):
+#   make demo   -> create .venv, install volseg (torch pinned here to 2.13.0; pyproject.toml
+#                  states the range), run workflows/demo.yaml
 #   make test   -> the same set-up, then the test suite
 PYTHON ?= python3
 VENV   ?= .venv

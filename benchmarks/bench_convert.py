@@ -13,8 +13,9 @@ shared: the load average before each run is recorded).  Target: 0.5 costs at mos
 
 It then times the level-0 writer alone (:func:`volseg.io.store.store_blocks` of a
 slab already in memory, no pyramid) for NGFF 0.4 with volseg's direct Zarr v2 chunk
-writer, NGFF 0.4 through zarr-python and NGFF 0.5 through zarr-python: the measured
-reason the direct writer (``volseg.io.store.DIRECT_V2``) is kept.
+writer, NGFF 0.4 through zarr-python, NGFF 0.5 with volseg's direct shard writer and
+NGFF 0.5 through zarr-python: the measured reason the direct writers
+(``volseg.io.store.DIRECT_V2``, ``DIRECT_SHARDS``) are kept.
 
 Usage::
 
@@ -127,7 +128,8 @@ def writer_only(depth: int = 64, rounds: int = 3) -> dict[str, Any]:
     slab = np.clip(128 + base + rng.normal(0, 12, shape).astype(np.float32), 0, 255).astype(
         np.uint8)
     variants = {"0.4 direct v2 writer": ("0.4", True), "0.4 through zarr": ("0.4", False),
-                "0.5 sharded through zarr": ("0.5", True)}
+                "0.5 direct shard writer": ("0.5", True),
+                "0.5 sharded through zarr": ("0.5", False)}
     times: dict[str, list[float]] = {k: [] for k in variants}
     for round_ in range(rounds):
         names = list(variants) if round_ % 2 == 0 else list(variants)[::-1]
@@ -139,13 +141,13 @@ def writer_only(depth: int = 64, rounds: int = 3) -> dict[str, Any]:
                     Path(tmp) / "w.ome.zarr", shape=shape, dtype=np.uint8, chunks=layout.chunks,
                     shards=layout.shards, voxel_size=None, ngff=ngff)
                 array = da.from_array(slab, chunks=layout.blocks)
-                store.DIRECT_V2 = direct
+                store.DIRECT_V2 = store.DIRECT_SHARDS = direct
                 try:
                     t0 = time.perf_counter()
                     store.store_blocks(array, target, description=name)
                     times[name].append(time.perf_counter() - t0)
                 finally:
-                    store.DIRECT_V2 = True
+                    store.DIRECT_V2 = store.DIRECT_SHARDS = True
     mib = slab.nbytes / 2**20
     out: dict[str, Any] = {"slab_shape": list(shape), "rounds": rounds,
                               "seconds": times,

@@ -72,7 +72,7 @@ def hardware() -> dict[str, Any]:
 
 def now() -> str:
     """Return the current UTC time in ISO 8601."""
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def provenance(

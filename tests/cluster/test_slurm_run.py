@@ -33,3 +33,22 @@ def test_blocks_are_computed_inside_two_slurm_jobs(tmp_path: Path) -> None:
         assert ran_in <= set(jobs.values())
     logs = sorted(p.name for p in (tmp_path / "slurm").iterdir())
     assert any(name.endswith(".err") for name in logs), logs
+
+
+def test_a_worker_past_its_lifetime_retires_and_a_new_job_takes_over(tmp_path: Path) -> None:
+    import time
+
+    import dask
+
+    config = SlurmCluster(**BASE, jobs=1, worker_lifetime="8s", worker_lifetime_stagger="1s")
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": "1s"}), \
+            dask_client(config, log_root=tmp_path) as client:
+        first = set(client.run(os.getenv, "SLURM_JOB_ID").values())
+        seen = set(first)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and seen == first:
+            # work keeps flowing while the worker retires and its replacement starts
+            assert client.submit(sum, [1, 2, 3], pure=False).result(timeout=60) == 6
+            seen |= {v for v in client.run(os.getenv, "SLURM_JOB_ID").values() if v}
+            time.sleep(0.5)
+        assert seen - first, f"no new job replaced job {first} after its worker_lifetime"

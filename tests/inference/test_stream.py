@@ -179,16 +179,11 @@ def test_dask_synchronous_setting_runs_one_thread() -> None:
 def test_the_private_dask_calls_hold_in_the_pinned_range() -> None:
     """The scheduler uses dask._task_spec: the installed Dask is in the tested range."""
     import re
-    import sys
+    import tomllib
 
     from dask._task_spec import convert_legacy_graph
     from packaging.specifiers import SpecifierSet
     from packaging.version import Version
-
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
 
     root = Path(__file__).resolve().parents[2]
     deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]

@@ -185,3 +185,31 @@ def test_export_reads_a_bucket_and_refuses_to_write_one(
     np.testing.assert_array_equal(open_volume(tmp_path / "out.tif")[0].compute(), volume)
     with pytest.raises(InputError, match="export writes MRC/TIFF files to local disk only"):
         export_volume(image, f"{bucket}/out.tif", stamp="test")
+
+
+def test_one_writer_per_output_in_a_bucket(npy: Path, bucket: str,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+    import time
+
+    from volseg.io.lock import lock_path, output_lock
+
+    out = f"{bucket}/locked.ome.zarr"
+    lock = lock_path(out)
+    assert str(lock) == f"{bucket}/.locked.ome.zarr.volseg-lock"
+    owner = {"pid": 1, "host": f"not-{socket.gethostname()}", "token": "t",
+             "started": time.time(), "heartbeat": time.time(), "command": "volseg convert"}
+    lock.write_text(json.dumps(owner))  # a live run elsewhere holds it
+    assert main(["convert", str(npy), out]) == 2
+    err = capsys.readouterr().err
+    assert "is being written by another volseg run" in err and "not-" in err
+    assert not _keys(out)  # nothing written
+    lock.write_text(json.dumps({**owner, "heartbeat": time.time() - 3600}))  # stale
+    assert main(["convert", str(npy), out]) == 0
+    assert not lock.exists()  # taken over, then released
+    with output_lock(out):
+        assert json.loads(lock.read_text())["host"] == socket.gethostname()
+        from volseg.io.lock import _create
+
+        assert not _create(lock, b"{}", "other")  # the conditional write refuses a second
+    assert not lock.exists()

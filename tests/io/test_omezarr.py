@@ -218,7 +218,7 @@ def test_overwrite_never_deletes_a_plain_folder(tmp_path: Path) -> None:
     folder = tmp_path / "documents"
     folder.mkdir()
     (folder / "thesis.txt").write_text("precious")
-    with pytest.raises(OutputExistsError, match="not a Zarr group"):
+    with pytest.raises(OutputExistsError, match="not written by volseg"):
         omezarr.write_image(np.ones((2, 2, 2), np.uint8), folder, voxel_size=None,
                             overwrite=True)
     assert (folder / "thesis.txt").read_text() == "precious"

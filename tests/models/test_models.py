@@ -300,3 +300,18 @@ def test_save_refuses_to_overwrite(tmp_path: Path) -> None:
         save_model(module, spec, path)
     save_model(module, spec, path, overwrite=True)
     assert read_spec(path) == spec
+
+
+@pytest.mark.parametrize("length", [128, 384, 19280])
+def test_a_header_length_that_looks_like_pickle_or_zip_is_still_safetensors(
+        tmp_path: Path, length: int) -> None:
+    """A header of 128 + 256 k bytes starts the file with 0x80, of 19280 with ``PK``."""
+    import struct
+
+    from volseg.models.files import _read_header
+
+    raw = json.dumps({"__metadata__": {"x": ""}})
+    raw = raw[:-3] + "a" * (length - len(raw)) + raw[-3:]
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(struct.pack("<Q", length) + raw.encode())
+    assert list(_read_header(path)) == ["__metadata__"]

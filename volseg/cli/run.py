@@ -13,7 +13,9 @@ ORDER = 1
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``run``'s options."""
-    parser.add_argument("workflow", help="workflow YAML, e.g. workflows/demo.yaml")
+    parser.add_argument("workflow", help="workflow YAML, e.g. workflows/demo.yaml, or the name "
+                                         "of a packaged workflow (demo, fibsem, lucchi, "
+                                         "micrograph, cryoet_membranes)")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a config key, e.g. --set predict.batch_size=8 (repeatable)",

@@ -148,6 +148,9 @@ class SlurmCluster(_Cluster):
     job_name: str = Field("volseg-worker", min_length=1, description="SLURM job name")
     startup_timeout: float = Field(
         300.0, gt=0, description="seconds to wait for the workers to connect")
+    death_timeout: float = Field(
+        60.0, gt=0, description="seconds a worker waits for a lost scheduler before its job "
+        "ends (so the jobs of a killed `volseg run` end by themselves)")
 
     @field_validator("memory", "worker_memory")
     @classmethod

@@ -121,7 +121,7 @@ def job_options(config: SlurmCluster, *, log_directory: str | Path) -> dict[str,
         "log_directory": str(log_directory), "python": config.python or sys.executable,
         "worker_extra_args": worker_args, "local_directory": config.local_directory,
         "interface": config.interface, "job_name": config.job_name,
-        "job_directives_skip": [], "death_timeout": 60,
+        "job_directives_skip": [], "death_timeout": config.death_timeout,
     }
 
 
@@ -461,6 +461,7 @@ class JobKeeper:
         self.cluster, self.client, self.book, self.interval = cluster, client, book, interval
         self.recomputed: list[str] = []
         self._names: dict[str, str] = {}
+        self._known: set[str] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="volseg-slurm-keeper",
                                         daemon=True)
@@ -484,7 +485,7 @@ class JobKeeper:
 
     def _job_of(self, worker_name: str) -> str:
         with self.book.lock:
-            for job_id, name in self.book.jobs.items():
+            for job_id, name in reversed(self.book.jobs.items()):  # the latest job of a name
                 if worker_name == name or worker_name.startswith(name + "-"):
                     return job_id
         return "?"
@@ -493,24 +494,52 @@ class JobKeeper:
         msg = event[1]
         if not isinstance(msg, dict) or msg.get("action") != "remove-worker":
             return
-        if msg.get("expected"):
-            return
         address = str(msg.get("worker"))
         name = self._names.get(address, address)
-        keys = [*msg.get("processing-tasks", ()), *msg.get("lost-computed-tasks", ())]
-        blocks = sorted({b for b in map(_block, keys) if b is not None})
-        self.recomputed.extend(blocks)
-        other = len(keys) - len(blocks)
-        shown = ", ".join(blocks) if blocks else "none"
+        running = list(msg.get("processing-tasks", ()))
+        finished = list(msg.get("lost-computed-tasks", ()))
+        if msg.get("expected") and not running and not finished:
+            return  # retired gracefully (scaled down, worker_lifetime): nothing lost
+        running_blocks = sorted({b for b in map(_block, running) if b is not None})
+        written_blocks = sorted({b for b in map(_block, finished) if b is not None})
+        both = sorted({*running_blocks, *written_blocks})
+        self.recomputed.extend(both)
+        other = len(running) + len(finished) - len(running_blocks) - len(written_blocks)
         _log(f"SLURM job {self._job_of(name)} (worker {name}) left; blocks recomputed "
-             f"elsewhere: {shown} (+{other} upstream tasks); a replacement job is requested")
+             f"elsewhere: {', '.join(both) or 'none'} (assigned to it: "
+             f"{', '.join(running_blocks) or 'none'}; written, result lost: "
+             f"{', '.join(written_blocks) or 'none'}; +{other} upstream tasks); "
+             f"a replacement job is requested")
+        # Dask gives the job up after distributed.deploy.lost-worker-timeout: ask right then
+        import dask
+        from dask.utils import parse_timedelta
+
+        delay = float(parse_timedelta(dask.config.get("distributed.deploy.lost-worker-timeout")))
+        timer = threading.Timer(delay + 0.5, self._request)
+        timer.daemon = True
+        timer.start()
+
+    def _request(self) -> None:
+        with contextlib.suppress(Exception):  # a closing cluster
+            self.cluster.loop.add_callback(self._rescale)
 
     def _rescale(self) -> None:
         """On the cluster's event loop: ask for the jobs the cluster has (resubmits lost ones)."""
         self.cluster.scale(jobs=len(self.cluster.worker_spec))
 
+    def _new_jobs(self) -> None:
+        with self.book.lock:
+            jobs = dict(self.book.jobs)
+        for job_id, name in jobs.items():
+            if job_id not in self._known:
+                self._known.add(job_id)
+                _log(f"replacement SLURM job {job_id} submitted (worker {name})")
+
     def _loop(self) -> None:
+        with self.book.lock:
+            self._known = set(self.book.jobs)
         while not self._stop.wait(self.interval):
+            self._new_jobs()
             try:
                 self._remember()
                 self.cluster.loop.add_callback(self._rescale)

@@ -27,8 +27,10 @@ import numpy as np
 from volseg.crf.blockwise import block_bytes, crf_halo, crf_labels
 from volseg.crf.options import CRFConfig, CRFOptions
 from volseg.errors import InputError, OutputExistsError
-from volseg.io import StoreReport, omezarr, open_volume, store_blocks
+from volseg.io import StoreReport, omezarr, open_volume
+from volseg.io.guard import check_output_location, check_replaceable, run_identity
 from volseg.io.location import Location, PathLike, as_path, check_writable
+from volseg.io.lock import locks
 from volseg.options import options_of
 
 if TYPE_CHECKING:
@@ -116,6 +118,7 @@ def _scheduler(client: Client | None, processes: int | None) -> Iterator[None]:
         yield
 
 
+@locks("output")
 def run_crf(
     probabilities: PathLike,
     image: PathLike | None,
@@ -162,9 +165,14 @@ def run_crf(
     voxel_size = config.voxel_size
     output = as_path(output)
     check_writable(output)
+    check_output_location(output, [probabilities, image])
     state = crf_output_state(output)
     if not overwrite and state in ("complete", "other"):
         raise OutputExistsError(f"{output} exists; pass --overwrite to replace it")
+    if overwrite:
+        check_replaceable(output)
+    identity = run_identity("crf", config.to_dict(),
+                            inputs={"probabilities": probabilities, "image": image})
     probs, pmeta = open_volume(probabilities)
     if probs.ndim != 4:
         raise InputError(
@@ -227,12 +235,13 @@ def run_crf(
         output, shape=shape, dtype=np.uint8, chunks=layout.chunks, shards=layout.shards,
         voxel_size=vs, overwrite=overwrite, attrs=all_attrs, origin=pmeta.origin,
         ngff=config.ngff, classes=names, ignore_id=record.get("ignore_id"), image=belongs_to,
+        identity=identity,
     )
     with _scheduler(client, config.processes):
-        report = store_blocks(lazy, target, description="dense CRF", client=client,
-                              overwrite=overwrite)
-    if config.pyramid:
-        omezarr.write_pyramid(output, method="mode", client=client, overwrite=overwrite)
+        report = omezarr.store_levels(lazy, target, output, method="mode",
+                                      pyramid=config.pyramid, description="dense CRF",
+                                      client=client, overwrite=overwrite,
+                                      identity=identity)
     return CRFRunResult(
         output=output, shape=shape, n_classes=n_classes,
         voxel_size=vs, halo=halo, block_size=core, block_bytes=peak, report=report,

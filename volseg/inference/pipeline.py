@@ -40,6 +40,7 @@ from volseg.inference.api import (
 from volseg.inference.options import PROBABILITY_DTYPES, PredictOptions
 from volseg.inference.stream import compute_in_order
 from volseg.io.location import Location, PathLike, as_path, check_writable
+from volseg.io.lock import locks
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -191,6 +192,7 @@ def stream_plan(plan: WritePlan, description: str) -> None:
 
 
 # ---------------------------------------------------------------------------- run
+@locks("output")
 def run_predict(
     model: str | os.PathLike[str],
     image: PathLike,
@@ -235,13 +237,19 @@ def run_predict(
     Raises
     ------
     OutputExistsError
-        If the output is complete (or not a volseg prediction) and ``overwrite`` is false.
+        If the output is complete (or not a volseg prediction) and ``overwrite`` is false,
+        was started with another model, input or value-changing option (its run
+        identity, :func:`volseg.io.guard.run_identity`), or, with ``overwrite``, is not
+        an output volseg wrote.
+    InputError
+        If the output equals, contains or lies inside the image or the model.
     InputError, ConfigError
         For unreadable inputs or invalid options.
     """
     from volseg.inference.cache import get_model
     from volseg.inference.predictor import resolve_device
     from volseg.io import omezarr, open_volume
+    from volseg.io.guard import check_output_location, check_replaceable, run_identity
     from volseg.io.store import store_arrays
     from volseg.models import read_spec
 
@@ -250,11 +258,15 @@ def run_predict(
     probabilities = options.probabilities
     out = as_path(output)
     check_writable(out)
+    check_output_location(out, [image, model])
     state = output_state(out, probabilities)
     if not overwrite and state in ("complete", "other"):
         raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
+    if overwrite:
+        check_replaceable(out)
     if not Path(model).exists():
         raise InputError(f"model file {model} does not exist")
+    identity = run_identity("predict", options.to_dict(), inputs={"image": image}, model=model)
     spec = read_spec(model)
     arr, meta = open_volume(image)
     if (arr.ndim == 4 and arr.shape[0] != spec.in_channels) or (
@@ -294,20 +306,20 @@ def run_predict(
             out, shape=(nclass, *shape), dtype=probabilities, chunks=prob_layout.chunks,
             shards=prob_layout.shards, voxel_size=vs, axes=("c", "z", "y", "x"),
             overwrite=overwrite, attrs=group_attrs, origin=origin, ngff=ngff,
-            channel_names=classes)
+            channel_names=classes, identity=identity)
         pairs.append((quantize(logits_to_probabilities(logits, network.activation),
                                probabilities), ptarget))
         prob_path = out
         ltarget = omezarr.create_labels(
             out, LABEL_NAME, shape=shape, dtype=np.uint8, chunks=lab_layout.chunks,
             shards=lab_layout.shards, voxel_size=vs, overwrite=overwrite, attrs=group_attrs,
-            origin=origin, classes=classes, ignore_id=ignore_id)
+            origin=origin, classes=classes, ignore_id=ignore_id, identity=identity)
     else:
         ltarget = omezarr.create_label_image(
             out, shape=shape, dtype=np.uint8, chunks=lab_layout.chunks,
             shards=lab_layout.shards, voxel_size=vs, overwrite=overwrite, attrs=group_attrs,
             origin=origin, ngff=ngff, image=omezarr.image_of(image), classes=classes,
-            ignore_id=ignore_id)
+            ignore_id=ignore_id, identity=identity)
     pairs.insert(0, (logits_to_labels(logits, network.activation), ltarget))
     labels = labels_path(out, probabilities)
     # level 1 of each pyramid reduced from the blocks in memory, in the same write tasks
@@ -322,7 +334,7 @@ def run_predict(
                   resolve_device(options.device))
     t1 = time.perf_counter()
     report = store_arrays(pairs + levels, description="predict", client=client,
-                          overwrite=overwrite, executor=stream_plan)
+                          overwrite=overwrite, executor=stream_plan, identity=identity)
     t2 = time.perf_counter()
     if options.pyramid:  # levels 2, ... from level 1 where it was written with level 0
         for (group, method), first in zip(groups, firsts, strict=True):

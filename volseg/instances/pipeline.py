@@ -23,8 +23,10 @@ from volseg.errors import InputError, OutputExistsError
 from volseg.instances.blockwise import label_instances
 from volseg.instances.options import DEFAULT_BLOCK, InstanceOptions
 from volseg.instances.table import write_table
-from volseg.io import StoreReport, omezarr, open_volume, store_blocks
+from volseg.io import StoreReport, omezarr, open_volume
+from volseg.io.guard import check_output_location, check_replaceable, run_identity
 from volseg.io.location import Location, PathLike, as_path, check_writable, normalize
+from volseg.io.lock import locks
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -80,6 +82,7 @@ def _image_of(labels: PathLike) -> Location | None:
     return None if image is None or str(image) == str(normalize(as_path(labels))) else image
 
 
+@locks("output")
 def run_instances(
     labels: PathLike,
     output: PathLike,
@@ -117,12 +120,18 @@ def run_instances(
     output = as_path(output)
     check_writable(output)
     table_path = None if table is None else as_path(table)
+    check_output_location(output, [labels])
+    if table_path is not None:
+        check_output_location(table_path, [labels])
     state = instances_output_state(output)
     if not overwrite:
         if state in ("complete", "other"):
             raise OutputExistsError(f"{output} exists; pass --overwrite to replace it")
         if state == "absent" and table_path is not None and table_path.exists():
             raise OutputExistsError(f"{table_path} exists; pass --overwrite to replace it")
+    else:
+        check_replaceable(output)
+    identity = run_identity("instances", options.to_dict(), inputs={"labels": labels})
     sem, meta = open_volume(labels)
     if sem.ndim != 3:
         raise InputError(f"{labels}: semantic labels must be z, y, x, got {sem.ndim} axes")
@@ -150,12 +159,12 @@ def run_instances(
     target = omezarr.create_label_image(
         output, shape=shape, dtype=result.labels.dtype, chunks=layout.chunks,
         shards=layout.shards, voxel_size=vs, overwrite=overwrite, attrs=all_attrs,
-        origin=meta.origin, ngff=options.ngff, image=_image_of(labels),
+        origin=meta.origin, ngff=options.ngff, image=_image_of(labels), identity=identity,
     )
-    report = store_blocks(result.labels, target, description="instances: relabel",
-                          client=client, overwrite=overwrite)  # blocks = shards
-    if options.pyramid:
-        omezarr.write_pyramid(output, method="mode", client=client, overwrite=overwrite)
+    report = omezarr.store_levels(result.labels, target, output, method="mode",  # blocks = shards
+                                  pyramid=options.pyramid, description="instances: relabel",
+                                  client=client, overwrite=overwrite,
+                                  identity=identity)
     if table_path is not None:
         # on a resume the table is recomputed identically, so replacing it is safe
         write_table(result.table, table_path, overwrite=True)

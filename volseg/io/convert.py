@@ -24,7 +24,9 @@ import zarr
 
 from volseg.errors import InputError, OutputExistsError
 from volseg.io import omezarr
-from volseg.io.location import Location, PathLike, as_path, check_writable, overlaps
+from volseg.io.guard import check_output_location, check_replaceable, run_identity
+from volseg.io.location import Location, PathLike, as_path, check_writable
+from volseg.io.lock import locks
 from volseg.io.options import ConvertOptions
 from volseg.io.readers import VolumeMeta, open_volume
 from volseg.io.store import StoreReport, store_blocks
@@ -110,17 +112,23 @@ def check_output(path: Location, overwrite: bool, *, inputs: Sequence[Location] 
     InputError
         If ``path`` is one of ``inputs`` or contains/is contained in one.
     OutputExistsError
-        If ``path`` exists, cannot be resumed and ``overwrite`` is false.
+        If ``path`` exists, cannot be resumed and ``overwrite`` is false, or, with
+        ``overwrite``, is not an output volseg wrote.
     """
-    for source in inputs:
-        if overlaps(source, path):
-            raise InputError(f"output {path} overlaps the input {source}; choose another "
-                             f"output path")
+    check_output_location(path, inputs)
     check_writable(path)
     state = omezarr.image_state(path)
     if state in ("complete", "other") and not overwrite:
         raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
+    if overwrite:
+        check_replaceable(path)
     return state
+
+
+def _identity(kind: str, source: Location, options: ConvertOptions,
+              **more: Any) -> dict[str, Any]:
+    return run_identity(f"convert {kind}", {**options.to_dict(), **more},
+                        inputs={"source": source})
 
 
 def _voxel(voxel_size: Sequence[float] | None, meta: VolumeMeta
@@ -145,6 +153,7 @@ def _open_aligned(source: Location, dataset: str | None, chunks: Sequence[int] |
     return array, meta, layout
 
 
+@locks("output")
 def convert_image(
     source: PathLike, output: PathLike, options: ConvertOptions | None = None, *,
     overwrite: bool = False, attrs: Mapping[str, Any] | None = None,
@@ -180,14 +189,15 @@ def convert_image(
     array, meta, layout = _open_aligned(source, options.dataset, options.chunks, options.ngff)
     state = check_output(output, overwrite, inputs=[source])
     vs = _voxel(options.voxel_size, meta)
+    identity = _identity("image", source, options)
     target = omezarr.create_image(
         output, shape=array.shape, dtype=array.dtype, chunks=layout.chunks,
         shards=layout.shards, voxel_size=vs, axes=meta.axes, overwrite=overwrite,
-        attrs=attrs, origin=meta.origin, ngff=options.ngff)
-    report = store_blocks(array, target, description=f"converting {source.name}",
-                          client=client)
-    if options.pyramid:
-        omezarr.write_pyramid(output, method="mean", client=client)
+        attrs=attrs, origin=meta.origin, ngff=options.ngff, identity=identity)
+    report = omezarr.store_levels(array, target, output, method="mean",
+                                  pyramid=options.pyramid,
+                                  description=f"converting {source.name}", client=client,
+                                  identity=identity)
     return _result(output, target, vs, state, report, start, overwrite)
 
 
@@ -234,6 +244,7 @@ def _check_name(name: str) -> None:
         raise InputError(f"label name {name!r} must be a plain name such as 'truth'")
 
 
+@locks("image")
 def convert_labels(
     source: PathLike, image: PathLike, name: str, options: ConvertOptions | None = None,
     *, values: Mapping[int, int] | None = None, overwrite: bool = False,
@@ -263,14 +274,17 @@ def convert_labels(
     state = check_output(output, overwrite, inputs=[source])
     voxel_size = options.voxel_size
     vs = _voxel(voxel_size, meta) if voxel_size is not None else (image_vs or meta.voxel_size)
+    identity = _identity("labels", source, options, values=_values(values))
     target = omezarr.create_labels(
         image, name, shape=array.shape, dtype=array.dtype, chunks=layout.chunks,
         shards=layout.shards, voxel_size=vs, overwrite=overwrite, attrs=attrs,
-        classes=classes, ignore_id=ignore_id)
-    report, freqs = _fill_labels(array, target, output, source, options.pyramid, client)
+        classes=classes, ignore_id=ignore_id, identity=identity)
+    report, freqs = _fill_labels(array, target, output, source, options.pyramid, client,
+                                 identity)
     return _result(output, target, vs, state, report, start, overwrite, freqs)
 
 
+@locks("output")
 def convert_label_image(
     source: PathLike, output: PathLike, options: ConvertOptions | None = None, *,
     values: Mapping[int, int] | None = None, overwrite: bool = False,
@@ -290,20 +304,27 @@ def convert_label_image(
                                         values)
     state = check_output(output, overwrite, inputs=[source])
     vs = _voxel(options.voxel_size, meta)
+    identity = _identity("labels", source, options, values=_values(values))
     target = omezarr.create_label_image(
         output, shape=array.shape, dtype=array.dtype, chunks=layout.chunks,
         shards=layout.shards, voxel_size=vs, overwrite=overwrite, attrs=attrs,
         origin=meta.origin, ngff=options.ngff, classes=classes, ignore_id=ignore_id,
-        image=image)
-    report, freqs = _fill_labels(array, target, output, source, options.pyramid, client)
+        image=image, identity=identity)
+    report, freqs = _fill_labels(array, target, output, source, options.pyramid, client,
+                                 identity)
     return _result(output, target, vs, state, report, start, overwrite, freqs)
 
 
+def _values(values: Mapping[int, int] | None) -> dict[str, int] | None:
+    return None if not values else {str(k): int(v) for k, v in values.items()}
+
+
 def _fill_labels(array: da.Array, target: zarr.Array, output: Location, source: Location,
-                 pyramid: bool, client: Client | None
+                 pyramid: bool, client: Client | None,
+                 identity: Mapping[str, Any] | None = None,
                  ) -> tuple[StoreReport, dict[str, int] | None]:
     report = store_blocks(array, target, description=f"converting {source.name}",
-                          client=client)
+                          client=client, identity=identity)
     freqs = None
     if np.dtype(array.dtype) == np.uint8:
         freqs = omezarr.store_class_frequencies(output, client=client)

@@ -67,6 +67,7 @@ import zarr
 
 from volseg.errors import ConfigError, InputError, OutputExistsError
 from volseg.io import pyramid
+from volseg.io.guard import check_replaceable, written_by_volseg
 from volseg.io.layout import (
     DEFAULT_CHUNK_2D,
     DEFAULT_CHUNK_3D,
@@ -105,7 +106,17 @@ from volseg.io.multiscales import (
     source_path,
     write_ome,
 )
-from volseg.io.store import claim, is_claimed, is_complete, storage_chunks, store_blocks
+from volseg.io.store import (
+    StoreReport,
+    check_identity,
+    claim,
+    is_claimed,
+    is_complete,
+    storage_chunks,
+    store_arrays,
+    store_blocks,
+    stored_identity,
+)
 from volseg.ngff import DEFAULT_NGFF, NGFF_VERSIONS, Ngff
 
 if TYPE_CHECKING:
@@ -119,7 +130,7 @@ __all__ = [  # the writer, and the layout and metadata names it re-exports for i
     "create_labels", "default_axes", "default_chunks", "first_level", "group_attrs",
     "group_version", "image_layout", "image_of", "image_state", "is_ome_zarr",
     "label_metadata", "label_names", "nearest_divisor", "omero_metadata", "read_multiscales",
-    "source_path", "spatial_chunks", "store_class_frequencies", "write_image",
+    "source_path", "spatial_chunks", "store_class_frequencies", "store_levels", "write_image",
     "write_label_image", "write_labels", "write_pyramid", "writer_chunks",
 ]
 
@@ -164,15 +175,9 @@ def _full_scale(axes: Sequence[str], voxel_size: VoxelSize | None) -> tuple[floa
     return tuple(vs.get(a, 1.0) for a in axes)
 
 
-def _is_zarr_node(path: Location) -> bool:
-    return any((path / f).exists() for f in (".zgroup", ".zarray", "zarr.json"))
-
-
 def _remove(path: Location) -> None:
-    if path.is_dir() and not _is_zarr_node(path) and any(path.iterdir()):
-        raise OutputExistsError(
-            f"{path} exists and is not a Zarr group; refusing to replace it, choose "
-            f"another output path")
+    """Remove an output volseg wrote (or an empty folder); refuse anything else."""
+    check_replaceable(path)
     remove_tree(path)
 
 
@@ -218,9 +223,15 @@ def _create_multiscale(
     shards: Sequence[int] | None, voxel_size: Sequence[float] | None,
     origin: Sequence[float] | None, axes: Sequence[str] | None, overwrite: bool,
     attrs: Mapping[str, Any] | None, method: str, ngff: Ngff,
-    extra: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None, identity: Mapping[str, Any] | None = None,
 ) -> zarr.Array:
-    """Create (or reopen for resuming) a multiscale group with its level-0 array."""
+    """Create (or reopen for resuming) a multiscale group with its level-0 array.
+
+    A new group's first metadata already holds the ``volseg`` record (so a run killed
+    while creating it leaves a group recognisably volseg's, which is resumed), and its
+    level-0 array is claimed with the run ``identity``; a resumed one must have been
+    started with the same identity.
+    """
     ngff = check_ngff(ngff)
     shape = tuple(int(n) for n in shape)
     axes = tuple(axes) if axes is not None else default_axes(len(shape))
@@ -234,11 +245,15 @@ def _create_multiscale(
     if overwrite:
         _remove(path)
     elif path.exists():
-        return _reopen_for_resume(path, shape, dtype, layout, axes, attrs, ngff)
-    group = zarr.open_group(zarr_store(path), mode="w", zarr_format=_zarr_format(ngff))
+        reopened = _reopen_for_resume(path, shape, dtype, layout, axes, attrs, ngff, identity)
+        if reopened is not None:
+            return reopened
+    first: dict[str, Any] = {"volseg": dict((attrs or {}).get("volseg") or {})}
+    group = zarr.open_group(zarr_store(path), mode="w", zarr_format=_zarr_format(ngff),
+                            attributes=first)
     array = _create_array(group, "0", shape=shape, dtype=dtype, layout=layout, axes=axes,
                           ngff=ngff)
-    claim(array)
+    claim(array, identity)
     meta: dict[str, Any] = {"multiscales": multiscales_metadata(
         path.name.removesuffix(".ome.zarr"), axes, [_full_scale(axes, vs)],
         UNIT if vs is not None else None, method, ngff, shift)}
@@ -248,10 +263,33 @@ def _create_multiscale(
     return array
 
 
+def _unfinished_creation(path: Location) -> bool:
+    """Whether ``path`` is a group volseg began to create but has no claimed level 0 yet."""
+    try:
+        attrs = group_attrs(path)
+    except (FileNotFoundError, ValueError, KeyError, zarr.errors.GroupNotFoundError):
+        return False
+    if "volseg" not in attrs:
+        return False
+    try:
+        ms = read_multiscales(path)
+        return not is_claimed(zarr.open_array(zarr_store(path / ms.levels[0].path,
+                                                         read_only=True), mode="r"))
+    except (InputError, FileNotFoundError, KeyError, ValueError, IndexError,
+            zarr.errors.GroupNotFoundError, zarr.errors.ArrayNotFoundError):
+        return True
+
+
 def _reopen_for_resume(
     path: Location, shape: tuple[int, ...], dtype: np.dtype, layout: Layout,
     axes: tuple[str, ...], attrs: Mapping[str, Any] | None, ngff: Ngff,
-) -> zarr.Array:
+    identity: Mapping[str, Any] | None = None,
+) -> zarr.Array | None:
+    """Reopen a partial output; ``None`` when it was left half-created (start it afresh)."""
+    if (_unfinished_creation(path) and written_by_volseg(path)
+            and not (path / "labels").exists()):
+        remove_tree(path)
+        return None
     try:
         ms = read_multiscales(path)
         array = zarr.open_array(zarr_store(path / ms.levels[0].path), mode="r+")
@@ -267,6 +305,7 @@ def _reopen_for_resume(
             path, f" as NGFF {found[5]} with shape {found[0]}, dtype {found[1]}, chunks "
                   f"{found[2]}, shards {found[3]} (not NGFF {ngff}, {shape}, {dtype}, "
                   f"{layout.chunks}, {layout.shards}), so it cannot be resumed")
+    check_identity(array, identity, label=str(path))
     if attrs:
         zarr.open_group(zarr_store(path), mode="a").attrs.update(dict(attrs))
     return array
@@ -281,6 +320,7 @@ def create_image(
     overwrite: bool = False, attrs: Mapping[str, Any] | None = None,
     shards: Sequence[int] | None = None, origin: Sequence[float] | None = None,
     ngff: Ngff = DEFAULT_NGFF, channel_names: Sequence[str] | None = None,
+    identity: Mapping[str, Any] | None = None,
 ) -> zarr.Array:
     """Create an OME-Zarr image group with an empty level-0 array, for blockwise writers.
 
@@ -310,6 +350,9 @@ def create_image(
         ``"0.5"`` (zarr v3) or ``"0.4"`` (zarr v2).
     channel_names
         Names of the ``c`` axis entries (class probabilities): ``omero`` channels.
+    identity
+        The run identity (:func:`volseg.io.guard.run_identity`), stored with the new
+        level-0 array; resuming an existing group requires the same one.
 
     Returns
     -------
@@ -320,7 +363,9 @@ def create_image(
     Raises
     ------
     OutputExistsError
-        If ``path`` exists, is not compatible and ``overwrite`` is false.
+        If ``path`` exists, is not compatible (or was started by a run with another
+        identity) and ``overwrite`` is false, or with ``overwrite`` when ``path`` is not
+        an output volseg wrote.
     """
     extra = None
     if channel_names is not None:
@@ -328,7 +373,7 @@ def create_image(
     return _create_multiscale(
         as_path(path), shape=shape, dtype=dtype, chunks=chunks, shards=shards,
         voxel_size=voxel_size, origin=origin, axes=axes, overwrite=overwrite, attrs=attrs,
-        method="mean", ngff=ngff, extra=extra)
+        method="mean", ngff=ngff, extra=extra, identity=identity)
 
 
 def create_labels(
@@ -337,6 +382,7 @@ def create_labels(
     overwrite: bool = False, attrs: Mapping[str, Any] | None = None,
     shards: Sequence[int] | None = None, origin: Sequence[float] | None = None,
     classes: Sequence[str] | None = None, ignore_id: int | None = None,
+    identity: Mapping[str, Any] | None = None,
 ) -> zarr.Array:
     """Create the label image ``image_path/labels/<name>`` with an empty level-0 array.
 
@@ -370,6 +416,7 @@ def create_labels(
         voxel_size=voxel_size, origin=origin, axes=None, overwrite=overwrite, attrs=attrs,
         method="mode", ngff=ngff, extra={"image-label": label_metadata(
             classes=classes, ignore_id=ignore_id, source="../../", ngff=ngff)},
+        identity=identity,
     )
     names = label_names(image_path)
     if name not in names:
@@ -383,7 +430,7 @@ def create_label_image(
     attrs: Mapping[str, Any] | None = None, shards: Sequence[int] | None = None,
     origin: Sequence[float] | None = None, ngff: Ngff = DEFAULT_NGFF,
     classes: Sequence[str] | None = None, ignore_id: int | None = None,
-    image: PathLike | None = None,
+    image: PathLike | None = None, identity: Mapping[str, Any] | None = None,
 ) -> zarr.Array:
     """Create a standalone label image: the group at ``path`` is the label multiscale.
 
@@ -397,7 +444,8 @@ def create_label_image(
         path, shape=shape, dtype=dtype, chunks=chunks, shards=shards, voxel_size=voxel_size,
         origin=origin, axes=None, overwrite=overwrite, attrs=attrs, method="mode", ngff=ngff,
         extra={"image-label": label_metadata(classes=classes, ignore_id=ignore_id,
-                                             source=source_path(path, image), ngff=ngff)})
+                                             source=source_path(path, image), ngff=ngff)},
+        identity=identity)
 
 
 def write_pyramid(
@@ -435,6 +483,7 @@ def write_pyramid(
     plan = pyramid.plan_levels(base.shape, ms.levels[0].scale, spatial)
     source = base
     layout = Layout(tuple(base.chunks), base.shards, storage_chunks(base))
+    identity = stored_identity(base)  # a level belongs to the run that wrote level 0
     for index, (shape, _scale, factors) in enumerate(plan[1:], start=1):
         kept = None if overwrite else _complete_level(group, str(index), shape, base.dtype)
         if kept is not None:  # e.g. level 1 written with level 0 (first_level)
@@ -443,10 +492,10 @@ def write_pyramid(
             continue
         layout = level_layout(layout, shape, factors, np.dtype(base.dtype).itemsize)
         target = _require_level(group, str(index), shape, layout, base.dtype, ms.axes, ngff,
-                                overwrite)
+                                overwrite, identity)
         reduced = _reduced(source, factors, layout.blocks, method)
         store_blocks(reduced, target, description=f"{path.name} level {index}",
-                     client=client, overwrite=overwrite)
+                     client=client, overwrite=overwrite, identity=identity)
         source = target
     unit = next((u for u in ms.units if u), None)
     origin = ms.levels[0].translation
@@ -511,13 +560,42 @@ def first_level(
     layout = Layout(chunks, tuple(blocks) if base.shards is not None else None,
                     tuple(blocks))
     target = _require_level(group, "1", shape, layout, base.dtype, ms.axes,
-                            group_version(path) or DEFAULT_NGFF, overwrite=False)
+                            group_version(path) or DEFAULT_NGFF, overwrite=False,
+                            identity=stored_identity(base))
     out_chunks = tuple(tuple(-(-b // f) for b in sizes)
                        for sizes, f in zip(values.chunks, factors, strict=True))
     reduced = da.map_blocks(
         pyramid.REDUCERS[method], values, factors=tuple(factors), chunks=out_chunks,
         dtype=base.dtype, meta=np.empty((0,) * base.ndim, dtype=base.dtype))
     return [(reduced, target)]
+
+
+def store_levels(
+    values: da.Array, target: zarr.Array, group_path: PathLike, *,
+    method: Literal["mean", "mode"], pyramid: bool = True, description: str,
+    client: Client | None = None, overwrite: bool = False,
+    identity: Mapping[str, Any] | None = None,
+) -> StoreReport:
+    """Write level 0 of a multiscale group blockwise, and its pyramid from those blocks.
+
+    :func:`~volseg.io.store.store_blocks` of ``values`` into ``target`` (the group's
+    level 0), with level 1 reduced from each block in memory by the same task
+    (:func:`first_level`, where the blocks allow it) and then :func:`write_pyramid`
+    for the levels above, which starts from level 1 instead of re-reading level 0.
+
+    ``identity``: the run identity a resume must match (:func:`store_arrays`).
+
+    Returns
+    -------
+    StoreReport
+        Level 0's blocks: computed now and skipped (resume).
+    """
+    first = first_level(group_path, values, method=method) if pyramid else []
+    report = store_arrays([(values, target), *first], description=description, client=client,
+                          overwrite=overwrite, identity=identity)
+    if pyramid:  # a new group when overwriting: level 1 just written is kept
+        write_pyramid(group_path, method=method, client=client, overwrite=overwrite and not first)
+    return report
 
 
 def _complete_level(group: zarr.Group, name: str, shape: tuple[int, ...], dtype: Any
@@ -533,17 +611,21 @@ def _complete_level(group: zarr.Group, name: str, shape: tuple[int, ...], dtype:
 def _require_level(
     group: zarr.Group, name: str, shape: tuple[int, ...], layout: Layout, dtype: Any,
     axes: Sequence[str], ngff: Ngff, overwrite: bool,
+    identity: Mapping[str, Any] | None = None,
 ) -> zarr.Array:
+    """Return pyramid level ``name``: the existing one when it fits and belongs to the run
+    that wrote level 0 (``identity``), else a new empty one."""
     if name in group:
         existing = group[name]
         if (isinstance(existing, zarr.Array) and not overwrite
                 and tuple(existing.shape) == shape and tuple(existing.chunks) == layout.chunks
-                and existing.shards == layout.shards and existing.dtype == dtype):
+                and existing.shards == layout.shards and existing.dtype == dtype
+                and (identity is None or stored_identity(existing) in (None, dict(identity)))):
             return existing
         del group[name]
     array = _create_array(group, name, shape=shape, dtype=dtype, layout=layout, axes=axes,
                           ngff=ngff)
-    claim(array)
+    claim(array, identity)
     return array
 
 
@@ -585,7 +667,7 @@ def write_image(
     chunks: Sequence[int] | None = None, axes: Sequence[str] | None = None,
     overwrite: bool = False, attrs: Mapping[str, Any] | None = None, pyramid: bool = True,
     client: Client | None = None, ngff: Ngff = DEFAULT_NGFF, origin: Sequence[float] | None = None,
-    channel_names: Sequence[str] | None = None,
+    channel_names: Sequence[str] | None = None, identity: Mapping[str, Any] | None = None,
 ) -> None:
     """Write a whole array as an OME-Zarr multiscale image, out-of-core and resumable.
 
@@ -618,6 +700,8 @@ def write_image(
         ``(z, y, x)`` nm of the first voxel.
     channel_names
         Names of the ``c`` entries (``omero`` channels).
+    identity
+        The run identity a resume must match (:func:`create_image`).
     """
     array = _with_z(array)
     axes = tuple(axes) if axes is not None else default_axes(array.ndim)
@@ -626,11 +710,9 @@ def write_image(
     target = create_image(path, shape=array.shape, dtype=array.dtype, chunks=layout.chunks,
                           shards=layout.shards, voxel_size=voxel_size, axes=axes,
                           overwrite=overwrite, attrs=attrs, origin=origin, ngff=ngff,
-                          channel_names=channel_names)
-    store_blocks(_as_dask(array, layout.blocks), target, description=f"writing {path}",
-                 client=client)
-    if pyramid:
-        write_pyramid(path, method="mean", client=client)
+                          channel_names=channel_names, identity=identity)
+    store_levels(_as_dask(array, layout.blocks), target, path, method="mean", pyramid=pyramid,
+                 description=f"writing {path}", client=client, identity=identity)
 
 
 def _label_array(array: Any, name: str) -> Any:
@@ -648,6 +730,7 @@ def write_labels(
     chunks: Sequence[int] | None = None, overwrite: bool = False,
     attrs: Mapping[str, Any] | None = None, pyramid: bool = True, client: Client | None = None,
     classes: Sequence[str] | None = None, ignore_id: int | None = None,
+    identity: Mapping[str, Any] | None = None,
 ) -> None:
     """Write an NGFF label image ``image_path/labels/<name>`` (mode pyramid).
 
@@ -666,6 +749,8 @@ def write_labels(
         stored under ``volseg.class_frequencies``.
     classes, ignore_id
         Class names and the ignore id (``image-label`` colours and properties).
+    identity
+        The run identity a resume must match (:func:`create_image`).
     """
     array = _label_array(array, name)
     ngff: Ngff = group_version(image_path) or DEFAULT_NGFF
@@ -674,9 +759,9 @@ def write_labels(
     target = create_labels(image_path, name, shape=array.shape, dtype=array.dtype,
                            chunks=layout.chunks, shards=layout.shards, voxel_size=voxel_size,
                            overwrite=overwrite, attrs=attrs, classes=classes,
-                           ignore_id=ignore_id)
+                           ignore_id=ignore_id, identity=identity)
     group_path = as_path(image_path) / "labels" / name
-    _fill_labels(array, target, group_path, layout, pyramid, client)
+    _fill_labels(array, target, group_path, layout, pyramid, client, identity)
 
 
 def write_label_image(
@@ -685,7 +770,7 @@ def write_label_image(
     attrs: Mapping[str, Any] | None = None, pyramid: bool = True, client: Client | None = None,
     ngff: Ngff = DEFAULT_NGFF, origin: Sequence[float] | None = None,
     classes: Sequence[str] | None = None, ignore_id: int | None = None,
-    image: PathLike | None = None,
+    image: PathLike | None = None, identity: Mapping[str, Any] | None = None,
 ) -> None:
     """Write a whole array as a standalone label image (see :func:`create_label_image`)."""
     array = _label_array(array, as_path(path).name)
@@ -694,14 +779,15 @@ def write_label_image(
     target = create_label_image(
         path, shape=array.shape, dtype=array.dtype, chunks=layout.chunks, shards=layout.shards,
         voxel_size=voxel_size, overwrite=overwrite, attrs=attrs, origin=origin, ngff=ngff,
-        classes=classes, ignore_id=ignore_id, image=image)
-    _fill_labels(array, target, as_path(path), layout, pyramid, client)
+        classes=classes, ignore_id=ignore_id, image=image, identity=identity)
+    _fill_labels(array, target, as_path(path), layout, pyramid, client, identity)
 
 
 def _fill_labels(array: Any, target: zarr.Array, group_path: Location, layout: Layout,
-                 pyramid: bool, client: Client | None) -> None:
+                 pyramid: bool, client: Client | None,
+                 identity: Mapping[str, Any] | None = None) -> None:
     store_blocks(_as_dask(array, layout.blocks), target, description=f"writing {group_path}",
-                 client=client)
+                 client=client, identity=identity)
     if np.dtype(array.dtype) == np.uint8:
         store_class_frequencies(group_path, client=client)
     if pyramid:
@@ -754,6 +840,8 @@ def image_state(path: PathLike) -> Literal["absent", "partial", "complete", "oth
     path = as_path(path)
     if not path.exists():
         return "absent"
+    if _unfinished_creation(path):
+        return "partial"
     try:
         ms = read_multiscales(path)
         arrays = [zarr.open_array(zarr_store(path / lv.path, read_only=True), mode="r")
@@ -761,7 +849,7 @@ def image_state(path: PathLike) -> Literal["absent", "partial", "complete", "oth
     except (InputError, FileNotFoundError, KeyError, ValueError, TypeError,
             zarr.errors.GroupNotFoundError, zarr.errors.ArrayNotFoundError):
         return "other"
-    if not is_claimed(arrays[0]):
+    if not arrays or not is_claimed(arrays[0]):
         return "other"
     spatial = [a in ("z", "y", "x") for a in ms.axes]
     expected = len(pyramid.plan_levels(arrays[0].shape, ms.levels[0].scale, spatial))

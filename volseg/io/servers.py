@@ -56,10 +56,10 @@ def _wait(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
 
 
 @contextlib.contextmanager
-def _serve(argv: list[str], url: str, *, cwd: Path | None = None,
-           timeout: float = 60.0) -> Iterator[str]:
-    process = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+def _serve(argv: list[str], url: str, *, cwd: Path | None = None, timeout: float = 60.0,
+           log: Path | None = None) -> Iterator[str]:
+    sink = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+    process = subprocess.Popen(argv, cwd=cwd, stdout=sink, stderr=sink)
     try:
         _wait(url, process, timeout)
         yield url
@@ -70,14 +70,19 @@ def _serve(argv: list[str], url: str, *, cwd: Path | None = None,
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(10)
+        if log is not None:
+            sink.close()  # type: ignore[union-attr]
 
 
 @contextlib.contextmanager
-def s3_server(timeout: float = 60.0) -> Iterator[str]:
-    """Run moto's S3 server on 127.0.0.1; yield its endpoint URL (``http://127.0.0.1:N``)."""
+def s3_server(timeout: float = 60.0, log: Path | None = None) -> Iterator[str]:
+    """Run moto's S3 server on 127.0.0.1; yield its endpoint URL (``http://127.0.0.1:N``).
+
+    ``log``: a file that receives the server's request log (one line per request).
+    """
     port = free_port()
     argv = [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)]
-    with _serve(argv, f"http://{HOST}:{port}", timeout=timeout) as url:
+    with _serve(argv, f"http://{HOST}:{port}", timeout=timeout, log=log) as url:
         yield url
 
 

@@ -52,16 +52,25 @@ equal to the fill value left out as zarr does); :data:`DIRECT_V2` switches this
 off.  It exists for speed: measured on 2 cores, 1.4-1.9x faster than zarr's own v2
 path for 64³ chunks (``benchmarks/bench_convert.py``), and
 ``tests/io/test_store.py`` checks that zarr reads back exactly what zarr would have
-written.
+written.  Likewise for sharded zarr v3 arrays (NGFF 0.5 outputs: one
+``sharding_indexed`` codec over ``bytes`` + ``blosc``, a ``bytes`` + ``crc32c``
+index at the end): the worker encodes each inner chunk with the same Blosc settings,
+leaves out chunks equal to the fill value, appends the shard index (offset and
+length per inner chunk, ``2**64 - 1`` for absent ones, then its CRC-32C) and writes
+the shard file (:data:`DIRECT_SHARDS`; ``tests/io/test_store.py`` compares the files
+byte for byte with zarr's).  Measured on 2 cores: zarr's sharded write path spent
+0.39-0.52 CPU s per 64 MiB of uint8 where the Blosc encoding itself takes 0.14 s and
+the direct v2 writer 0.27-0.29 s.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
+import json
 import sys
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -71,6 +80,8 @@ import numpy as np
 import zarr
 from dask.highlevelgraph import HighLevelGraph
 
+from volseg.errors import OutputExistsError
+
 if TYPE_CHECKING:
     from distributed import Client
 
@@ -79,6 +90,8 @@ CLAIM = "volseg"
 """Name of the key (under :data:`MARKER_DIR`) that marks an array as written by volseg."""
 DIRECT_V2 = True
 """Write Zarr v2 chunk files directly (see the module notes); ``False``: through zarr."""
+DIRECT_SHARDS = True
+"""Write zarr v3 shard files directly (see the module notes); ``False``: through zarr."""
 
 Chunks = tuple[tuple[int, ...], ...]
 Ranges = tuple[tuple[int, int], ...]
@@ -125,8 +138,12 @@ class MarkerStore(Protocol):
         """Delete every marker (the claim stays)."""
         ...
 
-    def claim(self) -> None:
-        """Mark the array as written by volseg's block writer."""
+    def claim(self, identity: Mapping[str, Any] | None = None) -> None:
+        """Mark the array as written by volseg's block writer (by the run ``identity``)."""
+        ...
+
+    def identity(self) -> dict[str, Any] | None:
+        """Return the run identity stored with the claim (``None``: none stored)."""
         ...
 
     def claimed(self) -> bool:
@@ -140,10 +157,14 @@ def _sync(coroutine: Any) -> Any:
     return sync(coroutine)
 
 
-def _empty() -> Any:
+def _bytes(data: bytes) -> Any:
     from zarr.core.buffer import default_buffer_prototype
 
-    return default_buffer_prototype().buffer.from_bytes(b"")
+    return default_buffer_prototype().buffer.from_bytes(data)
+
+
+def _empty() -> Any:
+    return _bytes(b"")
 
 
 @dataclass(frozen=True)
@@ -186,9 +207,24 @@ class StoreMarkers:
             if name != CLAIM:
                 self.remove(name)
 
-    def claim(self) -> None:
-        """Write the claim key."""
-        self.add(CLAIM)
+    def claim(self, identity: Mapping[str, Any] | None = None) -> None:
+        """Write the claim key, holding the run ``identity`` as JSON (empty: none)."""
+        data = b"" if identity is None else json.dumps(dict(identity), sort_keys=True).encode()
+        _sync(self.store.set(self._key(CLAIM), _bytes(data)))
+
+    def identity(self) -> dict[str, Any] | None:
+        """Return the run identity stored in the claim key (``None``: none stored)."""
+        from zarr.core.buffer import default_buffer_prototype
+
+        buffer = _sync(self.store.get(self._key(CLAIM), prototype=default_buffer_prototype()))
+        if buffer is None:
+            return None
+        raw = buffer.to_bytes()
+        try:
+            value = json.loads(raw) if raw.strip() else None
+        except ValueError:
+            return None
+        return dict(value) if isinstance(value, dict) else None
 
     def claimed(self) -> bool:
         """Whether the claim key (or any marker) exists."""
@@ -296,9 +332,50 @@ def is_claimed(target: zarr.Array) -> bool:
     return markers(target).claimed()
 
 
-def claim(target: zarr.Array) -> None:
-    """Mark ``target`` as an output of the block writer (resumable from now on)."""
-    markers(target).claim()
+def claim(target: zarr.Array, identity: Mapping[str, Any] | None = None) -> None:
+    """Mark ``target`` as an output of the block writer (resumable from now on).
+
+    ``identity``: the run identity (:func:`volseg.io.guard.run_identity`) stored with
+    the claim, which a resume must match (:func:`check_identity`).
+    """
+    markers(target).claim(identity)
+
+
+def stored_identity(target: zarr.Array) -> dict[str, Any] | None:
+    """Return the run identity ``target`` was claimed with (``None``: none recorded)."""
+    return markers(target).identity()
+
+
+def _describe(target: zarr.Array) -> str:
+    try:
+        return str(array_dir(target))
+    except ValueError:
+        return f"{target.store}/{target.path}"
+
+
+def check_identity(target: zarr.Array, identity: Mapping[str, Any] | None, *,
+                   label: str | None = None) -> None:
+    """Refuse to resume ``target`` with another run identity than the one it was started with.
+
+    Nothing is checked when ``identity`` is ``None`` or the array records none (an
+    output of an older volseg).
+
+    Raises
+    ------
+    OutputExistsError
+        ``"<label> was started with model sha256:...; pass --overwrite to start again"``.
+    """
+    if identity is None:
+        return
+    old = stored_identity(target)
+    if old is None:
+        return
+    from volseg.io.guard import identity_difference
+
+    why = identity_difference(old, identity)
+    if why is not None:
+        raise OutputExistsError(f"{label or _describe(target)} {why}; pass --overwrite to "
+                                f"start again (or rerun with the same settings to resume)")
 
 
 def clear_markers(target: zarr.Array) -> None:
@@ -402,6 +479,137 @@ def v2_layout(target: zarr.Array) -> V2Layout | None:
 
 
 @dataclass(frozen=True)
+class ShardLayout:
+    """What a worker needs to write zarr v3 shard files directly (picklable)."""
+
+    shape: tuple[int, ...]
+    shard: tuple[int, ...]
+    chunk: tuple[int, ...]
+    dtype: str
+    fill_value: Any
+    separator: str
+    blosc: dict[str, Any] | None
+
+
+_SHUFFLES = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
+
+
+def shard_layout(target: zarr.Array) -> ShardLayout | None:
+    """Return the direct shard-writing layout of ``target``, or ``None`` to go through zarr.
+
+    ``None`` unless :data:`DIRECT_SHARDS` is on and ``target`` is a zarr v3 array in a
+    local directory store whose only codec is ``sharding_indexed`` over ``bytes``
+    (little endian) and at most a ``blosc`` compressor, with a ``bytes`` + ``crc32c``
+    index at the end, default chunk keys and a plain numeric dtype.
+    """
+    from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
+
+    meta: Any = target.metadata
+    if not DIRECT_SHARDS or getattr(meta, "zarr_format", None) != 3:
+        return None
+    if getattr(target.store, "root", None) is None or target.shards is None:
+        return None
+    codecs: list[Any] = list(getattr(meta, "codecs", ()))
+    if len(codecs) != 1 or not isinstance(codecs[0], ShardingCodec):
+        return None
+    sharding: Any = codecs[0]
+    inner, index = list(sharding.codecs), list(sharding.index_codecs)
+    if str(getattr(sharding.index_location, "value", sharding.index_location)) != "end":
+        return None
+    little = [isinstance(c, BytesCodec) and getattr(c.endian, "value", c.endian)
+              in ("little", None) for c in (inner[:1] + index[:1])]
+    if len(little) != 2 or not all(little) or len(index) != 2 or not isinstance(
+            index[1], Crc32cCodec):
+        return None
+    blosc = None
+    if len(inner) == 2 and isinstance(inner[1], BloscCodec):
+        b: Any = inner[1]
+        blosc = {"id": "blosc", "cname": str(getattr(b.cname, "value", b.cname)),
+                 "clevel": int(b.clevel), "blocksize": int(b.blocksize),
+                 "shuffle": _SHUFFLES[str(getattr(b.shuffle, "value", b.shuffle))],
+                 "typesize": int(b.typesize)}
+    elif len(inner) != 1:
+        return None
+    encoding: Any = getattr(meta, "chunk_key_encoding", None)
+    if type(encoding).__name__ != "DefaultChunkKeyEncoding":
+        return None
+    dtype = np.dtype(target.dtype)
+    if dtype.kind not in "biuf" or (dtype.itemsize > 1 and dtype.byteorder == ">"):
+        return None
+    fill: Any = meta.fill_value
+    return ShardLayout(tuple(target.shape), tuple(target.shards), tuple(sharding.chunk_shape),
+                       dtype.str, fill.item() if hasattr(fill, "item") else fill,
+                       str(encoding.separator), blosc)
+
+
+def _morton_order(grid: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """The inner chunks of a shard in zarr's order (Morton), else C order."""
+    try:
+        from zarr.core.indexing import morton_order_iter
+
+        return [tuple(int(i) for i in c) for c in morton_order_iter(grid)]
+    except ImportError:  # pragma: no cover - another zarr version: any order reads back
+        return list(itertools.product(*(range(n) for n in grid)))
+
+
+def _encode_shard(layout: ShardLayout, block: np.ndarray, origin: Sequence[int]) -> bytes | None:
+    """The bytes of the shard whose first voxel is ``origin`` (``None``: all fill value)."""
+    import google_crc32c
+
+    codec = (_codec(tuple(sorted(layout.blosc.items())))
+             if layout.blosc is not None else None)
+    dtype = np.dtype(layout.dtype)
+    fill = np.asarray(layout.fill_value, dtype=dtype)
+    grid = tuple(-(-s // c) for s, c in zip(layout.shard, layout.chunk, strict=True))
+    index = np.full((*grid, 2), np.iinfo(np.uint64).max, dtype="<u8")
+    parts: list[bytes] = []
+    offset = 0
+    for local in _morton_order(grid):
+        lo = [o + i * c for o, i, c in zip(origin, local, layout.chunk, strict=True)]
+        if any(a >= n for a, n in zip(lo, layout.shape, strict=True)):
+            continue  # wholly outside the array (an edge shard)
+        src = tuple(slice(a - o, min(a + c, n) - o) for a, o, c, n in
+                    zip(lo, origin, layout.chunk, layout.shape, strict=True))
+        part = block[src]
+        if _all_fill(part, fill):
+            continue
+        if part.shape != layout.chunk:
+            full = np.full(layout.chunk, fill, dtype=dtype)
+            full[tuple(slice(0, n) for n in part.shape)] = part
+            part = full
+        raw = np.ascontiguousarray(part, dtype=dtype.newbyteorder("<"))
+        data = bytes(codec.encode(raw.view(np.uint8).ravel())) if codec is not None \
+            else raw.tobytes()
+        index[local] = (offset, len(data))
+        parts.append(data)
+        offset += len(data)
+    if not parts:
+        return None
+    table = index.tobytes()
+    parts.append(table)
+    parts.append(np.uint32(google_crc32c.value(table)).astype("<u4").tobytes())
+    return b"".join(parts)
+
+
+def _write_shards(directory: Path, layout: ShardLayout, block: np.ndarray,
+                  region: tuple[slice, ...]) -> None:
+    """Encode and write every shard of ``block`` (placed at ``region``) as v3 shard files."""
+    for index in expand_ranges(chunk_ranges(region, layout.shard)):
+        origin = [i * s for i, s in zip(index, layout.shard, strict=True)]
+        src = tuple(slice(a - r.start, min(a + s, n) - r.start) for a, s, n, r in
+                    zip(origin, layout.shard, layout.shape, region, strict=True))
+        data = _encode_shard(layout, block[src], origin)
+        path = directory.joinpath("c", *(str(i) for i in index)) if layout.separator == "/" \
+            else directory / layout.separator.join(["c", *(str(i) for i in index)])
+        if data is None:
+            path.unlink(missing_ok=True)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+
+
+@dataclass(frozen=True)
 class BlockTarget:
     """A zarr array as a write task sees it: reopened from its store on the worker.
 
@@ -414,18 +622,21 @@ class BlockTarget:
         Storage chunk (shard) shape: the write unit.
     layout
         Direct Zarr v2 chunk writing (``None``: through zarr).
+    shards
+        Direct zarr v3 shard writing (``None``: through zarr).
     """
 
     store: Any
     path: str
     unit: tuple[int, ...]
     layout: V2Layout | None
+    shards: ShardLayout | None = None
 
     @classmethod
     def of(cls, target: zarr.Array) -> BlockTarget:
         """Describe ``target`` for write tasks."""
         return cls(_local_store(target.store), target.path, storage_chunks(target),
-                   v2_layout(target))
+                   v2_layout(target), shard_layout(target))
 
     @property
     def markers(self) -> StoreMarkers:
@@ -512,6 +723,8 @@ def write_block(block: Any, target: BlockTarget, region: tuple[slice, ...], mark
     block = np.asarray(block)
     if target.layout is not None:
         _write_chunks_v2(target.directory(), target.layout, block, region)
+    elif target.shards is not None:
+        _write_shards(target.directory(), target.shards, block, region)
     else:
         _write_zarr(target, block, region)
     target.markers.add(marker)
@@ -576,7 +789,8 @@ def _block_starts(array: da.Array, ndim: int) -> list[np.ndarray]:
 
 
 def plan_writes(
-    pairs: Sequence[tuple[da.Array, zarr.Array]], *, overwrite: bool = False
+    pairs: Sequence[tuple[da.Array, zarr.Array]], *, overwrite: bool = False,
+    identity: Mapping[str, Any] | None = None,
 ) -> WritePlan:
     """Check the targets and build one write task per block still to do.
 
@@ -589,21 +803,35 @@ def plan_writes(
         pyramid level reduced from level 0's blocks) and one block along the others.
     overwrite
         Forget existing markers first.
+    identity
+        The run identity (:func:`volseg.io.guard.run_identity`): checked against the
+        one each target was started with (without ``overwrite``) and stored.
 
     Returns
     -------
     WritePlan
         The graph and the write keys; no task for a block whose storage chunks are
         all marked in every target.  Every target is claimed.
+
+    Raises
+    ------
+    OutputExistsError
+        If a target was started by a run with another identity (and not ``overwrite``).
     """
     if not pairs:
         raise ValueError("nothing to write")
     grid = _shared_grid(pairs)
+    if not overwrite:
+        for _, target in pairs:
+            check_identity(target, identity)
     done = []
     for _, target in pairs:
         if overwrite:
             clear_markers(target)
-        claim(target)
+        if identity is not None:
+            claim(target, identity)
+        elif not is_claimed(target):
+            claim(target)
         done.append(done_grid(target))
     targets = [BlockTarget.of(t) for _, t in pairs]
     name = f"volseg-write-{uuid.uuid4().hex}"
@@ -654,18 +882,36 @@ def run_local(plan: WritePlan, description: str) -> None:
         schedule(graph, plan.keys)
 
 
+def _run_on_client(plan: WritePlan, description: str, client: Client) -> None:
+    """Run the write tasks on a cluster, releasing each block's future once it is written.
+
+    A written block is marked on disk; holding its (empty) result would pin it to the
+    worker that wrote it, and a worker lost later (a cancelled SLURM job, a dead node)
+    would make the scheduler rewrite every block that worker ever wrote.  Released as
+    they finish, a lost worker costs only the blocks it had not finished.
+    """
+    from distributed import as_completed
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    futures = client.get(plan.graph.cull(set(plan.keys)), plan.keys, sync=False)
+    finished = as_completed(futures)
+    del futures
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task(description, total=len(plan.keys))
+        for future in finished:
+            future.result()  # a block's error ends the run here
+            future.release()
+            bar.advance(task)
+
+
 def run_plan(plan: WritePlan, *, description: str, client: Client | None = None,
              executor: Executor | None = None) -> None:
     """Run a plan's write tasks: on ``client`` when given, else with ``executor``."""
     if not plan.keys:
         return
     if client is not None:
-        from distributed import progress
-
-        futures = client.get(plan.graph.cull(set(plan.keys)), plan.keys, sync=False)
-        if sys.stderr.isatty():
-            progress(futures)
-        client.gather(futures)
+        _run_on_client(plan, description, client)
         return
     (executor or run_local)(plan, description)
 
@@ -677,6 +923,7 @@ def store_arrays(
     client: Client | None = None,
     overwrite: bool = False,
     executor: Executor | None = None,
+    identity: Mapping[str, Any] | None = None,
 ) -> StoreReport:
     """Compute arrays into zarr arrays block by block, skipping blocks already done.
 
@@ -695,6 +942,8 @@ def store_arrays(
     executor
         How to run the tasks without a client (default :func:`run_local`; predict
         passes its raster-order streaming scheduler).
+    identity
+        The run identity; a resume with another one is refused (:func:`plan_writes`).
 
     Returns
     -------
@@ -705,8 +954,10 @@ def store_arrays(
     ------
     ValueError
         If shapes differ or chunks do not align.
+    OutputExistsError
+        If a target was started with another run identity (and not ``overwrite``).
     """
-    plan = plan_writes(pairs, overwrite=overwrite)
+    plan = plan_writes(pairs, overwrite=overwrite, identity=identity)
     run_plan(plan, description=description, client=client, executor=executor)
     return StoreReport(total_blocks=plan.total, computed_blocks=len(plan.keys),
                        skipped_blocks=plan.total - len(plan.keys))
@@ -719,7 +970,8 @@ def store_blocks(
     description: str,
     client: Client | None = None,
     overwrite: bool = False,
+    identity: Mapping[str, Any] | None = None,
 ) -> StoreReport:
     """Compute one array into ``target`` block by block (see :func:`store_arrays`)."""
     return store_arrays([(array, target)], description=description, client=client,
-                        overwrite=overwrite)
+                        overwrite=overwrite, identity=identity)

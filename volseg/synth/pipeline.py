@@ -24,6 +24,7 @@ import numpy as np
 
 from volseg.errors import ConfigError, OutputExistsError
 from volseg.io.location import Location, PathLike, as_path, require_local
+from volseg.io.lock import locks
 from volseg.io.mrc import is_mrc
 from volseg.ngff import DEFAULT_NGFF, Ngff
 from volseg.synth import KINDS, Phantom
@@ -109,6 +110,7 @@ def _by_name(phantom: Phantom, counts: dict[str, int] | np.ndarray) -> dict[str,
     return {n: int(counts.get(str(i), 0)) for i, n in enumerate(phantom.class_names)}
 
 
+@locks("output")
 def write_phantom(
     phantom: Phantom,
     output: PathLike,
@@ -158,7 +160,10 @@ def _write_omezarr(
     if_complete: str, client: Client | None, ngff: Ngff,
 ) -> WriteResult:
     from volseg.io import omezarr
+    from volseg.io.guard import check_replaceable, run_identity
 
+    if overwrite:
+        check_replaceable(output)
     labels: dict[str, Any] = {"truth": phantom.truth}
     if phantom.annotation is not None:
         labels["annotation"] = phantom.annotation
@@ -177,10 +182,13 @@ def _write_omezarr(
                                skipped=True)
     chunks = tuple(int(c[0]) for c in phantom.image.chunks)
     image_attrs = {"volseg": {**provenance, "synth": phantom.extra}}
+    identity = run_identity("synth", {"phantom": phantom.extra, "shape": phantom.image.shape,
+                                      "voxel_size": phantom.voxel_size, "ngff": ngff})
     if overwrite or states["image"] != "complete":
         # with overwrite this replaces the whole group, stale label groups included
         omezarr.write_image(phantom.image, output, voxel_size=phantom.voxel_size, chunks=chunks,
-                            overwrite=overwrite, attrs=image_attrs, client=client, ngff=ngff)
+                            overwrite=overwrite, attrs=image_attrs, client=client, ngff=ngff,
+                            identity=identity)
     for name, array in labels.items():
         if not overwrite and states[name] == "complete":
             continue
@@ -190,7 +198,7 @@ def _write_omezarr(
         omezarr.write_labels(array, output, name, voxel_size=phantom.voxel_size, chunks=chunks,
                              overwrite=overwrite, attrs=_label_attrs(phantom, provenance, **more),
                              client=client, classes=phantom.class_names,
-                             ignore_id=phantom.ignore_id)
+                             ignore_id=phantom.ignore_id, identity={**identity, "labels": name})
     return WriteResult([str(p) for p in groups.values()],
                        _by_name(phantom, _stored_frequencies(groups["truth"])))
 

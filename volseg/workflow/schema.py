@@ -32,6 +32,7 @@ from typing import Any
 from pydantic import Field, create_model, model_validator
 
 from volseg.cluster import ClusterConfig, ThreadsCluster
+from volseg.errors import ConfigError
 from volseg.ngff import DEFAULT_NGFF, Ngff
 from volseg.options import Options, PositiveSize3
 from volseg.workflow.stage import Location, Stage, StageConfig, locate
@@ -162,13 +163,42 @@ class Workflow:
         return present
 
 
+def packaged_workflows() -> dict[str, Path]:
+    """The workflows shipped with volseg (``volseg/workflows/*.yaml``): ``{name: file}``."""
+    folder = Path(__file__).resolve().parents[1] / "workflows"
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+
+
+def find_workflow(path: str | Path) -> Path:
+    """Return the workflow file ``path`` names: the file if it exists, else a packaged one.
+
+    ``volseg run demo`` (or ``demo.yaml``, or ``workflows/demo.yaml`` from a folder that
+    has no such file) runs the packaged ``demo.yaml``; a file of that name in the
+    current folder wins.
+
+    Raises
+    ------
+    ConfigError
+        When neither exists (naming the packaged workflows).
+    """
+    given = Path(path)
+    if given.exists():
+        return given
+    shipped = packaged_workflows()
+    stem = given.name.removesuffix(".yaml").removesuffix(".yml")
+    if given.suffix in ("", ".yaml", ".yml") and stem in shipped:
+        return shipped[stem]
+    raise ConfigError(f"workflow file {path} not found; give a YAML file or one of "
+                      f"the packaged workflows: {', '.join(shipped)}")
+
+
 def load_workflow(path: str | Path, overrides: Sequence[str] = ()) -> Workflow:
     """Read, override and validate a workflow file.
 
     Parameters
     ----------
     path
-        The workflow YAML.
+        The workflow YAML, or the name of a packaged one (:func:`find_workflow`).
     overrides
         ``stage.key=value`` strings, applied before validation.
 
@@ -177,5 +207,6 @@ def load_workflow(path: str | Path, overrides: Sequence[str] = ()) -> Workflow:
     ConfigError
         One line naming the file, line and key path, and the fix.
     """
+    path = find_workflow(path)
     config, data = load_yaml_config(path, workflow_model(), overrides, what="workflow file")
-    return Workflow(config=config, source=Path(path), raw=data)
+    return Workflow(config=config, source=path, raw=data)
