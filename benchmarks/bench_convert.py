@@ -164,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gib", type=float, default=4.0, help="input size in GiB (default 4)")
     parser.add_argument("--rounds", type=int, default=2,
                         help="alternating rounds of 0.5 and 0.4 conversions (default 2)")
-    parser.add_argument("--keep", action="store_true", help="keep the scratch input")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the scratch input (and reuse one of the same size)")
     parser.add_argument("--generate-only", metavar="PATH", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.generate_only:  # run in a child so the measuring parent stays small
@@ -179,9 +180,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     runs: dict[str, list[dict[str, Any]]] = {"0.5": [], "0.4": []}
     try:
-        print(f"generating {args.gib:g} GiB input in {SCRATCH} ...", flush=True)
-        subprocess.run([sys.executable, __file__, "--gib", str(args.gib), "--generate-only",
-                        str(source)], check=True)
+        if args.keep and source.exists() and abs(source.stat().st_size - args.gib * 2**30) < (
+                64 * 2**20):
+            print(f"reusing {source} (--keep)", flush=True)
+        else:
+            print(f"generating {args.gib:g} GiB input in {SCRATCH} ...", flush=True)
+            subprocess.run([sys.executable, __file__, "--gib", str(args.gib),
+                            "--generate-only", str(source)], check=True)
         shape = tuple(np.load(source, mmap_mode="r").shape)
         nbytes = int(np.prod(shape))
         print(f"converting {shape} uint8 ...", flush=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 LAYERS: dict[str, int] = {
     "__init__": 0, "__main__": 4, "geometry": 0, "errors": 0, "options": 0,
     "provenance": 0, "progress": 0, "allocator": 0, "yamlconfig": 0, "layers": 0,
-    "checks": 0, "colors": 0, "ngff": 0, "lazy": 0,
+    "checks": 0, "colors": 0, "ngff": 0, "startup": 0, "lazy": 0,
     "io": 1, "models": 1, "synth": 1, "metrics": 1, "cluster": 1,
     "inference": 2, "crf": 2, "instances": 2, "train": 2, "preview": 2, "bench": 2,
     "workflow": 3, "stages": 3,

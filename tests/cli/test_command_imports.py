@@ -78,3 +78,25 @@ print("monai" in sys.modules)
     assert status == "0"
     modules = set(ast.literal_eval(imported))
     assert "torch" in modules and "monai" not in modules
+
+
+def test_a_command_line_process_imports_dask_without_xarray(tmp_path: Path) -> None:
+    """``volseg`` as a process of its own hides xarray (and pandas) from dask's optional
+    import; ``import xarray`` still works afterwards."""
+    probe = """
+import sys
+import numpy as np
+from volseg.cli import main
+sys.argv = ["volseg", "info", sys.argv[1]]
+np.save(sys.argv[2], np.zeros((4, 8, 8), np.uint8))
+status = main()
+hidden = "xarray" not in sys.modules and "pandas" not in sys.modules
+import dask.array.core
+xr_hook = dask.array.core.xr is None
+import xarray  # noqa: F401  works again
+print(status, hidden, xr_hook, "xarray" in sys.modules)
+"""
+    npy = tmp_path / "v.npy"
+    done = subprocess.run([sys.executable, "-c", probe, str(npy), str(npy)], capture_output=True,
+                          text=True, check=True)
+    assert done.stdout.split()[-4:] == ["0", "True", "True", "True"], done.stdout + done.stderr

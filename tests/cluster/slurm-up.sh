@@ -98,6 +98,8 @@ MinJobAge=300
 SchedulerParameters=sched_interval=2
 NodeName=localhost NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM State=UNKNOWN
 PartitionName=$PARTITION Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+# a partition whose 1-minute limit no test job fits: jobs pend with PartitionTimeLimit
+PartitionName=short Nodes=localhost MaxTime=1 State=UP
 CONF
 
 # clients (sbatch, squeue, scancel from dask-jobqueue) read /etc/slurm/slurm.conf

@@ -91,3 +91,18 @@ def test_check_shows_the_site_options_in_the_script(
     for part in ["--memory-limit 12.00GiB", "--lifetime 50m", "--lifetime-stagger 5m",
                  "--interface lo"]:
         assert part in worker
+
+
+def test_without_sbatch_or_with_a_missing_interface_the_run_stops_with_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("dask_jobqueue", reason="the cluster extra (dask-jobqueue) is absent")
+    from volseg.cluster import dask_client
+
+    with pytest.raises(ConfigError, match=r"cluster\.interface: this machine has no network "
+                       r"interface 'nosuch0' \(it has .*lo"), \
+            dask_client(SlurmCluster(interface="nosuch0"), log_root=tmp_path):
+        pass
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch on it
+    with pytest.raises(ConfigError, match=r"cluster\.type: slurm needs SLURM's `sbatch` on "
+                       r"PATH"), dask_client(SlurmCluster(), log_root=tmp_path):
+        pass

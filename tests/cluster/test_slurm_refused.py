@@ -81,3 +81,18 @@ def test_workers_that_cannot_start_in_time_end_at_the_startup_timeout(
     with pytest.raises(ConfigError, match=message), dask_client(config, log_root=tmp_path):
         pass
     assert time.monotonic() - t0 < 40
+
+
+def test_a_job_pending_for_a_reason_that_never_clears_ends_the_run(tmp_path: Path) -> None:
+    partitions = subprocess.run(["sinfo", "-h", "-o", "%P %l"], capture_output=True,
+                                text=True, timeout=20).stdout.split("\n")
+    if not any(line.split()[:2] == ["short", "1:00"] for line in partitions if line.strip()):
+        pytest.skip("no 1-minute partition 'short' (tests/cluster/slurm-up.sh makes one)")
+    # sbatch accepts the job (--test-only too); SLURM keeps it PENDING (PartitionTimeLimit)
+    config = SlurmCluster(**{**BASE, "queue": "short", "walltime": "00:10:00"})
+    t0 = time.monotonic()
+    message = r"cluster\.walltime: SLURM job \d+ cannot start: pending with reason " \
+              r"PartitionTimeLimit"
+    with pytest.raises(ConfigError, match=message), dask_client(config, log_root=tmp_path):
+        pass
+    assert time.monotonic() - t0 < 60

@@ -47,9 +47,12 @@ def test_ome_zarr_read_over_http(served: tuple[Path, str], ngff: str, tmp_path: 
 def test_missing_and_single_file_urls_are_one_line(served: tuple[Path, str], tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     folder, url = served
-    fmt.write_npy(fmt.sample_volume((4, 8, 8)), folder)
-    assert main(["info", f"{url}/volume.npy"]) == 2
-    assert "reads .npy files from local disk only; copy it first" in capsys.readouterr().err
+    volume = fmt.sample_volume((4, 8, 8))
+    fmt.write_tiff(volume, folder)
+    assert main(["info", f"{url}/volume.tif"]) == 2
+    assert "reads .tif files from local disk only; copy it first" in capsys.readouterr().err
+    fmt.write_mrc(volume, folder)  # MRC (and NPY) are read by byte ranges
+    np.testing.assert_array_equal(open_volume(f"{url}/volume.mrc")[0].compute(), volume)
     assert main(["info", f"{url}/absent.ome.zarr"]) == 2
     assert capsys.readouterr().err.strip().endswith("absent.ome.zarr does not exist; check the "
                                                     "URL")

@@ -120,14 +120,38 @@ def test_zarr_array_in_a_bucket_is_read(bucket: str, volume: np.ndarray) -> None
     np.testing.assert_array_equal(got.compute(), volume)
 
 
-def test_single_file_formats_in_a_bucket_say_copy_first(
-        npy: Path, bucket: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_mrc_and_npy_in_a_bucket_are_read_by_byte_ranges(
+        bucket: str, tmp_path: Path, volume: np.ndarray,
+        capsys: pytest.CaptureFixture[str]) -> None:
     fs = s3fs.S3FileSystem()
-    url = f"{bucket}/small.npy"
-    fs.put(str(npy), url.removeprefix("s3://"))
-    assert main(["info", url]) == 2
-    err = capsys.readouterr().err
-    assert "reads .npy files from local disk only; copy it first" in err
+    for writer in (fmt.write_mrc, fmt.write_npy):
+        path, _ = writer(volume, tmp_path)
+        url = f"{bucket}/{path.name}"
+        fs.put(str(path), url.removeprefix("s3://"))
+        here, local_meta = open_volume(path)
+        there, meta = open_volume(url, chunks=(7, 36, 44))  # slabs not aligned to anything
+        np.testing.assert_array_equal(there.compute(), here.compute())
+        assert meta.voxel_size == local_meta.voxel_size and meta.origin == local_meta.origin
+        assert meta.attrs["format"] == local_meta.attrs["format"]
+    out = f"{bucket}/from_mrc.ome.zarr"
+    assert main(["convert", f"{bucket}/volume.mrc", out]) == 0  # bucket to bucket
+    assert open_volume(out)[1].voxel_size == (8.0, 6.0, 4.0)  # the MRC header's, in nm
+    fs.pipe(bucket.removeprefix("s3://") + "/cut.mrc",
+            fs.cat(bucket.removeprefix("s3://") + "/volume.mrc")[:2000])
+    assert main(["info", f"{bucket}/cut.mrc"]) == 2
+    assert "is not a readable MRC file (truncated" in capsys.readouterr().err
+
+
+def test_other_single_file_formats_in_a_bucket_say_copy_first(
+        bucket: str, tmp_path: Path, volume: np.ndarray,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    fs = s3fs.S3FileSystem()
+    for writer in (fmt.write_tiff, fmt.write_hdf5):
+        path, _ = writer(volume, tmp_path)
+        fs.put(str(path), f"{bucket.removeprefix('s3://')}/{path.name}")
+        assert main(["info", f"{bucket}/{path.name}"]) == 2
+        err = capsys.readouterr().err
+        assert f"reads {path.suffix} files from local disk only; copy it first" in err
 
 
 # --------------------------------------------------------------------------- no fallback
@@ -213,3 +237,24 @@ def test_one_writer_per_output_in_a_bucket(npy: Path, bucket: str,
 
         assert not _create(lock, b"{}", "other")  # the conditional write refuses a second
     assert not lock.exists()
+
+
+def test_resume_from_a_changed_object_is_refused(bucket: str, tmp_path: Path,
+                                                 volume: np.ndarray,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """An interrupted conversion of an object is finished only from the same object."""
+    fs = s3fs.S3FileSystem()
+    path, _ = fmt.write_npy(volume, tmp_path)
+    url = f"{bucket}/changing.npy"
+    fs.put(str(path), url.removeprefix("s3://"))
+    out = tmp_path / "out.ome.zarr"
+    argv = ["convert", url, str(out), "--chunks", "8", "16", "16", "--ngff", "0.4"]
+    assert main(argv) == 0
+    level0 = zarr.open_array(str(out / "0"), mode="r+")
+    assert forget_chunk(level0, (0, 0, 0)) == 1
+    fs.pipe(url.removeprefix("s3://"), path.read_bytes()[:-1] + b"\\x01")  # same size, new
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "pass --overwrite to start again" in err and "\\n" not in err.strip()
+    assert main([*argv, "--overwrite"]) == 0

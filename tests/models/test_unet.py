@@ -107,3 +107,30 @@ def test_folded_batch_norm_gives_the_same_logits(dims: int) -> None:
     inst = UNet(dims, 1, 2, (4, 8), (2,), norm="instance").eval()  # nothing to fold
     before = [type(m) for m in inst.modules()]
     assert [type(m) for m in fold_batch_norm(inst).modules()] == before
+
+
+@pytest.mark.parametrize(("dims", "strides"), [(3, (2, 2)), (3, ((1, 2, 2), 2)), (2, (2, 2))])
+def test_fused_activations_give_the_same_logits_bit_for_bit(dims: int, strides: tuple) -> None:
+    from volseg.models.unet import fold_batch_norm, fuse_activations
+
+    torch.manual_seed(0)
+    net = UNet(dims, 2, 7, (4, 8, 16), strides, num_res_units=2, norm="batch", dropout=0.1)
+    with torch.no_grad():  # PReLU slopes other than the initial 0.25
+        for m in net.modules():
+            if isinstance(m, torch.nn.PReLU):
+                m.weight.uniform_(-0.5, 0.5)
+    net = fold_batch_norm(net.eval())
+    layout = torch.channels_last_3d if dims == 3 else torch.channels_last
+    net = net.to(memory_format=layout)  # type: ignore[call-overload]
+    x = torch.randn(2, 2, *(16,) * dims).contiguous(memory_format=layout)
+    with torch.inference_mode():
+        expected = net(x)
+        fused = fuse_activations(net)
+        got = fused(x)
+    names = {type(m).__name__ for m in fused.modules()}
+    if "_ConvPReLU" not in names:
+        pytest.skip("this torch has no oneDNN post-op convolutions")
+    assert "PReLU" not in names
+    assert torch.equal(got, expected)
+    with torch.enable_grad():  # autograd on: the two ops separately, the same values
+        torch.testing.assert_close(fused(x).detach(), expected, rtol=0, atol=1e-6)

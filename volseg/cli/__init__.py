@@ -121,6 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_USAGE
+    if argv is None:  # the heavy imports of the command, without dask's xarray hook
+        from volseg.startup import import_dask_without_xarray
+
+        import_dask_without_xarray()
     try:
         return int(args._run(args) or 0)
     except VolsegError as exc:

@@ -68,6 +68,7 @@ def _slurm_client(config: SlurmCluster, log_root: Path | None) -> Iterator[Any]:
     t0 = time.monotonic()
     with ExitStack() as stack:
         cluster, book = slurm.start_cluster(config, log_directory=logs)
+        stack.callback(slurm.forget, book)
         stack.callback(cluster.close)
         client = stack.enter_context(Client(cluster))
         if config.dashboard_address is not None:

@@ -55,7 +55,7 @@ _HOPELESS = {
     "PartitionTimeLimit": "walltime", "PartitionNodeLimit": "cores",
     "BadConstraints": "job_extra_directives", "InvalidAccount": "account",
     "InvalidQOS": "job_extra_directives", "AccountNotAllowed": "account",
-    "QOSNotAllowed": "job_extra_directives", "PartitionConfig": "queue",
+    "QOSNotAllowed": "job_extra_directives",
     "ReqNodeNotAvail, UnavailableNodes:": "queue", "PartitionDown": "queue",
     "PartitionInactive": "queue", "JobHeldAdmin": "queue", "AssocMaxJobsLimit": "account",
 }
@@ -110,8 +110,6 @@ def job_options(config: SlurmCluster, *, log_directory: str | Path) -> dict[str,
         worker_args += ["--lifetime", config.worker_lifetime]
         if config.worker_lifetime_stagger is not None:
             worker_args += ["--lifetime-stagger", config.worker_lifetime_stagger]
-    if config.scheduler_host is not None and config.interface is None:
-        worker_args += ["--host", config.scheduler_host]
     return {
         "queue": config.queue, "account": config.account, "cores": config.cores,
         "processes": config.processes,
@@ -236,6 +234,11 @@ class JobBook:
 _BOOKS: dict[int, JobBook] = {}
 
 
+def forget(book: JobBook) -> None:
+    """Drop ``book`` from the registry the job class writes to (its cluster is closed)."""
+    _BOOKS.pop(id(book), None)
+
+
 def _job_class(book_id: int) -> Any:
     """A ``SLURMJob`` that records its job id, or ``sbatch``'s refusal, in a :class:`JobBook`."""
     jobqueue = _jobqueue()
@@ -244,7 +247,7 @@ def _job_class(book_id: int) -> Any:
 
     class TrackedSLURMJob(base):  # type: ignore[misc]
         async def start(self) -> None:
-            book = _BOOKS[book_id]
+            book = _BOOKS.get(book_id) or JobBook()
             try:
                 await super().start()
             except RuntimeError as exc:
@@ -255,20 +258,38 @@ def _job_class(book_id: int) -> Any:
     return TrackedSLURMJob
 
 
+def http_address(config: SlurmCluster) -> str:
+    """Where the scheduler's HTTP server (dashboard, health) listens.
+
+    Dask binds ``:8787`` to every interface, and keeps that server (for its health
+    and metrics routes) even with the dashboard off; with an ``interface`` or a
+    ``scheduler_host`` it binds to that address only (``interface: lo``: 127.0.0.1).
+    With ``dashboard_address: null`` the port is any free one.
+    """
+    address = config.dashboard_address or ":0"
+    host = config.scheduler_host
+    if host is None and config.interface is not None:
+        from distributed.utils import get_ip_interface
+
+        host = get_ip_interface(config.interface)
+    if address.startswith(":") and host:
+        address = f"{host}{address}"
+    return address
+
+
 def start_cluster(config: SlurmCluster, *, log_directory: str | Path) -> tuple[Any, JobBook]:
     """Start a ``SLURMCluster`` for ``config`` and ask for its jobs; return it and its book."""
     jobqueue = _jobqueue()
     book = JobBook()
     _BOOKS[id(book)] = book
     options = job_options(config, log_directory=log_directory)
-    scheduler: dict[str, Any] = {"dashboard_address": config.dashboard_address}
+    scheduler: dict[str, Any] = {"dashboard_address": http_address(config)}
     if config.scheduler_host is not None:
         scheduler["host"] = config.scheduler_host
     elif config.interface is not None:
         scheduler["interface"] = config.interface
     if config.dashboard_address is None:
         scheduler["dashboard"] = False
-        scheduler.pop("dashboard_address")
     cluster = jobqueue.SLURMCluster(job_cls=_job_class(id(book)), scheduler_options=scheduler,
                                     **options)
     if config.adaptive is not None:
@@ -575,6 +596,9 @@ def describe(config: SlurmCluster, *, log_directory: Path) -> str:
             + "\n")
 
 
-__all__ = ["SCHEDULER_PLACEHOLDER", "JobBook", "JobKeeper", "JobState", "check_submission",
-           "describe", "job_options", "job_script", "job_states", "log_directory_for",
-           "refused", "report_tasks", "start_cluster", "wait_for_workers", "worker_report"]
+__all__ = [
+    "SCHEDULER_PLACEHOLDER", "JobBook", "JobKeeper", "JobState", "check_submission",
+    "describe", "forget", "http_address", "job_options", "job_script", "job_states",
+    "log_directory_for", "refused", "report_tasks", "start_cluster", "wait_for_workers",
+    "worker_report",
+]

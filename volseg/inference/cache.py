@@ -199,7 +199,10 @@ def _load(ref: ModelRef, device: torch.device) -> CachedModel:
 
         module = fold_batch_norm(module)
     if ref.path is not None and device.type == "cpu":
+        from volseg.models.unet import fuse_activations
+
         module = module.to(memory_format=channels_last_format(module))  # type: ignore[call-overload]
+        module = fuse_activations(module)  # convolution + PReLU in one oneDNN call
     return CachedModel(module=module, device=device, spec=spec,
                        memory_format=input_format(module))
 

@@ -32,10 +32,13 @@ import json
 import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from volseg.errors import InputError, OutputExistsError
 from volseg.io.location import Location, PathLike, as_path, display, normalize, overlaps
+
+if TYPE_CHECKING:
+    from upath import UPath
 
 __all__ = ["EXECUTION_OPTIONS", "check_free_space", "check_output_location",
            "check_replaceable", "file_digest", "identity_difference", "input_identity",
@@ -185,10 +188,11 @@ def file_digest(path: PathLike) -> str:
 
 
 def input_identity(path: PathLike) -> str:
-    """Return what identifies an input: its location, and size and time for a local file."""
+    """Return what identifies an input: its location, and for a file its size and
+    modification time (an object at a URL: its size and ETag or last-modified time)."""
     where = normalize(as_path(path))
     if not isinstance(where, Path):
-        return str(where)
+        return _url_identity(where)
     try:
         st = where.stat()
     except OSError:
@@ -196,6 +200,19 @@ def input_identity(path: PathLike) -> str:
     if where.is_file():
         return f"{where} ({st.st_size} bytes, modified {st.st_mtime_ns})"
     return str(where)
+
+
+def _url_identity(where: UPath) -> str:
+    """A URL's identity: the location, and size and version of an object (not a prefix)."""
+    try:
+        info = where.fs.info(where.path)
+    except Exception:  # unreachable, a prefix the store will not describe: the location
+        return str(where)
+    if info.get("type") != "file":
+        return str(where)
+    version = next((str(info[k]) for k in ("ETag", "etag", "LastModified", "mtime")
+                    if info.get(k)), "unknown")
+    return f"{where} ({info.get('size')} bytes, version {version})"
 
 
 def _plain(value: Any) -> Any:

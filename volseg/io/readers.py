@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import dask.array as da
 import numpy as np
@@ -31,6 +31,9 @@ from volseg.io import n5, omezarr
 from volseg.io.location import Location, PathLike, as_path, zarr_store
 from volseg.io.mrc import MRC_SUFFIXES
 from volseg.io.tiff import TIFF_SUFFIXES
+
+if TYPE_CHECKING:
+    from upath import UPath
 
 SLAB_BYTES = 64 * 2**20
 """Default largest dask block for memory-mappable formats."""
@@ -112,27 +115,32 @@ class _RawReader(_Lazy):
     so the pages read are not charged to the process (bounded RSS on huge files).
     """
 
-    def __init__(self, path: str, offset: int, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    def __init__(self, path: str | Location, offset: int, shape: tuple[int, ...],
+                 dtype: np.dtype) -> None:
         self.path, self.offset, self.shape = path, offset, shape
         self.stored, self.dtype = dtype, dtype.newbyteorder("=")
 
+    def _open(self) -> Any:
+        """A local file, or a URL's file object (a ``UPath``: seekable, byte ranges)."""
+        return open(self.path, "rb") if isinstance(self.path, str) else self.path.open("rb")
+
     def read(self, key: tuple[slice, ...]) -> np.ndarray:
         if self.ndim < 2:
-            with open(self.path, "rb") as f:
+            with self._open() as f:
                 f.seek(self.offset + key[0].start * self.stored.itemsize)
-                return _read_exact(f, key[0].stop - key[0].start, self.stored, self.path)
+                return _read_exact(f, key[0].stop - key[0].start, self.stored, str(self.path))
         *lead, ys, xs = key
         rows = ys.stop - ys.start
         width = self.shape[-1]
         out = np.empty([s.stop - s.start for s in key], dtype=self.dtype)
         item = self.stored.itemsize
-        with open(self.path, "rb") as f:
+        with self._open() as f:
             for index in np.ndindex(*(s.stop - s.start for s in lead)):
                 plane = np.ravel_multi_index(
                     tuple(s.start + i for s, i in zip(lead, index, strict=True)),
                     self.shape[:-2]) if lead else 0
                 f.seek(self.offset + ((plane * self.shape[-2] + ys.start) * width) * item)
-                data = _read_exact(f, rows * width, self.stored, self.path)
+                data = _read_exact(f, rows * width, self.stored, str(self.path))
                 out[index] = data.reshape(rows, width)[:, xs]
         return out
 
@@ -703,7 +711,7 @@ def _result(arr: da.Array, voxel: VoxelSize | None, attrs: dict[str, Any],
                            origin=None if origin is None else tuple(origin))
 
 
-def _open_url(p: Location, dataset: str | None, level: int, chunks: ChunksArg
+def _open_url(p: UPath, dataset: str | None, level: int, chunks: ChunksArg
               ) -> tuple[da.Array, VolumeMeta]:
     """Open a Zarr array or (OME-)Zarr group at a URL; other formats: copy them first."""
     source = str(p) + (f":{dataset}" if dataset else "") + (f"[{level}]" if level else "")
@@ -714,7 +722,11 @@ def _open_url(p: Location, dataset: str | None, level: int, chunks: ChunksArg
                          f"credentials and the endpoint (AWS_ENDPOINT_URL, ...)") from None
     if not found:
         suffix = p.suffix.lower()
-        single = (*MRC_SUFFIXES, *TIFF_SUFFIXES, *HDF5_SUFFIXES, ".npy", ".png")
+        if suffix in (*MRC_SUFFIXES, ".npy") and p.is_file():  # raw C-order: byte ranges
+            opener = _open_mrc_url if suffix in MRC_SUFFIXES else _open_npy_url
+            arr, voxel, attrs = opener(p, chunks)
+            return _result(arr, voxel, attrs, None, "image", p, source)
+        single = (*TIFF_SUFFIXES, *HDF5_SUFFIXES, ".png")
         if suffix in single and p.exists():
             raise InputError(f"{p}: volseg reads {suffix} files from local disk only; copy it "
                              f"first (e.g. fsspec/aws s3 cp) or convert it to OME-Zarr")
@@ -725,6 +737,68 @@ def _open_url(p: Location, dataset: str | None, level: int, chunks: ChunksArg
         raise InputError(f"{p} does not exist; check the URL")
     arr, voxel, attrs, axes, kind = _open_zarr(p, dataset, level, chunks)
     return _result(arr, voxel, attrs, axes, kind, p, source)
+
+
+def _url_token(p: UPath) -> str:
+    """A dask name token of a URL: its location, size and version (ETag / mtime) if known."""
+    info = p.fs.info(p.path)
+    version = [info.get(k) for k in ("ETag", "LastModified", "mtime", "etag") if info.get(k)]
+    return tokenize(str(p), info.get("size"), [str(v) for v in version])
+
+
+def _open_mrc_url(p: UPath, chunks: ChunksArg) -> Opened:
+    """An MRC file at a URL: header from the first bytes, data read by byte ranges."""
+    import mrcfile.utils
+    from mrcfile.mrcinterpreter import MrcInterpreter
+
+    try:
+        with p.open("rb") as f:
+            mrc = MrcInterpreter(iostream=f, permissive=False, header_only=True)
+            header = mrc.header
+            dtype = mrcfile.utils.data_dtype_from_header(header)
+            nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
+            vs = mrc.voxel_size
+            voxel = _voxel_from([_float32(v) for v in (vs.z, vs.y, vs.x)], factor=0.1)
+            org = header.origin
+            origin = tuple(omezarr.clean_number(_float32(v) * 0.1)
+                           for v in (org.z, org.y, org.x))
+            offset = 1024 + int(header.nsymbt)
+        size = int(p.fs.info(p.path)["size"])
+        if size < offset + nx * ny * nz * dtype.itemsize:
+            raise ValueError(f"truncated: {size} bytes, the header describes "
+                             f"{offset + nx * ny * nz * dtype.itemsize}")
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"{p} is not a readable MRC file ({_first_line(exc)}); check that "
+                         f"it was copied completely, or re-export it") from None
+    shape = (nz, ny, nx)
+    proxy = _RawReader(p, offset, shape, dtype)
+    default = slab_chunks(shape, dtype.itemsize)
+    arr = _from_proxy(proxy, f"mrc-{_url_token(p)}", _chunks_for(chunks, 3, default))
+    attrs: dict[str, Any] = {"format": "mrc"}
+    if any(origin) and all(math.isfinite(v) for v in origin):
+        attrs["_origin"] = origin
+    return arr, voxel, attrs
+
+
+def _open_npy_url(p: UPath, chunks: ChunksArg) -> Opened:
+    """A C-order ``.npy`` file at a URL: header parsed, data read by byte ranges."""
+    try:
+        with p.open("rb") as f:
+            version = np.lib.format.read_magic(f)
+            shape, fortran, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                                     else np.lib.format.read_array_header_2_0(f))
+            offset = int(f.tell())
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"{p} is not a readable .npy file ({_first_line(exc)}); check that "
+                         f"it is complete, or re-save it with numpy.save") from None
+    if fortran or dtype.hasobject:
+        raise InputError(f"{p}: a Fortran-order or object .npy is read from local disk only; "
+                         f"copy it first, or re-save it in C order")
+    shape = tuple(int(n) for n in shape)
+    proxy = _RawReader(p, offset, shape, np.dtype(dtype))
+    default = slab_chunks(shape, dtype.itemsize)
+    arr = _from_proxy(proxy, f"npy-{_url_token(p)}", _chunks_for(chunks, len(shape), default))
+    return arr, None, {"format": "npy"}
 
 
 def _missing_hint(p: Path) -> str:

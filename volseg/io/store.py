@@ -44,7 +44,10 @@ Writing chunks
 Each task first deletes the stored objects of the storage chunks it owns, then
 writes the block with ``array[region] = block`` through zarr.  zarr-python 3
 rewrites a shard by reading it back first; a shard left torn by a killed run would
-fail its checksum there, so a resumed block starts from nothing.  For Zarr format 2
+fail its checksum there, so a resumed block starts from nothing.  On object stores
+(S3, GCS, Azure: :data:`ATOMIC_OBJECTS`) an object is written whole or not at all,
+so nothing is deleted first there (a delete costs a listing and a request per
+shard).  For Zarr format 2
 arrays without filters (what NGFF 0.4 outputs are) the worker instead encodes each
 chunk with the array's compressor and writes the chunk file itself, exactly as the
 Zarr v2 specification lays it out (edge chunks padded with the fill value, chunks
@@ -624,6 +627,9 @@ class BlockTarget:
         Direct Zarr v2 chunk writing (``None``: through zarr).
     shards
         Direct zarr v3 shard writing (``None``: through zarr).
+    zarr_format
+        2 or 3: reopened without probing for the other format's metadata (on object
+        stores each missing key probed costs a request and a listing).
     """
 
     store: Any
@@ -631,12 +637,14 @@ class BlockTarget:
     unit: tuple[int, ...]
     layout: V2Layout | None
     shards: ShardLayout | None = None
+    zarr_format: int | None = None
 
     @classmethod
     def of(cls, target: zarr.Array) -> BlockTarget:
         """Describe ``target`` for write tasks."""
         return cls(_local_store(target.store), target.path, storage_chunks(target),
-                   v2_layout(target), shard_layout(target))
+                   v2_layout(target), shard_layout(target),
+                   getattr(target.metadata, "zarr_format", None))
 
     @property
     def markers(self) -> StoreMarkers:
@@ -645,7 +653,8 @@ class BlockTarget:
 
     def open(self) -> zarr.Array:
         """Open the array for writing."""
-        return zarr.open_array(store=self.store, path=self.path, mode="r+")
+        return zarr.open_array(store=self.store, path=self.path, mode="r+",
+                               zarr_format=self.zarr_format)  # type: ignore[arg-type]
 
     def directory(self) -> Path:
         """The array's directory (local stores only)."""
@@ -700,18 +709,34 @@ def _write_chunks_v2(directory: Path, layout: V2Layout, block: np.ndarray,
             f.write(encoded)
 
 
+ATOMIC_OBJECTS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})
+"""fsspec protocols whose objects are written whole or not at all (no torn shards)."""
+
+
+def _atomic_objects(store: Any) -> bool:
+    """Whether ``store`` is an object store whose PUTs are atomic (S3, GCS, Azure)."""
+    protocol = getattr(getattr(store, "fs", None), "protocol", None)
+    protocols = {protocol} if isinstance(protocol, str) else set(protocol or ())
+    return bool(protocols & ATOMIC_OBJECTS)
+
+
 def _write_zarr(target: BlockTarget, block: np.ndarray, region: tuple[slice, ...]) -> None:
-    """Write ``block`` through zarr after deleting the storage chunks it owns."""
+    """Write ``block`` through zarr after deleting the storage chunks it owns.
+
+    On object stores with atomic PUTs nothing is deleted first: an object there is
+    never torn, and each delete costs a listing and a bulk-delete request per shard.
+    """
     array = target.open()
-    prefix = f"{target.path}/" if target.path else ""
-    keys = [prefix + array.metadata.encode_chunk_key(index)
-            for index in expand_ranges(chunk_ranges(region, target.unit))]
+    if not _atomic_objects(target.store):
+        prefix = f"{target.path}/" if target.path else ""
+        keys = [prefix + array.metadata.encode_chunk_key(index)
+                for index in expand_ranges(chunk_ranges(region, target.unit))]
 
-    async def delete() -> None:
-        for key in keys:
-            await target.store.delete(key)
+        async def delete() -> None:
+            for key in keys:
+                await target.store.delete(key)
 
-    _sync(delete())
+        _sync(delete())
     array[region] = block
 
 

@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-__all__ = ["UNet", "fold_batch_norm"]
+__all__ = ["UNet", "fold_batch_norm", "fuse_activations"]
 
 Stride = int | Sequence[int]
 Norm = Literal["batch", "instance"]
@@ -107,6 +107,8 @@ class _ResidualUnit(nn.Module):
         """``conv(x) + residual(x)``."""
         res: torch.Tensor = self.residual(x)
         out: torch.Tensor = self.conv(x)
+        if not torch.is_grad_enabled():  # inference: add into the fresh output in place
+            return out.add_(res)
         return out + res
 
 
@@ -218,13 +220,89 @@ def fold_batch_norm(module: nn.Module) -> nn.Module:
 
     if module.training:
         raise ValueError("fold_batch_norm is for networks in eval mode")
-    for block in module.modules():
-        if not isinstance(block, _Convolution) or "adn" not in block._modules:
+    for found in module.modules():
+        if not isinstance(found, _Convolution) or "adn" not in found._modules:
             continue
+        block: Any = found
         norm = block.adn._modules.get("N")
         if isinstance(norm, (nn.BatchNorm2d, nn.BatchNorm3d)) and norm.track_running_stats:
             conv = block.conv
             transposed = isinstance(conv, (nn.ConvTranspose2d, nn.ConvTranspose3d))
-            block.conv = fuse_conv_bn_eval(conv, norm, transpose=transposed)  # type: ignore[arg-type]
+            block.conv = fuse_conv_bn_eval(conv, norm, transpose=transposed)
             block.adn.N = nn.Identity()
+    return module
+
+
+def _onednn_available() -> bool:
+    ops = torch.ops.mkldnn
+    if not torch.backends.mkldnn.is_available():  # type: ignore[no-untyped-call]
+        return False
+    try:
+        x = torch.ones(1, 1, 2, 2, 2)
+        ops._convolution_pointwise(x, torch.ones(1, 1, 1, 1, 1), None, [0, 0, 0], [1, 1, 1],
+                                   [1, 1, 1], 1, "leaky_relu", [0.5], "")
+        ops._convolution_transpose_pointwise(x, torch.ones(1, 1, 1, 1, 1), None, [0, 0, 0],
+                                             [0, 0, 0], [1, 1, 1], [1, 1, 1], 1,
+                                             "leaky_relu", [0.5], "")
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return False
+    return True
+
+
+class _ConvPReLU(nn.Module):
+    """A (transposed) convolution followed by a one-parameter PReLU, in one oneDNN call.
+
+    A PReLU with one parameter ``a`` is the leaky ReLU of slope ``a``, which oneDNN
+    applies as a post-op of the convolution (``torch.ops.mkldnn._convolution_pointwise``,
+    what ``torch.compile`` emits on CPUs): the same float32 result without a second pass
+    over the feature map.  Off the CPU, in other dtypes or with gradients it runs the two
+    ops separately.
+    """
+
+    def __init__(self, conv: nn.Module, slope: float) -> None:
+        super().__init__()
+        self.conv = conv
+        self.slope = float(slope)
+        self.transposed = isinstance(conv, (nn.ConvTranspose2d, nn.ConvTranspose3d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``leaky_relu(conv(x), slope)``."""
+        c: Any = self.conv
+        if x.device.type != "cpu" or x.dtype != torch.float32 or torch.is_grad_enabled():
+            return nn.functional.leaky_relu(c(x), self.slope)
+        args = (list(c.padding), list(c.stride), list(c.dilation), c.groups, "leaky_relu",
+                [self.slope], "")
+        if self.transposed:
+            out: torch.Tensor = torch.ops.mkldnn._convolution_transpose_pointwise(
+                x, c.weight, c.bias, list(c.padding), list(c.output_padding), *args[1:])
+            return out
+        out = torch.ops.mkldnn._convolution_pointwise(x, c.weight, c.bias, *args)
+        return out
+
+
+def fuse_activations(module: nn.Module) -> nn.Module:
+    """Run each convolution + PReLU of a folded :class:`UNet` as one oneDNN call (CPU).
+
+    For blocks whose norm is gone (:func:`fold_batch_norm`) or absent and whose
+    activation is a one-parameter PReLU; dropout is the identity in eval mode.  Bit
+    for bit the outputs of the unfused network (``tests/models/test_unet.py``), about
+    a tenth to a sixth less time per CPU forward pass.  A no-op when this torch has
+    no oneDNN post-op convolutions; ``module`` is changed in place and returned.
+    """
+    if module.training:
+        raise ValueError("fuse_activations is for networks in eval mode")
+    if not _onednn_available():
+        return module
+    for found in module.modules():
+        if not isinstance(found, _Convolution) or "adn" not in found._modules:
+            continue
+        block: Any = found
+        adn = block.adn._modules
+        act = adn.get("A")
+        if not isinstance(adn.get("N"), nn.Identity) or not isinstance(act, nn.PReLU):
+            continue
+        if act.weight.numel() != 1:
+            continue
+        block.conv = _ConvPReLU(block.conv, float(act.weight.detach().reshape(())))
+        block.adn = nn.Identity()
     return module
