@@ -1,8 +1,17 @@
-"""Computing Dask collections with a progress bar, locally or on a cluster."""
+"""Computing Dask collections with a progress bar, locally or on a cluster.
+
+On a terminal a rich bar (local schedulers) or distributed's bar (a cluster) is drawn;
+elsewhere (a batch job's log, a pipe) plain lines are printed instead, at most every
+:data:`PLAIN_INTERVAL` seconds and at the end, each naming what is computed::
+
+    volseg: predicting image.ome.zarr: 120/480 tasks (25 %), 42 s
+"""
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 import dask
@@ -10,6 +19,52 @@ from dask.callbacks import Callback
 
 if TYPE_CHECKING:
     from distributed import Client
+
+
+def _plain_interval() -> float:
+    """Seconds between plain progress lines (``VOLSEG_PROGRESS_INTERVAL``, default 30)."""
+    try:
+        return max(0.0, float(os.environ.get("VOLSEG_PROGRESS_INTERVAL", "30")))
+    except ValueError:
+        return 30.0
+
+
+PLAIN_INTERVAL = _plain_interval()
+"""Seconds between plain progress lines off a terminal (``VOLSEG_PROGRESS_INTERVAL``)."""
+
+
+class PlainLines:
+    """Progress as plain lines with a description (for logs, where bars garble).
+
+    Parameters
+    ----------
+    description
+        What is computed (begins each line).
+    interval
+        Least seconds between two lines (the first and the last are always printed);
+        default :data:`PLAIN_INTERVAL`.
+    """
+
+    def __init__(self, description: str, interval: float | None = None) -> None:
+        self.description = description
+        self.interval = PLAIN_INTERVAL if interval is None else interval
+        self._start = time.perf_counter()
+        self._last: float | None = None
+        self._last_done = -1
+
+    def update(self, done: int, total: int, *, final: bool = False) -> None:
+        """Print a line if the interval has passed (or ``final``)."""
+        now = time.perf_counter()
+        if done == self._last_done and not final:
+            return
+        if not final and self._last is not None and now - self._last < self.interval:
+            return
+        if final and done == self._last_done and self._last is not None:
+            return
+        self._last, self._last_done = now, done
+        percent = 100 * done / total if total else 100.0
+        print(f"volseg: {self.description}: {done}/{total} tasks ({percent:.0f} %), "
+              f"{now - self._start:.0f} s", file=sys.stderr, flush=True)
 
 
 class _RichProgress(Callback):
@@ -20,8 +75,16 @@ class _RichProgress(Callback):
         self._description = description
         self._progress: Any = None
         self._task: Any = None
+        self._plain: PlainLines | None = None
+        self._total = 0
 
     def _start_state(self, dsk: Any, state: dict[str, Any]) -> None:
+        total = sum(len(state[k]) for k in ("ready", "waiting", "running", "finished"))
+        self._total = max(total, 1)
+        if not sys.stderr.isatty():
+            self._plain = PlainLines(self._description)
+            self._plain.update(len(state["finished"]), self._total)
+            return
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -31,20 +94,22 @@ class _RichProgress(Callback):
             TimeRemainingColumn,
         )
 
-        total = sum(len(state[k]) for k in ("ready", "waiting", "running", "finished"))
         self._progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(), TimeRemainingColumn(), transient=False,
-            disable=not sys.stderr.isatty(),
         )
         self._progress.start()
-        self._task = self._progress.add_task(self._description, total=max(total, 1))
+        self._task = self._progress.add_task(self._description, total=self._total)
 
     def _posttask(self, key: Any, result: Any, dsk: Any, state: dict[str, Any], wid: Any) -> None:
-        if self._progress is not None:
+        if self._plain is not None:
+            self._plain.update(len(state["finished"]), self._total)
+        elif self._progress is not None:
             self._progress.update(self._task, completed=len(state["finished"]))
 
     def _finish(self, dsk: Any, state: dict[str, Any], errored: bool) -> None:
+        if self._plain is not None and not errored:
+            self._plain.update(len(state["finished"]), self._total, final=True)
         if self._progress is not None:
             self._progress.update(self._task, completed=len(state["finished"]))
             self._progress.stop()
@@ -65,14 +130,37 @@ def compute(*collections: Any, description: str = "computing",
         ``distributed.progress`` reports it, else the local threaded scheduler runs it.
     """
     if client is not None:
-        from distributed import progress
-
         futures = client.compute(list(collections))
-        if sys.stderr.isatty():
-            progress(futures)
+        cluster_progress(futures, description)
         return tuple(client.gather(futures))
     with _RichProgress(description):
         return tuple(dask.compute(*collections))
+
+
+def cluster_progress(futures: Any, description: str) -> None:
+    """Show the progress of ``futures`` on a cluster until they finish.
+
+    On a terminal: the description, then distributed's bar; elsewhere: plain lines
+    (:class:`PlainLines`) from the scheduler's task counts.
+    """
+    if sys.stderr.isatty():
+        from distributed import progress
+
+        print(f"volseg: {description}", file=sys.stderr, flush=True)
+        progress(futures)
+        return
+    from distributed.diagnostics.progressbar import TextProgressBar
+
+    plain = PlainLines(description)
+
+    class _Lines(TextProgressBar):
+        def _draw_bar(self, remaining: int, all: int, **kwargs: Any) -> None:
+            plain.update(all - remaining, all, final=remaining == 0)
+
+        def _draw_stop(self, **kwargs: Any) -> None:
+            pass
+
+    _Lines(futures, interval="500ms")
 
 
 def task_progress(description: str) -> Callback:

@@ -263,3 +263,21 @@ def test_z_range_evaluates_only_those_sections(volumes: dict, tmp_path: Path) ->
     assert metrics["semantic"]["per_class"]["mito"]["support"] == int((truth == 2).sum())
     assert main(["evaluate", "--prediction", paths["pred"], "--truth", paths["truth"],
                  "--z-range", "5", "99", "--report", str(tmp_path / "bad")]) == 2
+
+
+def test_no_label_of_the_confusion_plot_is_clipped(tmp_path: Path) -> None:
+    """The saved PNG has a white margin all round: no text runs off its edges."""
+    from PIL import Image
+
+    from volseg.metrics.report import plot_confusion
+
+    names = ["cytoplasm", "cell membrane", "mitochondrion", "mitochondrial membrane",
+             "synapse", "vesicle", "undefined"]
+    cm = np.arange(49).reshape(7, 7)
+    plot_confusion({"confusion_matrix": cm.tolist(), "class_names": names},
+                   tmp_path / "confusion.png")
+    rgb = np.asarray(Image.open(tmp_path / "confusion.png").convert("L"))
+    for edge in (rgb[:3], rgb[-3:], rgb[:, :3], rgb[:, -3:]):
+        assert edge.min() >= 250
+    dark_columns = np.flatnonzero((rgb < 128).any(axis=0))
+    assert dark_columns[0] < 40  # the 'truth' label sits near the left edge, inside it

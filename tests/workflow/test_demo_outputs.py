@@ -54,6 +54,7 @@ EXPECTED = {  # every OME-Zarr group the demo writes, and what it validates as
     "prediction.ome.zarr/labels/semantic": "ImageLabel",
     "crf.ome.zarr": "ImageLabel",
     "instances.ome.zarr": "ImageLabel",
+    "instances_truth.ome.zarr": "ImageLabel",  # the truth's mitochondria as objects
 }
 
 
@@ -69,7 +70,7 @@ def test_every_output_validates_as_sharded_ngff_05(demo: tuple[Path, dict[str, A
             level0 = zarr.open_array(str(out / name / "0"), mode="r")
             assert level0.shards is not None, name  # every array is sharded
     # the standalone label images point at the image they belong to
-    for name in ("crf.ome.zarr", "instances.ome.zarr"):
+    for name in ("crf.ome.zarr", "instances.ome.zarr", "instances_truth.ome.zarr"):
         assert image_of(out / name) == (out / "image.ome.zarr").resolve()
     assert group_version(out / "image.ome.zarr") == "0.5"
 
@@ -112,8 +113,9 @@ def test_napari_opens_the_products_with_names_colours_and_nm_scale(
         assert np.allclose(layer.colormap.colors[-1][:3], np.array(class_rgba(i)[:3]) / 255,
                            atol=1e-3)
         assert tuple(layer.contrast_limits) == (0.0, 255.0)
-    # label images: truth, annotation, semantic, CRF (class names + colours), instances
-    assert len(labels) == 5
+    # label images: truth, annotation, semantic, CRF (class names + colours), instances of
+    # the prediction and of the truth
+    assert len(labels) == 6
     named = [layers[n] for n in labels if "class" in layers[n].features]
     assert len(named) == 4
     for layer in named:
@@ -123,8 +125,21 @@ def test_napari_opens_the_products_with_names_colours_and_nm_scale(
         colours = _label_colours(layer)
         assert all(colours[i] == class_rgba(i) for i in range(7))
         assert colours[255][3] == 0  # the ignore id is transparent
-    (instances,) = [layers[n] for n in labels if "class" not in layers[n].features]
-    assert int(np.asarray(instances.data[0]).max()) >= 0  # ids, coloured by napari itself
+    instances = [layers[n] for n in labels if "class" not in layers[n].features]
+    assert len(instances) == 2
+    for layer in instances:
+        assert int(np.asarray(layer.data[0]).max()) >= 0  # ids, coloured by napari itself
+
+
+def test_the_demo_report_has_instance_metrics(demo: tuple[Path, dict[str, Any]]) -> None:
+    import json
+
+    out, _ = demo
+    metrics = json.loads((out / "report" / "metrics.json").read_text())
+    inst = metrics["instances"]
+    for key in ("voi_split", "voi_merge", "adapted_rand_error", "f1_iou50"):
+        assert inst[key] is not None and inst[key] >= 0.0, key
+    assert "adapted" in (out / "report" / "metrics.md").read_text().lower()
 
 
 def test_preview_names_neuroglancer_sources(demo: tuple[Path, dict[str, Any]]) -> None:
@@ -132,4 +147,5 @@ def test_preview_names_neuroglancer_sources(demo: tuple[Path, dict[str, Any]]) -
     assert preview["neuroglancer"] == [
         f"zarr3://http://localhost:8000/{Path(p).name}/" for p in preview["products"]]
     assert {Path(p).name for p in preview["products"]} == {
-        "image.ome.zarr", "prediction.ome.zarr", "crf.ome.zarr", "instances.ome.zarr"}
+        "image.ome.zarr", "prediction.ome.zarr", "crf.ome.zarr", "instances.ome.zarr",
+        "instances_truth.ome.zarr"}

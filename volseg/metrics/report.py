@@ -236,6 +236,11 @@ def _flat_inputs(inputs: Mapping[str, Any], prefix: str = "") -> list[tuple[str,
 
 def plot_confusion(semantic: Mapping[str, Any], path: PathLike) -> None:
     """Write the row-normalised confusion matrix, annotated, as a PNG."""
+    _save(confusion_figure(semantic), path)
+
+
+def confusion_figure(semantic: Mapping[str, Any]) -> Any:
+    """The figure of :func:`plot_confusion` (constrained layout: no label is clipped)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -245,7 +250,9 @@ def plot_confusion(semantic: Mapping[str, Any], path: PathLike) -> None:
     norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
     n = len(names)
     size = max(4.0, 0.7 * n + 2.5)
-    fig = Figure(figsize=(size + 1.0, size), dpi=110)
+    longest = max((len(str(name)) for name in names), default=0)
+    room = 0.07 * longest  # inches for the tick labels left of and below the matrix
+    fig = Figure(figsize=(size + 1.0 + room, size + room), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     image = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
@@ -262,14 +269,13 @@ def plot_confusion(semantic: Mapping[str, Any], path: PathLike) -> None:
                 j, i, text, ha="center", va="center", fontsize=8,
                 color="white" if norm[i, j] > 0.5 else "black",
             )  # fmt: skip
-    fig.tight_layout()
-    _save(fig, path)
+    return fig
 
 
 def _save(fig: Any, path: PathLike) -> None:
     """Write a figure as PNG to a local path or a URL."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
+    fig.savefig(buffer, format="png", bbox_inches="tight", pad_inches=0.1)  # nothing clipped
     as_path(path).write_bytes(buffer.getvalue())
 
 

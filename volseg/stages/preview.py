@@ -20,7 +20,16 @@ from pydantic import Field
 
 from volseg.errors import OutputExistsError
 from volseg.io import omezarr, open_volume
-from volseg.preview import PLANES, overlay, plane_slices, save_panels
+from volseg.io.multiscales import class_names
+from volseg.preview import (
+    MIN_DEPTH_FOR_PLANES,
+    PLANES,
+    legend_entries,
+    overlay,
+    plane_slices,
+    save_panels,
+    stack_sections,
+)
 from volseg.workflow.stage import RunContext, StageConfig
 
 NAME = "preview"
@@ -38,6 +47,7 @@ class Config(StageConfig):
         None, description="(z, y, x) the planes pass through; default: the volume centre"
     )
     hidden_labels: list[int] = Field([0], description="label values left uncoloured")
+    ignore_id: int | None = Field(255, description="the 'not annotated' id, left uncoloured")
     max_size: int = Field(768, ge=32, description="longest side of a panel in pixels")
 
 
@@ -47,13 +57,17 @@ def _plane(volume: Any, index: tuple[object, ...], max_size: int) -> np.ndarray:
     return plane[::step, ::step]
 
 
-def _open_optional(ctx: RunContext, path: str | None, shape: tuple[int, ...]) -> Any:
+def _open_optional(ctx: RunContext, path: str | None, shape: tuple[int, ...]
+                   ) -> tuple[Any, list[str] | None]:
+    """The label volume at ``path`` (if it exists and fits ``shape``) and its class names."""
     if path is None or not ctx.path(path).exists():
-        return None
+        return None, None
     volume, _ = open_volume(ctx.path(path))
     if volume.ndim == 4 and volume.shape[0] == 1:
         volume = volume[0]
-    return volume if tuple(volume.shape) == shape else None
+    if tuple(volume.shape) != shape:
+        return None, None
+    return volume, class_names(ctx.path(path))
 
 
 def _group_of(path: str) -> str:
@@ -89,31 +103,56 @@ def neuroglancer_source(path: Path, workdir: Path, base: str = NEUROGLANCER_BASE
 
 
 def run(config: Config, ctx: RunContext) -> dict[str, Any]:
-    """Write ``xy.png``, ``xz.png`` and ``yz.png`` and print how to open the results."""
+    """Write the preview PNGs and print how to open the results.
+
+    A volume of at least :data:`~volseg.preview.MIN_DEPTH_FOR_PLANES` sections gets
+    ``xy.png``, ``xz.png`` and ``yz.png`` (planes through ``position``); a thinner one
+    (a single micrograph, a stack of them) gets ``xy.png`` alone, one row per section
+    (up to four, evenly spaced).  Each has a legend of the class colours.
+    """
     out = ctx.local(ctx.path(config.output), "the preview PNGs (preview.output)")
-    targets = {plane: out / f"{plane}.png" for plane in PLANES}
-    existing = [p for p in targets.values() if p.exists()]
-    if existing and not ctx.overwrite:
-        raise OutputExistsError(f"{existing[0]} exists; pass --overwrite to replace it")
     image, meta = open_volume(ctx.path(config.image))
     if image.ndim == 4:
         image = image[0]
     shape = tuple(int(s) for s in image.shape)
-    prediction = _open_optional(ctx, config.prediction, shape)
-    truth = _open_optional(ctx, config.truth, shape)
+    stack = shape[0] < MIN_DEPTH_FOR_PLANES
+    targets = {plane: out / f"{plane}.png" for plane in (("xy",) if stack else PLANES)}
+    existing = [p for p in targets.values() if p.exists()]
+    if existing and not ctx.overwrite:
+        raise OutputExistsError(f"{existing[0]} exists; pass --overwrite to replace it")
+    prediction, pred_names = _open_optional(ctx, config.prediction, shape)
+    truth, truth_names = _open_optional(ctx, config.truth, shape)
+    names = pred_names or truth_names
     position = config.position or tuple(s // 2 for s in shape)
     vz, vy, vx = meta.voxel_size or (1.0, 1.0, 1.0)
     aspects = {"xy": vy / vx, "xz": vz / vx, "yz": vz / vy}
-    for plane, index in plane_slices(shape, position).items():
+    ids = range(len(names)) if names else sorted(
+        {int(v) for lab in (prediction, truth) if lab is not None
+         for v in np.unique(np.asarray(lab[position[0]]))})
+    legend, note = legend_entries(names, list(ids), hidden=config.hidden_labels,
+                                  ignore_id=config.ignore_id)
+
+    def row(index: tuple[object, ...], label: str) -> list[tuple[str, np.ndarray]]:
         grey = _plane(image, index, config.max_size)
-        panels = [("image", overlay(grey, None))]
+        panels = [(f"image{label}", overlay(grey, None))]
         for caption, labels in (("prediction", prediction), ("truth", truth)):
             if labels is not None:
                 lab = _plane(labels, index, config.max_size)
-                panels.append((caption, overlay(grey, lab, hidden=config.hidden_labels)))
-        save_panels(targets[plane], panels, title=f"{plane} plane through (z,y,x)={position}",
-                    aspect=aspects[plane])
-    print(f"volseg: previews written to {out}/{{xy,xz,yz}}.png", file=sys.stderr)
+                panels.append((caption, overlay(grey, lab, hidden=config.hidden_labels,
+                                                ignore_id=config.ignore_id)))
+        return panels
+
+    if stack:
+        sections = stack_sections(shape[0])
+        rows = [row((z, slice(None), slice(None)), f", section z={z}") for z in sections]
+        save_panels(targets["xy"], rows, title=f"xy sections {sections} of {shape[0]}",
+                    aspect=aspects["xy"], legend=legend, note=note)
+    else:
+        for plane, index in plane_slices(shape, position).items():
+            save_panels(targets[plane], row(index, ""),
+                        title=f"{plane} plane through (z,y,x)={position}",
+                        aspect=aspects[plane], legend=legend, note=note)
+    print(f"volseg: previews written to {out}/{{{','.join(targets)}}}.png", file=sys.stderr)
     workdir = ctx.local(ctx.workdir, "preview's output_dir")
     products = viewer_products(ctx, config)
     napari = ["napari", "--plugin", "napari-ome-zarr", *map(str, products)]
