@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from volseg.errors import InputError, OutputExistsError
 from volseg.io.location import Location, PathLike, as_path, display, normalize, overlaps
+from volseg.io.store import MARKER_DIR, identity_difference
 
 if TYPE_CHECKING:
     from upath import UPath
@@ -132,8 +133,6 @@ def written_by_volseg(path: PathLike) -> bool:
     Recognised by the ``volseg`` record in its attributes or by the block writer's
     markers in it or in one of its arrays.
     """
-    from volseg.io.store import MARKER_DIR
-
     folder = as_path(path)
     attrs = _zarr_attrs(folder)
     if attrs is None:
@@ -274,26 +273,6 @@ def run_identity(
         if key not in skip:
             identity[key] = value
     return dict(_plain(identity))
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value) if not isinstance(value, str) else value
-    if text.startswith("sha256:"):
-        text = text[:19]
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def identity_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
-    """Return ``"was started with X a, not b"`` for the first difference (``None``: equal)."""
-    old, new = _plain(dict(old)), _plain(dict(new))
-    for key in [*old, *(k for k in new if k not in old)]:
-        if old.get(key) != new.get(key):
-            if key not in old:
-                return f"was started without {key} (now {_short(new[key])})"
-            if key not in new:
-                return f"was started with {key} {_short(old[key])} (now none)"
-            return f"was started with {key} {_short(old[key])}, not {_short(new[key])}"
-    return None
 
 
 def check_free_space(path: PathLike, nbytes: float, *, what: str = "output") -> None:

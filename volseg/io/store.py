@@ -366,6 +366,30 @@ def _describe(target: zarr.Array) -> str:
         return f"{target.store}/{target.path}"
 
 
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    if text.startswith("sha256:"):
+        text = text[:19]
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def identity_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
+    """Return ``"was started with X a, not b"`` for the first difference (``None``: equal)."""
+    old, new = _plain(dict(old)), _plain(dict(new))
+    for key in [*old, *(k for k in new if k not in old)]:
+        if old.get(key) != new.get(key):
+            if key not in old:
+                return f"was started without {key} (now {_short(new[key])})"
+            if key not in new:
+                return f"was started with {key} {_short(old[key])} (now none)"
+            return f"was started with {key} {_short(old[key])}, not {_short(new[key])}"
+    return None
+
+
 def check_identity(target: zarr.Array, identity: Mapping[str, Any] | None, *,
                    label: str | None = None) -> None:
     """Refuse to resume ``target`` with another run identity than the one it was started with.
@@ -383,8 +407,6 @@ def check_identity(target: zarr.Array, identity: Mapping[str, Any] | None, *,
     old = stored_identity(target)
     if old is None:
         return
-    from volseg.io.guard import identity_difference
-
     why = identity_difference(old, identity)
     if why is not None:
         raise OutputExistsError(f"{label or _describe(target)} {why}; pass --overwrite to "
