@@ -41,7 +41,7 @@ class _SyncPool:
         future: Future[Any] = Future()
         try:
             future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # noqa: BLE001 - handed to the scheduler as a task would
+        except BaseException as exc:  # handed to the scheduler as a task would
             future.set_exception(exc)
         return future
 
