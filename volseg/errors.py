@@ -8,7 +8,40 @@ status :data:`EXIT_USAGE`.
 
 from __future__ import annotations
 
+import errno
+
 EXIT_USAGE = 2
+
+#: What to do about an operating-system error, by ``errno``.
+OS_FIXES: dict[int, str] = {
+    errno.EROFS: "write the output to a writable file system",
+    errno.EACCES: "check the permissions or choose another path",
+    errno.EPERM: "check the permissions or choose another path",
+    errno.ENOSPC: "free space (or choose another location) and rerun the same command to "
+                  "resume",
+    errno.EDQUOT: "free space (or choose another location) and rerun the same command to "
+                  "resume",
+    errno.ENAMETOOLONG: "choose a shorter name",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; choose another path",
+    errno.EISDIR: "a folder is where a file is needed; choose another path",
+    errno.EEXIST: "something of that name is in the way; choose another path",
+    errno.ENOENT: "check the path",
+    errno.EMFILE: "raise the limit (ulimit -n) or use fewer workers",
+    errno.EIO: "check the disk or the network mount",
+    errno.EXDEV: "keep it on one file system",
+    errno.ENOTEMPTY: "choose another path",
+    errno.EPIPE: "the reader of the output stopped reading (e.g. `| head`); read it all",
+}
+
+
+def describe_os_error(exc: OSError) -> str:
+    """Return one line for an ``OSError``: the path, what happened and the fix."""
+    where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+    what = exc.strerror or (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    fix = OS_FIXES.get(exc.errno or -1, "check the path and the file system")
+    head = f"{where}: " if where else ""
+    name = errno.errorcode.get(exc.errno or -1)
+    return f"{head}{what}{f' ({name})' if name else ''}; {fix}"
 
 
 class VolsegError(Exception):

@@ -1,12 +1,23 @@
 """Strict YAML configs: safe loading, ``--set`` overrides, errors naming file, line and key.
 
 Shared by workflow files (:mod:`volseg.workflow.schema`) and training configs
-(:mod:`volseg.train.config`).  YAML is data only: ``yaml.safe_load`` (no tags, no code),
-then a frozen pydantic model that forbids unknown keys.
+(:mod:`volseg.train.config`).  YAML is data only: a safe loader (no tags, no code),
+then a frozen pydantic model that forbids unknown keys.  The loader (:func:`load_text`)
+is stricter than ``yaml.safe_load``:
+
+* a key given twice in one mapping is an error naming both lines (``safe_load`` keeps
+  the last silently);
+* aliases are limited: at most :data:`MAX_ALIASES` uses, and the document they expand
+  to at most :data:`MAX_VALUES` values, counted without expanding it — so an alias
+  bomb ("billion laughs", a 1 KB file expanding to gigabytes) is a one-line error in
+  bounded time and memory;
+* a file that is not UTF-8 text (a binary file, another encoding) or not a regular
+  file (a FIFO, a device: never opened, so never waited on) is a one-line error.
 """
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,6 +28,142 @@ from pydantic import BaseModel, ValidationError
 from volseg.errors import ConfigError
 
 Model = TypeVar("Model", bound=BaseModel)
+
+MAX_ALIASES = 100
+"""Most alias uses (``*name``) a config may have."""
+MAX_VALUES = 100_000
+"""Most values (scalars, lists and mappings, aliases expanded) a config may hold."""
+
+
+class _DuplicateKeyError(Exception):
+    def __init__(self, key: str, first: int, second: int) -> None:
+        super().__init__(key)
+        self.key, self.first, self.second = key, first, second
+
+
+class _TooManyAliasesError(Exception):
+    pass
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``SafeLoader`` that refuses duplicate keys and counts alias uses."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                raise _TooManyAliasesError()
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Any:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: SafeLoader's own error follows
+                continue
+            if first is not None:
+                raise _DuplicateKeyError(str(key), first, line)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _count(value: Any, limit: int) -> int:
+    """Count the values of ``value`` with shared parts (aliases) counted each time used."""
+    sizes: dict[int, int] = {}
+
+    def size(node: Any) -> int:
+        if not isinstance(node, (dict, list)):
+            return 1
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        sizes[id(node)] = limit + 1  # a cycle (a recursive alias) counts as too many
+        items = list(node.items()) if isinstance(node, dict) else [(None, v) for v in node]
+        total = 1
+        for key, item in items:
+            total += size(item) + (0 if key is None else 1)
+            if total > limit:
+                break
+        sizes[id(node)] = min(total, limit + 1)
+        return sizes[id(node)]
+
+    return size(value)
+
+
+def load_text(text: str, source: str) -> tuple[Any, yaml.Node | None]:
+    """Parse YAML ``text`` (from ``source``, for messages) strictly; return data and tree.
+
+    Raises
+    ------
+    ConfigError
+        For invalid YAML, a duplicate key (naming both lines), too many aliases or a
+        document that expands to too many values.
+    """
+    try:
+        loader = _StrictLoader(text)
+        try:
+            tree = loader.get_single_node()
+            data = loader.construct_document(tree) if tree is not None else None
+        finally:
+            loader.dispose()
+    except _DuplicateKeyError as dup:
+        raise ConfigError(f"{source}:{dup.second}: key {dup.key!r} is given twice (also on "
+                          f"line {dup.first}); keep one of them") from None
+    except _TooManyAliasesError:
+        raise ConfigError(f"{source}: more than {MAX_ALIASES} YAML aliases (*name); write the "
+                          f"values out instead") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: invalid YAML ({problem}); fix the syntax") from None
+    if _count(data, MAX_VALUES) > MAX_VALUES:
+        raise ConfigError(f"{source}: the YAML expands to more than {MAX_VALUES:,} values "
+                          f"(aliases repeating aliases?); write a smaller config")
+    return data, tree
+
+
+def read_text_file(path: str | Path, *, what: str = "config") -> str:
+    """Read a UTF-8 text file, refusing non-regular files and other encodings.
+
+    Raises
+    ------
+    ConfigError
+        If ``path`` is missing, not a regular file, or not UTF-8 text.
+    """
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} not found; check the path") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: {what} cannot be read ({exc.strerror}); check the path"
+                          ) from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a FIFO or device?)"
+        raise ConfigError(f"{path}: the {what} is {kind}; give a YAML file")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: {what} cannot be read ({exc.strerror}); check the "
+                          f"permissions") from None
+    if b"\0" in raw:
+        raise ConfigError(f"{path}: the {what} is a binary file, not YAML text; give a YAML "
+                          f"file")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: the {what} is not UTF-8 text (byte {exc.start}); save it "
+                          f"as UTF-8") from None
 
 
 def _locate(
@@ -73,9 +220,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not path:
         raise ConfigError(f"--set {text!r}: empty key; use e.g. predict.batch_size=8")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {text!r}: value is not valid YAML ({exc})") from None
+        parsed = load_text(value, "--set")[0] if value.strip() else None
+    except ConfigError as exc:
+        why = str(exc).split(": ", 1)[-1]
+        raise ConfigError(f"--set {text!r}: {why}") from None
     return path, parsed
 
 
@@ -117,17 +265,8 @@ def load_yaml_config(
         One line naming the file, the line (or the ``--set``) and the key, and the fix.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: {what} not found; check the path")
-    text = path.read_text()
-    try:
-        data = yaml.safe_load(text)
-        tree = yaml.compose(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{where}: invalid YAML ({problem}); fix the syntax") from None
+    text = read_text_file(path, what=what)
+    data, tree = load_text(text, str(path))
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a {what} must be a mapping of keys to values")
     for text_override in overrides:
@@ -138,7 +277,8 @@ def load_yaml_config(
     except ValidationError as exc:
         loc, message = _describe(exc.errors()[0])
         key, line = _locate(loc, data, tree)
-        if line is None or any(key == o.split("=", 1)[0].strip() for o in overrides):
+        given = [o.split("=", 1)[0].strip() for o in overrides]
+        if line is None or any(g == key or g.startswith(f"{key}.") for g in given):
             where = f"{path} (--set {key})" if overrides else str(path)
         else:
             where = f"{path}:{line}"

@@ -37,7 +37,7 @@ def test_a_second_predict_into_a_running_output_is_refused(inputs: Inputs, refus
                                                            tmp_path: Path) -> None:
     image = tmp_path / "big.ome.zarr"
     rng = np.random.default_rng(1)
-    write_image(rng.integers(60, 160, (32, 64, 64), dtype=np.uint8), image,
+    write_image(rng.integers(60, 160, (16, 64, 64), dtype=np.uint8), image,
                 voxel_size=(8, 4, 4), pyramid=False)
     out = tmp_path / "pred.ome.zarr"
     common = ["--model", str(inputs.model), "--input", str(image), "--output", str(out),

@@ -93,7 +93,7 @@ def test_overwrite_refuses_a_plain_folder_and_a_file(inputs: Inputs, refused: Re
     file = tmp_path / "notes.ome.zarr"
     file.write_text("a file, not a group")
     refused(["predict", "--model", inputs.model, "--input", inputs.image, "--output", file,
-             "--overwrite", *FAST], "is a file, not an output volseg wrote")
+             "--overwrite", *FAST], "is a file, not an OME-Zarr folder")
     refused(["crf", "--probabilities", inputs.image, "--output", folder, "--overwrite"],
             "was not written by volseg")
 
@@ -188,3 +188,35 @@ def test_identity_difference_names_the_first_change() -> None:
     assert "device" not in old  # execution only
     assert guard.identity_difference(old, new) == "was started with blend gaussian, not constant"
     assert guard.identity_difference(old, dict(old)) is None
+
+
+def test_evaluate_report_inside_its_input(inputs: Inputs, refused: Refuse) -> None:
+    refused(["evaluate", "--prediction", inputs.probabilities / "labels" / "semantic",
+             "--truth", inputs.labels, "--report", inputs.labels / "report"],
+            "(it lies inside it)")
+
+
+def test_a_run_killed_while_creating_its_output_resumes(inputs: Inputs, tmp_path: Path) -> None:
+    """The first metadata of a new group holds volseg's record: the rerun recognises it."""
+    out = tmp_path / "pred.ome.zarr"
+    zarr.open_group(str(out), mode="w", attributes={"volseg": {}})  # killed right here
+    assert predict(inputs, out) == 0  # neither "exists; pass --overwrite" nor foreign
+    assert _read(out).shape == (3, 16, 32, 32)
+
+
+def test_a_foreign_group_without_volseg_s_record_is_not_resumed(inputs: Inputs,
+                                                                 refused: Refuse,
+                                                                 tmp_path: Path) -> None:
+    out = tmp_path / "pred.ome.zarr"
+    zarr.open_group(str(out), mode="w", attributes={"made by": "someone else"})
+    refused(["predict", "--model", inputs.model, "--input", inputs.image, "--output", out,
+             *FAST], "exists; pass --overwrite")
+
+
+def test_json_summaries_have_no_bare_nan() -> None:
+    import json
+
+    from volseg.cli._common import json_text
+
+    text = json_text({"loss": float("nan"), "curve": [1.0, float("inf")]})
+    assert json.loads(text) == {"loss": None, "curve": [1.0, None]}

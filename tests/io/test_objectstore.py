@@ -113,7 +113,7 @@ def test_killed_conversion_into_a_bucket_resumes_block_by_block(
 def test_zarr_array_in_a_bucket_is_read(bucket: str, volume: np.ndarray) -> None:
     url = f"{bucket}/plain.zarr"
     array = zarr.create_array(zarr_store(as_path(url)), shape=volume.shape, chunks=(8, 16, 16),
-                              dtype=volume.dtype)
+                              dtype=volume.dtype, config={"write_empty_chunks": True})
     array[:] = volume
     got, meta = open_volume(url)
     assert meta.attrs["format"] == "zarr"

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from typing import NoReturn, Protocol, runtime_checkable
 
 from volseg import __version__
-from volseg.errors import EXIT_USAGE, VolsegError
+from volseg.errors import EXIT_USAGE, VolsegError, describe_os_error
 
 
 def _command_names() -> list[str]:
@@ -95,11 +95,18 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument(
         "--debug", action="store_true", help="show full tracebacks instead of one-line errors"
     )
+    parser.add_argument(
+        "--allow-missing-chunks", action="store_true",
+        help="read chunks missing from a Zarr input as its fill value (default: an error)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for module in _command_modules(only):
         cmd = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         cmd.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                          help="show full tracebacks instead of one-line errors")
+        cmd.add_argument("--allow-missing-chunks", action="store_true",
+                         default=argparse.SUPPRESS,
+                         help="read chunks missing from a Zarr input as its fill value "
+                              "(default: a missing chunk is an error)")
         module.add_arguments(cmd)
         cmd.set_defaults(_run=module.run)
     return parser
@@ -126,15 +133,48 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         import_dask_without_xarray()
     try:
-        return int(args._run(args) or 0)
+        if getattr(args, "allow_missing_chunks", False):
+            from volseg.io.chunks import allow_missing_chunks
+
+            with allow_missing_chunks():
+                status = int(args._run(args) or 0)
+        else:
+            status = int(args._run(args) or 0)
+        sys.stdout.flush()  # a closed pipe (`| head`) fails here, not at exit
+        return status
     except VolsegError as exc:
         if args.debug:
             raise
         print(f"volseg: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        _drop_stdout()
+        if args.debug:
+            raise
+        print("volseg: error: the output was closed before everything was written (broken "
+              "pipe); read the whole output, e.g. into a file instead of `| head`",
+              file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        if args.debug:
+            raise
+        print(f"volseg: error: {describe_os_error(exc)}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("volseg: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+
+
+def _drop_stdout() -> None:
+    """Point stdout at the null device, so that flushing it at exit does not fail again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # not a real file (captured in tests)
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

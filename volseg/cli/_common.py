@@ -71,6 +71,22 @@ def output_attrs(name: str, positional: Sequence[str], args: argparse.Namespace,
                                  config=config)}
 
 
+def json_text(data: Any) -> str:
+    """Return ``data`` as indented JSON, non-finite numbers as ``null`` (JSON has no NaN)."""
+    import json
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return value
+
+    return json.dumps(clean(data), indent=2, allow_nan=False, default=str)
+
+
 def format_bytes(n: float) -> str:
     """Return ``n`` bytes in a human unit (``1.5 GiB``)."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):

@@ -36,6 +36,13 @@ def run(args: argparse.Namespace) -> int:
     from volseg.workflow.schema import load_workflow
 
     workflow = load_workflow(args.workflow, args.overrides)
+    names = [m.NAME for m, _ in workflow.stages()]
+    unknown = sorted(set(args.stages or ()) - set(names))
+    if unknown:  # also with --check, which validates what a run would
+        from volseg.errors import ConfigError
+
+        raise ConfigError(f"--stages: {', '.join(unknown)} not in {workflow.source}; choose "
+                          f"from {', '.join(names)}")
     if args.check:
         print(json.dumps(workflow.config.model_dump(mode="json"), indent=2))
         cluster = workflow.config.cluster

@@ -38,9 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Make the phantom, write it and print the class frequencies."""
-    from volseg.synth.pipeline import make_phantom, write_phantom
+    from volseg.synth.pipeline import check_space, make_phantom, write_phantom
 
     options = parse_options(SynthOptions, args, kind=args.kind)
+    check_space(options, args.output)
     phantom = make_phantom(options)
     provenance = _common.output_attrs(NAME, ["kind", "output"], args, options)["volseg"]
     result = write_phantom(phantom, args.output, provenance=provenance,

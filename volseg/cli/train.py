@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from volseg.cli import _common
+
 NAME = "train"
 HELP = "train a segmentation model from an image and (sparse) labels described in a YAML"
 ORDER = 30
@@ -37,5 +39,5 @@ def run(args: argparse.Namespace) -> int:
         return 0
     summary = train(config, image=Path(config.image), labels=Path(config.labels),
                     output_dir=Path(args.output_dir), overwrite=args.overwrite)
-    print(json.dumps(summary, indent=2))
+    print(_common.json_text(summary))  # a diverged loss is null, not a bare NaN
     return 0

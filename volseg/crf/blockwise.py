@@ -10,6 +10,7 @@ import dask.array as da
 import numpy as np
 import numpy.typing as npt
 
+from volseg.checks import require_finite
 from volseg.crf.kernel import compatibility_matrix, dense_crf
 from volseg.crf.options import CRFConfig
 from volseg.errors import ConfigError, InputError
@@ -233,6 +234,9 @@ def _crf_block(
     origin = tuple(
         int(starts[a][block_id[a]]) - (halo[a] if block_id[a] > 0 else 0) for a in range(3)
     )
+    # NaN or infinity crashes the permutohedral lattice (a segfault in a worker process)
+    require_finite(img, origin, name="the CRF image", action="running the CRF")
+    require_finite(prob, origin, name="the class probabilities", action="running the CRF")
     return dense_crf(prob, img, config, voxel_size=voxel_size, origin=origin)
 
 

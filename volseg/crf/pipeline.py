@@ -28,7 +28,12 @@ from volseg.crf.blockwise import block_bytes, crf_halo, crf_labels
 from volseg.crf.options import CRFConfig, CRFOptions
 from volseg.errors import InputError, OutputExistsError
 from volseg.io import StoreReport, omezarr, open_volume
-from volseg.io.guard import check_output_location, check_replaceable, run_identity
+from volseg.io.guard import (
+    check_group_output,
+    check_output_location,
+    check_replaceable,
+    run_identity,
+)
 from volseg.io.location import Location, PathLike, as_path, check_writable
 from volseg.io.lock import locks
 from volseg.options import options_of
@@ -166,6 +171,7 @@ def run_crf(
     output = as_path(output)
     check_writable(output)
     check_output_location(output, [probabilities, image])
+    check_group_output(output)
     state = crf_output_state(output)
     if not overwrite and state in ("complete", "other"):
         raise OutputExistsError(f"{output} exists; pass --overwrite to replace it")

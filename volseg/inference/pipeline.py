@@ -249,7 +249,12 @@ def run_predict(
     from volseg.inference.cache import get_model
     from volseg.inference.predictor import resolve_device
     from volseg.io import omezarr, open_volume
-    from volseg.io.guard import check_output_location, check_replaceable, run_identity
+    from volseg.io.guard import (
+        check_group_output,
+        check_output_location,
+        check_replaceable,
+        run_identity,
+    )
     from volseg.io.store import store_arrays
     from volseg.models import read_spec
 
@@ -259,6 +264,7 @@ def run_predict(
     out = as_path(output)
     check_writable(out)
     check_output_location(out, [image, model])
+    check_group_output(out)
     state = output_state(out, probabilities)
     if not overwrite and state in ("complete", "other"):
         raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")

@@ -19,12 +19,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from volseg.errors import InputError, OutputExistsError
 from volseg.instances.blockwise import label_instances
 from volseg.instances.options import DEFAULT_BLOCK, InstanceOptions
 from volseg.instances.table import write_table
 from volseg.io import StoreReport, omezarr, open_volume
-from volseg.io.guard import check_output_location, check_replaceable, run_identity
+from volseg.io.guard import (
+    check_group_output,
+    check_output_location,
+    check_replaceable,
+    run_identity,
+)
 from volseg.io.location import Location, PathLike, as_path, check_writable, normalize
 from volseg.io.lock import locks
 
@@ -121,6 +128,7 @@ def run_instances(
     check_writable(output)
     table_path = None if table is None else as_path(table)
     check_output_location(output, [labels])
+    check_group_output(output)
     if table_path is not None:
         check_output_location(table_path, [labels])
     state = instances_output_state(output)
@@ -135,6 +143,13 @@ def run_instances(
     sem, meta = open_volume(labels)
     if sem.ndim != 3:
         raise InputError(f"{labels}: semantic labels must be z, y, x, got {sem.ndim} axes")
+    if np.issubdtype(sem.dtype, np.integer):
+        info = np.iinfo(sem.dtype)
+        impossible = [int(c) for c in options.classes if not info.min <= int(c) <= info.max]
+        if impossible:
+            raise InputError(f"{labels}: --classes {impossible} cannot occur in {sem.dtype} "
+                             f"labels (ids {info.min}..{info.max}); choose class ids the "
+                             f"labels hold")
     vs_in = options.voxel_size if options.voxel_size is not None else meta.voxel_size
     vs = None if vs_in is None else tuple(float(v) for v in vs_in)
     block = options.block_size

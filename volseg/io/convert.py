@@ -24,7 +24,13 @@ import zarr
 
 from volseg.errors import InputError, OutputExistsError
 from volseg.io import omezarr
-from volseg.io.guard import check_output_location, check_replaceable, run_identity
+from volseg.io.guard import (
+    check_free_space,
+    check_group_output,
+    check_output_location,
+    check_replaceable,
+    run_identity,
+)
 from volseg.io.location import Location, PathLike, as_path, check_writable
 from volseg.io.lock import locks
 from volseg.io.options import ConvertOptions
@@ -116,6 +122,7 @@ def check_output(path: Location, overwrite: bool, *, inputs: Sequence[Location] 
         ``overwrite``, is not an output volseg wrote.
     """
     check_output_location(path, inputs)
+    check_group_output(path)
     check_writable(path)
     state = omezarr.image_state(path)
     if state in ("complete", "other") and not overwrite:
@@ -188,6 +195,8 @@ def convert_image(
     source, output = as_path(source), as_path(output)
     array, meta, layout = _open_aligned(source, options.dataset, options.chunks, options.ngff)
     state = check_output(output, overwrite, inputs=[source])
+    if state == "absent":
+        check_free_space(output, array.nbytes * 8 / 7)  # level 0 and the pyramid
     vs = _voxel(options.voxel_size, meta)
     identity = _identity("image", source, options)
     target = omezarr.create_image(

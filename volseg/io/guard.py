@@ -36,11 +36,13 @@ from typing import TYPE_CHECKING, Any
 
 from volseg.errors import InputError, OutputExistsError
 from volseg.io.location import Location, PathLike, as_path, display, normalize, overlaps
+from volseg.io.store import MARKER_DIR, identity_difference
 
 if TYPE_CHECKING:
     from upath import UPath
 
-__all__ = ["EXECUTION_OPTIONS", "check_free_space", "check_output_location",
+__all__ = ["EXECUTION_OPTIONS", "check_free_space", "check_group_output",
+           "check_output_location",
            "check_replaceable", "file_digest", "identity_difference", "input_identity",
            "run_identity", "written_by_volseg"]
 
@@ -88,6 +90,21 @@ def check_output_location(output: PathLike, inputs: Iterable[PathLike | None]) -
                              f"another output path")
 
 
+def check_group_output(output: PathLike) -> None:
+    """Refuse a group output (an OME-Zarr folder) whose path is an existing file.
+
+    Raises
+    ------
+    OutputExistsError
+        Naming the file and the fix.
+    """
+    target = as_path(output)
+    if isinstance(target, Path) and (target.is_file() or (target.is_symlink()
+                                                          and not target.is_dir())):
+        raise OutputExistsError(f"{display(output)} is a file, not an OME-Zarr folder; choose "
+                                f"another output path (e.g. ending in .ome.zarr)")
+
+
 def _json(path: Location) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -116,8 +133,6 @@ def written_by_volseg(path: PathLike) -> bool:
     Recognised by the ``volseg`` record in its attributes or by the block writer's
     markers in it or in one of its arrays.
     """
-    from volseg.io.store import MARKER_DIR
-
     folder = as_path(path)
     attrs = _zarr_attrs(folder)
     if attrs is None:
@@ -260,26 +275,6 @@ def run_identity(
     return dict(_plain(identity))
 
 
-def _short(value: Any) -> str:
-    text = json.dumps(value) if not isinstance(value, str) else value
-    if text.startswith("sha256:"):
-        text = text[:19]
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def identity_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
-    """Return ``"was started with X a, not b"`` for the first difference (``None``: equal)."""
-    old, new = _plain(dict(old)), _plain(dict(new))
-    for key in [*old, *(k for k in new if k not in old)]:
-        if old.get(key) != new.get(key):
-            if key not in old:
-                return f"was started without {key} (now {_short(new[key])})"
-            if key not in new:
-                return f"was started with {key} {_short(old[key])} (now none)"
-            return f"was started with {key} {_short(old[key])}, not {_short(new[key])}"
-    return None
-
-
 def check_free_space(path: PathLike, nbytes: float, *, what: str = "output") -> None:
     """Refuse to write about ``nbytes`` under ``path`` when its file system has less free.
 
@@ -302,8 +297,9 @@ def check_free_space(path: PathLike, nbytes: float, *, what: str = "output") -> 
         return
     if nbytes > free:
         raise InputError(
-            f"the {what} {display(path)} needs about {_size(nbytes)} but its file system "
-            f"has {_size(free)} free; free space, choose another location or make it smaller")
+            f"the {what} {display(path)} holds up to {_size(nbytes)} (uncompressed) but its "
+            f"file system has {_size(free)} free; free space, choose another location or "
+            f"make it smaller")
 
 
 def _size(n: float) -> str:

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -332,6 +333,17 @@ def _check_mrc_size(path: Path) -> None:
 
     with mrcfile.open(str(path), mode="r", permissive=False, header_only=True) as mrc:
         header = mrc.header
+        for name in ("nx", "ny", "nz"):
+            if int(header[name]) < 1:
+                raise ValueError(f"impossible header: {name} = {int(header[name])}")
+        if int(header.nsymbt) < 0:
+            raise ValueError(f"impossible header: nsymbt = {int(header.nsymbt)}")
+        if int(header.mz) > 0 and int(header.nz) > int(header.mz) and 401 <= int(
+                header.ispg) <= 630:
+            raise ValueError(
+                f"a stack of {int(header.nz) // int(header.mz)} volumes (4-D, ispg "
+                f"{int(header.ispg)}, nz {int(header.nz)}, mz {int(header.mz)}); volseg reads "
+                f"one volume per file, so split the stack first")
         dtype = mrcfile.utils.data_dtype_from_header(header)
         count = int(header.nx) * int(header.ny) * int(header.nz)
         expected = 1024 + int(header.nsymbt) + count * dtype.itemsize
@@ -355,9 +367,12 @@ def _open_mrc(path: Path, chunks: ChunksArg) -> Opened:
             org = mrc.header.origin
             origin = tuple(omezarr.clean_number(_float32(v) * 0.1)
                            for v in (org.z, org.y, org.x))
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, OverflowError) as exc:
         raise InputError(f"{path} is not a readable MRC file ({_first_line(exc)}); check that "
                          f"it was copied completely, or re-export it") from None
+    if len(shape) not in (2, 3):
+        raise InputError(f"{path} holds {len(shape)}-D data {shape}; volseg reads one 3-D "
+                         f"volume (or 2-D image) per MRC file, so split it first")
     proxy = _RawReader(str(path), offset, shape, dtype)
     default = slab_chunks(shape, dtype.itemsize)
     arr = _from_proxy(proxy, f"mrc-{_token(path)}", _chunks_for(chunks, len(shape), default))
@@ -378,27 +393,56 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+class _Complaints(logging.Handler):
+    """Collects tifffile's log messages (warnings and errors about a damaged file)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 @contextlib.contextmanager
-def _quiet_tifffile() -> Iterator[None]:
-    """Silence tifffile's log warnings about damaged files (we raise one clear error)."""
+def _quiet_tifffile() -> Iterator[_Complaints]:
+    """Keep tifffile's log messages about damaged files off the terminal; collect them.
+
+    The caller turns them into one clear error (a broken page list means pages are
+    lost: a truncated file).
+    """
     logger = logging.getLogger("tifffile")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
+    level, propagate = logger.level, logger.propagate
+    complaints = _Complaints()
+    logger.addHandler(complaints)
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
     try:
-        yield
+        yield complaints
     finally:
+        logger.removeHandler(complaints)
         logger.setLevel(level)
+        logger.propagate = propagate
 
 
 def _open_tiff(path: Path, chunks: ChunksArg) -> Opened:
     import tifffile
 
     try:
-        with _quiet_tifffile(), tifffile.TiffFile(str(path)) as tif:
+        with _quiet_tifffile() as complaints, tifffile.TiffFile(str(path)) as tif:
             pages = list(tif.pages)
             if not pages:
                 raise ValueError("no readable pages; the file is corrupt")
             shape, dtype = _tiff_page_shape(path, pages)
+            broken = [m for m in complaints.messages if "page" in m.lower()
+                      or "offset" in m.lower() or "ifd" in m.lower()]
+            if broken:
+                raise ValueError(f"truncated or damaged page list after page "
+                                 f"{len(pages) - 1}: {broken[0].split('> ', 1)[-1]}")
+            described = _tiff_described_pages(tif)
+            if described is not None and described > len(pages):
+                raise ValueError(f"truncated: its metadata describes {described} pages, "
+                                 f"{len(pages)} are in the file")
             voxel = _tiff_voxel_size(tif)
     except (tifffile.TiffFileError, ValueError, OSError, EOFError, IndexError) as exc:
         raise InputError(f"{path} is not a readable TIFF file ({_first_line(exc)}); check that "
@@ -408,6 +452,19 @@ def _open_tiff(path: Path, chunks: ChunksArg) -> Opened:
     default = (1, *shape)
     arr = _from_proxy(proxy, f"tiff-{_token(path)}", _chunks_for(chunks, 3, default))
     return arr, voxel, {"format": "tiff"}
+
+
+def _tiff_described_pages(tif: Any) -> int | None:
+    """The number of pages the file's shaped/ImageJ metadata describes (``None``: none)."""
+    try:
+        if tif.is_shaped and tif.shaped_metadata:
+            shape = tif.shaped_metadata[0].get("shape")
+            return int(np.prod(shape[:-2])) if shape and len(shape) > 2 else None
+        if tif.is_imagej and tif.imagej_metadata:
+            return int(tif.imagej_metadata.get("images", 0)) or None
+    except (TypeError, ValueError, AttributeError, IndexError):
+        return None
+    return None
 
 
 def _tiff_page_shape(path: Path, pages: list[Any]) -> tuple[tuple[int, int], np.dtype]:
@@ -588,7 +645,7 @@ def _open_zarr(path: Location, dataset: str | None, level: int, chunks: ChunksAr
     if _zarr_kind(path) == "array":
         arr = zarr.open_array(zarr_store(path, read_only=True), mode="r")
         attrs = dict(arr.attrs)
-        return (da.from_zarr(arr, chunks=_zarr_chunks(chunks, arr)),
+        return (_checked_zarr(arr, path, chunks),
                 _attrs_voxel_size(attrs), {"format": "zarr", **attrs}, None, "image")
     attrs = omezarr.group_attrs(path)
     if "multiscales" not in attrs:
@@ -608,12 +665,29 @@ def _open_zarr(path: Location, dataset: str | None, level: int, chunks: ChunksAr
     origin = ms.level_origin(level)
     if origin is not None:
         attrs["_origin"] = origin
-    return (da.from_zarr(arr, chunks=_zarr_chunks(chunks, arr)), ms.level_voxel_size(level),
-            attrs, ms.axes, ms.kind)
+    return (_checked_zarr(arr, path / ms.levels[level].path, chunks),
+            ms.level_voxel_size(level), attrs, ms.axes, ms.kind)
 
 
 def _zarr_chunks(chunks: ChunksArg, arr: zarr.Array) -> Any:
     return _chunks_for(chunks, arr.ndim, tuple(arr.chunks))
+
+
+def _checked_zarr(arr: zarr.Array, path: Location, chunks: ChunksArg) -> da.Array:
+    """A zarr array as dask, each read checked for missing and corrupt chunks.
+
+    See :mod:`volseg.io.chunks`: a chunk missing from the store is an error (unless
+    volseg's markers say it was left out as the fill value, or missing chunks are
+    allowed), a chunk that fails to decode is an error naming it.
+    """
+    from volseg.io.chunks import CheckedZarr
+
+    proxy = CheckedZarr.of(arr, str(path))
+    return da.from_array(
+        proxy, chunks=_zarr_chunks(chunks, arr),
+        name=f"zarr-{tokenize(str(path), arr.metadata.to_dict(), proxy.allow_missing)}",
+        asarray=False, fancy=False, lock=False,
+        meta=np.empty((0,) * arr.ndim, dtype=arr.dtype))
 
 
 def _zarr_members(path: Location) -> list[str]:
@@ -684,12 +758,18 @@ def open_volume(
     p = location
     if not p.exists():
         raise InputError(f"{p} does not exist; {_missing_hint(p)}")
+    _check_regular(p)
     axes: tuple[str, ...] | None = None
     kind: Literal["image", "labels"] = "image"
     source = str(p) + (f":{dataset}" if dataset else "") + (f"[{level}]" if level else "")
     if p.is_dir():
         if _is_zarr(p):
-            arr, voxel, attrs, axes, kind = _open_zarr(p, dataset, level, chunks)
+            try:
+                arr, voxel, attrs, axes, kind = _open_zarr(p, dataset, level, chunks)
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise InputError(f"{_bad_metadata(p, dataset)}: invalid Zarr metadata "
+                                 f"({_first_line(exc)}); repair or re-create the file"
+                                 ) from None
         elif n5.is_n5_dataset(p) or n5.is_n5_container(p):
             arr, voxel, attrs = _open_n5(p, dataset, chunks)
         else:
@@ -739,6 +819,32 @@ def _open_url(p: UPath, dataset: str | None, level: int, chunks: ChunksArg
     return _result(arr, voxel, attrs, axes, kind, p, source)
 
 
+def _check_regular(p: Path) -> None:
+    """Refuse a FIFO, device or socket before anything opens it (reading one blocks)."""
+    mode = p.stat().st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device"
+                if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket"
+                if stat.S_ISSOCK(mode) else "not a regular file")
+        raise InputError(f"{p} is {kind}, not a file volseg can read; give a regular file "
+                         f"or folder")
+
+
+def _bad_metadata(p: Path, dataset: str | None) -> str:
+    """Name the Zarr metadata file under ``p`` that is not valid JSON (else ``p``)."""
+    root = p / dataset if dataset else p
+    names = (".zattrs", ".zgroup", ".zarray", "zarr.json")
+    candidates = [root / n for n in names]
+    candidates += [f for f in sorted(root.glob("*/*")) if f.name in names]
+    for file in candidates:
+        if file.is_file():
+            try:
+                json.loads(file.read_bytes().decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                return str(file)
+    return str(root)
+
+
 def _url_token(p: UPath) -> str:
     """A dask name token of a URL: its location, size and version (ETag / mtime) if known."""
     info = p.fs.info(p.path)
@@ -757,6 +863,11 @@ def _open_mrc_url(p: UPath, chunks: ChunksArg) -> Opened:
             header = mrc.header
             dtype = mrcfile.utils.data_dtype_from_header(header)
             nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
+            if min(nx, ny, nz) < 1 or int(header.nsymbt) < 0:
+                raise ValueError(f"impossible header: nx, ny, nz = {nx}, {ny}, {nz}")
+            if int(header.mz) > 0 and nz > int(header.mz) and 401 <= int(header.ispg) <= 630:
+                raise ValueError(f"a stack of {nz // int(header.mz)} volumes (4-D); volseg "
+                                 f"reads one volume per file, so split the stack first")
             vs = mrc.voxel_size
             voxel = _voxel_from([_float32(v) for v in (vs.z, vs.y, vs.x)], factor=0.1)
             org = header.origin

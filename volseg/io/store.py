@@ -25,9 +25,12 @@ block, so what they share upstream (the logits) is computed once.
 
 Done-markers
 ------------
-After a block's data is in the store, one empty marker is created under
+After a block's data is in the store, one marker is created under
 ``<array>/.volseg_done/``, named by the range of storage-chunk indices the block
-covers, e.g. ``0-1_4-8_0-32`` (half-open, per axis).  Data first, marker second: a
+covers, e.g. ``0-1_4-8_0-32`` (half-open, per axis), and holding the JSON list of the
+storage chunks it left out because they equal the fill value (``[]``, usually), so
+that a reader can tell a chunk left out from one deleted later
+(:mod:`volseg.io.chunks`; markers of older versions are empty).  Data first, marker second: a
 marker never exists for data that is not stored, and an interrupted run leaves at
 worst a block written but unmarked, which is recomputed.  Markers name chunk ranges
 rather than dask block indices, so a rerun with a different dask chunking still
@@ -129,8 +132,8 @@ class MarkerStore(Protocol):
         """Return the names of the markers present (any order)."""
         ...
 
-    def add(self, name: str) -> None:
-        """Create marker ``name`` (idempotent)."""
+    def add(self, name: str, content: bytes = b"") -> None:
+        """Create marker ``name`` (idempotent), holding ``content``."""
         ...
 
     def remove(self, name: str) -> None:
@@ -196,9 +199,16 @@ class StoreMarkers:
 
         return [n for n in _sync(collect()) if n and "/" not in n]
 
-    def add(self, name: str) -> None:
-        """Create marker ``name``."""
-        _sync(self.store.set(self._key(name), _empty()))
+    def add(self, name: str, content: bytes = b"") -> None:
+        """Create marker ``name`` holding ``content`` (a block's: its left-out chunks)."""
+        _sync(self.store.set(self._key(name), _bytes(content)))
+
+    def content(self, name: str) -> bytes | None:
+        """Return what marker ``name`` holds (``None``: no such marker)."""
+        from zarr.core.buffer import default_buffer_prototype
+
+        buffer = _sync(self.store.get(self._key(name), prototype=default_buffer_prototype()))
+        return None if buffer is None else bytes(buffer.to_bytes())
 
     def remove(self, name: str) -> None:
         """Delete marker ``name`` (no error when absent)."""
@@ -356,6 +366,30 @@ def _describe(target: zarr.Array) -> str:
         return f"{target.store}/{target.path}"
 
 
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    if text.startswith("sha256:"):
+        text = text[:19]
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def identity_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
+    """Return ``"was started with X a, not b"`` for the first difference (``None``: equal)."""
+    old, new = _plain(dict(old)), _plain(dict(new))
+    for key in [*old, *(k for k in new if k not in old)]:
+        if old.get(key) != new.get(key):
+            if key not in old:
+                return f"was started without {key} (now {_short(new[key])})"
+            if key not in new:
+                return f"was started with {key} {_short(old[key])} (now none)"
+            return f"was started with {key} {_short(old[key])}, not {_short(new[key])}"
+    return None
+
+
 def check_identity(target: zarr.Array, identity: Mapping[str, Any] | None, *,
                    label: str | None = None) -> None:
     """Refuse to resume ``target`` with another run identity than the one it was started with.
@@ -373,8 +407,6 @@ def check_identity(target: zarr.Array, identity: Mapping[str, Any] | None, *,
     old = stored_identity(target)
     if old is None:
         return
-    from volseg.io.guard import identity_difference
-
     why = identity_difference(old, identity)
     if why is not None:
         raise OutputExistsError(f"{label or _describe(target)} {why}; pass --overwrite to "
@@ -595,8 +627,12 @@ def _encode_shard(layout: ShardLayout, block: np.ndarray, origin: Sequence[int])
 
 
 def _write_shards(directory: Path, layout: ShardLayout, block: np.ndarray,
-                  region: tuple[slice, ...]) -> None:
-    """Encode and write every shard of ``block`` (placed at ``region``) as v3 shard files."""
+                  region: tuple[slice, ...]) -> list[tuple[int, ...]]:
+    """Encode and write every shard of ``block`` (placed at ``region``) as v3 shard files.
+
+    Returns the indices of the shards left out because they equal the fill value.
+    """
+    left_out: list[tuple[int, ...]] = []
     for index in expand_ranges(chunk_ranges(region, layout.shard)):
         origin = [i * s for i, s in zip(index, layout.shard, strict=True)]
         src = tuple(slice(a - r.start, min(a + s, n) - r.start) for a, s, n, r in
@@ -606,10 +642,12 @@ def _write_shards(directory: Path, layout: ShardLayout, block: np.ndarray,
             else directory / layout.separator.join(["c", *(str(i) for i in index)])
         if data is None:
             path.unlink(missing_ok=True)
+            left_out.append(tuple(int(i) for i in index))
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as f:
             f.write(data)
+    return left_out
 
 
 @dataclass(frozen=True)
@@ -682,8 +720,12 @@ def _all_fill(part: np.ndarray, fill: np.ndarray) -> bool:
 
 
 def _write_chunks_v2(directory: Path, layout: V2Layout, block: np.ndarray,
-                     region: tuple[slice, ...]) -> None:
-    """Encode and write every chunk of ``block`` (placed at ``region``) as v2 chunk files."""
+                     region: tuple[slice, ...]) -> list[tuple[int, ...]]:
+    """Encode and write every chunk of ``block`` (placed at ``region``) as v2 chunk files.
+
+    Returns the indices of the chunks left out because they equal the fill value.
+    """
+    left_out: list[tuple[int, ...]] = []
     codec = (_codec(tuple(sorted(layout.compressor.items())))
              if layout.compressor is not None else None)
     dtype = np.dtype(layout.dtype)
@@ -700,6 +742,7 @@ def _write_chunks_v2(directory: Path, layout: V2Layout, block: np.ndarray,
         path = directory / layout.separator.join(str(i) for i in index)
         if _all_fill(part, fill):
             path.unlink(missing_ok=True)
+            left_out.append(tuple(int(i) for i in index))
             continue
         data = np.ascontiguousarray(part, dtype=dtype)
         encoded = codec.encode(data) if codec is not None else data.tobytes()
@@ -707,6 +750,7 @@ def _write_chunks_v2(directory: Path, layout: V2Layout, block: np.ndarray,
             path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as f:
             f.write(encoded)
+    return left_out
 
 
 ATOMIC_OBJECTS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})
@@ -720,24 +764,32 @@ def _atomic_objects(store: Any) -> bool:
     return bool(protocols & ATOMIC_OBJECTS)
 
 
-def _write_zarr(target: BlockTarget, block: np.ndarray, region: tuple[slice, ...]) -> None:
+def _write_zarr(target: BlockTarget, block: np.ndarray, region: tuple[slice, ...]
+                ) -> list[tuple[int, ...]]:
     """Write ``block`` through zarr after deleting the storage chunks it owns.
 
     On object stores with atomic PUTs nothing is deleted first: an object there is
     never torn, and each delete costs a listing and a bulk-delete request per shard.
+    Returns the indices of the storage chunks zarr left out (equal to the fill value).
     """
     array = target.open()
+    prefix = f"{target.path}/" if target.path else ""
+    indices = [tuple(int(i) for i in ix)
+               for ix in expand_ranges(chunk_ranges(region, target.unit))]
+    keys = [prefix + array.metadata.encode_chunk_key(index) for index in indices]
+
+    async def delete() -> None:
+        for key in keys:
+            await target.store.delete(key)
+
+    async def absent() -> list[tuple[int, ...]]:
+        return [ix for ix, key in zip(indices, keys, strict=True)
+                if not await target.store.exists(key)]
+
     if not _atomic_objects(target.store):
-        prefix = f"{target.path}/" if target.path else ""
-        keys = [prefix + array.metadata.encode_chunk_key(index)
-                for index in expand_ranges(chunk_ranges(region, target.unit))]
-
-        async def delete() -> None:
-            for key in keys:
-                await target.store.delete(key)
-
         _sync(delete())
     array[region] = block
+    return list(_sync(absent()))
 
 
 def write_block(block: Any, target: BlockTarget, region: tuple[slice, ...], marker: str) -> None:
@@ -747,12 +799,12 @@ def write_block(block: Any, target: BlockTarget, region: tuple[slice, ...], mark
     """
     block = np.asarray(block)
     if target.layout is not None:
-        _write_chunks_v2(target.directory(), target.layout, block, region)
+        left_out = _write_chunks_v2(target.directory(), target.layout, block, region)
     elif target.shards is not None:
-        _write_shards(target.directory(), target.shards, block, region)
+        left_out = _write_shards(target.directory(), target.shards, block, region)
     else:
-        _write_zarr(target, block, region)
-    target.markers.add(marker)
+        left_out = _write_zarr(target, block, region)
+    target.markers.add(marker, json.dumps(left_out, separators=(",", ":")).encode())
 
 
 def _write_task(targets: Sequence[BlockTarget], regions: Sequence[tuple[slice, ...]],

@@ -90,13 +90,18 @@ def write_npy(array: np.ndarray, directory: Path) -> Written:
     return path, None
 
 
+COMPLETE: Any = {"write_empty_chunks": True}
+"""zarr array config that stores every chunk (zarr leaves out chunks equal to the fill
+value by default, which volseg's readers refuse as missing: :mod:`volseg.io.chunks`)."""
+
+
 def write_zarr2(array: np.ndarray, directory: Path) -> Written:
     """Write ``array`` as a Zarr format 2 array ``volume.zarr``."""
     import zarr
 
     path = directory / "volume.zarr"
     z = zarr.create_array(str(path), shape=array.shape, chunks=(10, 20, 30), dtype=array.dtype,
-                          zarr_format=2)
+                          zarr_format=2, config=COMPLETE)
     z[:] = array
     return path, None
 
@@ -107,7 +112,8 @@ def write_zarr3_group(array: np.ndarray, directory: Path) -> Written:
 
     path = directory / "container.zarr"
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
-    z = group.create_array("raw", shape=array.shape, chunks=(7, 13, 17), dtype=array.dtype)
+    z = group.create_array("raw", shape=array.shape, chunks=(7, 13, 17), dtype=array.dtype,
+                           config=COMPLETE)
     z[:] = array
     return path, "raw"
 
@@ -150,7 +156,7 @@ def write_zarr3_sharded(array: np.ndarray, directory: Path) -> Written:
 
     path = directory / "sharded.zarr"
     z = zarr.create_array(str(path), shape=array.shape, chunks=(5, 7, 9), shards=(10, 21, 27),
-                          dtype=array.dtype, zarr_format=3)
+                          dtype=array.dtype, zarr_format=3, config=COMPLETE)
     z[:] = array
     return path, None
 

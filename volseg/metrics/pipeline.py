@@ -159,6 +159,10 @@ def run_evaluation(
         raise InputError("nothing to evaluate: give semantic labels and/or instances")
     if (inputs.prediction is None) != (inputs.truth is None):
         raise InputError("give both the semantic prediction and its truth")
+    from volseg.io.guard import check_output_location
+
+    check_output_location(report, [inputs.prediction, inputs.truth, inputs.probabilities,
+                                   *(inputs.instances or ())])
     check_report_dir(report, overwrite=overwrite)  # fail before the long computation
     semantic = None
     inst = None

@@ -25,7 +25,13 @@ from typing import Any
 from pydantic import Field
 
 from volseg.options import options_of
-from volseg.synth.pipeline import SynthOptions, make_phantom, summary, write_phantom
+from volseg.synth.pipeline import (
+    SynthOptions,
+    check_space,
+    make_phantom,
+    summary,
+    write_phantom,
+)
 from volseg.workflow.stage import RunContext, StageConfig
 
 NAME = "synth"
@@ -49,7 +55,9 @@ class Config(SynthOptions, StageConfig):
 
 def run(config: Config, ctx: RunContext) -> dict[str, Any]:
     """Make the phantom and write it; return a JSON-able summary."""
-    phantom = make_phantom(options_of(SynthOptions, config))
+    options = options_of(SynthOptions, config)
+    check_space(options, ctx.path(config.output))
+    phantom = make_phantom(options)
     provenance = {**ctx.provenance, "stage": NAME, "config": config.to_dict()}
     result = write_phantom(phantom, ctx.path(config.output), provenance=provenance,
                            overwrite=ctx.overwrite, if_complete="skip", client=ctx.client,

@@ -33,8 +33,30 @@ from volseg.synth.options import DEFAULT_CHUNKS, SynthOptions
 if TYPE_CHECKING:
     from distributed import Client
 
-__all__ = ["DEFAULT_CHUNKS", "SynthOptions", "WriteResult", "make_phantom", "mask_path",
+__all__ = ["DEFAULT_CHUNKS", "SynthOptions", "WriteResult", "check_space", "make_phantom",
+           "mask_path",
            "summary", "write_phantom"]
+
+def check_space(options: SynthOptions, output: PathLike) -> None:
+    """Refuse a phantom larger (uncompressed) than the free space where it goes.
+
+    Checked before the phantom is built (a huge one would take memory just to plan).
+    Bytes per voxel: the image (``float32`` for cryo-ET, else ``uint8``), the truth and
+    the annotation (``uint8``), plus the pyramids.
+
+    Raises
+    ------
+    InputError
+        When the file system of ``output`` has less free space.
+    """
+    from volseg.io.guard import check_free_space
+
+    if as_path(output).exists():
+        return  # resuming or replacing: its space is (partly) taken already
+    per_voxel = (4 + 1) if options.kind == "cryoet" else (1 + 1 + 1)
+    voxels = float(np.prod([float(n) for n in options.shape]))
+    check_free_space(output, voxels * per_voxel * 8 / 7)
+
 
 def make_phantom(options: SynthOptions) -> Phantom:
     """Build the phantom the options describe, with the kind's defaults for the unset ones.

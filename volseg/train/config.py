@@ -50,6 +50,20 @@ class ModelConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     patch_size: tuple[int, int, int] = (1, 128, 128)
 
+    @model_validator(mode="after")
+    def _architecture_takes_it(self) -> ModelConfig:
+        """Check the patch size and parameters as the network will (so ``--check`` does)."""
+        from types import SimpleNamespace
+
+        from volseg.models.registry import get_architecture
+
+        arch = get_architecture(self.architecture)  # ValueError naming the choices
+        params = arch.parse_params(dict(self.params))
+        arch.check(SimpleNamespace(architecture=self.architecture, params=self.params,
+                                   patch_size=tuple(self.patch_size), in_channels=1,
+                                   out_channels=2), params)
+        return self
+
 
 class NormalizationConfig(_Strict):
     """How normalisation statistics are computed (and then stored in the model spec).
