@@ -202,10 +202,29 @@ def test_volseg_run_refuses_a_foreign_output_with_status_2(
     err = capsys.readouterr().err
     assert "membranes.mrc exists and was not written by volseg export" in err
     assert (out / "membranes.mrc").read_bytes() == b"someone else's tomogram"
-    assert main(["run", str(wf), "--overwrite"]) == 0
+    assert main(["run", str(wf), "--overwrite"]) == 2  # --overwrite replaces only volseg's
+    assert "volseg replaces only its own exports" in capsys.readouterr().err
+    assert (out / "membranes.mrc").read_bytes() == b"someone else's tomogram"
+    (out / "membranes.mrc").unlink()
+    assert main(["run", str(wf)]) == 0
     with mrcfile.open(out / "membranes.mrc") as mrc:
         assert np.array_equal(mrc.data, (_labels() == 1).astype(np.int8))
         assert mrc.voxel_size.tolist() == pytest.approx((12.5, 15.0, 20.0))
+
+
+def test_export_refuses_its_own_input_and_a_folder(workdir: Path) -> None:
+    source = workdir / "labels.tif"
+    export.run(export.Config(input="image.ome.zarr/labels/truth", output="labels.tif"),
+               _ctx(workdir))
+    digest = source.read_bytes()
+    with pytest.raises(InputError, match="overlaps the input"):
+        export.run(export.Config(input="labels.tif", output="labels.tif"),
+                   _ctx(workdir, overwrite=True))
+    assert source.read_bytes() == digest
+    (workdir / "folder.tif").mkdir()
+    with pytest.raises(OutputExistsError, match="is a folder"):
+        export.run(export.Config(input="labels.tif", output="folder.tif"),
+                   _ctx(workdir, overwrite=True))
 
 
 @pytest.mark.parametrize("ngff", ["0.4", "0.5"])

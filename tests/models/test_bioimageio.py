@@ -187,6 +187,14 @@ def test_export_refusals(exported: dict[str, tuple[Path, Path]], tmp_path: Path,
         err = capsys.readouterr().err
         assert words in err and err.count("\n") == 1, err
     assert not (tmp_path / "a.zip").exists()
+    foreign = tmp_path / "foreign.zip"
+    with zipfile.ZipFile(foreign, "w") as archive:
+        archive.writestr("notes.txt", "someone else's archive")
+    before = foreign.read_bytes()
+    assert main(["export-model", str(model), str(foreign), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "not a package volseg wrote" in err and err.count("\n") == 1, err
+    assert foreign.read_bytes() == before
 
 
 # ------------------------------------------------------------ an independent package

@@ -213,3 +213,23 @@ def test_train_stage_centre_voxel_on_sparse_slices(tmp_path: Path) -> None:
                  "--input", str(image), "--output", str(pred)]) == 0
     semantic, _ = open_volume(pred / "labels" / "semantic")
     assert semantic.shape == SHAPE
+
+
+def test_train_never_writes_into_its_inputs_or_over_a_foreign_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image, labels, _, _ = _volume(tmp_path)
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(CONFIG.format(image=image, labels=labels))
+    before = sorted(p.name for p in image.rglob("*"))
+    assert main(["train", str(cfg), "-o", str(image), "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "overlaps the input" in err and "image.zarr" in err
+    assert sorted(p.name for p in image.rglob("*")) == before
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"someone else's weights")
+    assert main(["train", str(cfg), "-o", str(out), "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "not a volseg model file" in err
+    assert (out / "model.safetensors").read_bytes() == b"someone else's weights"

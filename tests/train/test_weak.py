@@ -121,7 +121,7 @@ def test_weak_labels_on_the_em2d_phantom_beat_chance(tmp_path: Path) -> None:
 def test_weak_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "weak.yaml"
     cfg.write_text("image: x.zarr\ntags: t.csv\nclasses: [background, mito]\n"
-                   "model: {architecture: unet3d}\n")
+                   "model: {architecture: unet3d, patch_size: [8, 64, 64]}\n")
     assert main(["weak", str(cfg)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "unet25d" in err

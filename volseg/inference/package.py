@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from volseg.errors import ConfigError, InputError, OutputExistsError
+from volseg.errors import ConfigError, InputError, OutputExistsError, VolsegError
 from volseg.inference.options import WEIGHT_FORMATS, Citation, PackageOptions
+from volseg.io.guard import check_output_location
 
 
 @dataclass(frozen=True)
@@ -216,6 +217,20 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def _is_volseg_package(path: Path) -> bool:
+    """Whether ``path`` is a zip whose ``rdf.yaml`` carries volseg's tag."""
+    import zipfile
+
+    from volseg.yamlconfig import load_text
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            rdf, _ = load_text(archive.read("rdf.yaml").decode("utf-8"), f"{path}/rdf.yaml")
+    except (OSError, KeyError, UnicodeDecodeError, zipfile.BadZipFile, VolsegError):
+        return False
+    return isinstance(rdf, dict) and "volseg" in (rdf.get("tags") or [])
+
+
 def export_model(model: str | os.PathLike[str], output: str | os.PathLike[str],
                  options: PackageOptions | None = None, *, overwrite: bool = False,
                  record: Mapping[str, Any] | None = None) -> ExportResult:
@@ -260,8 +275,17 @@ def export_model(model: str | os.PathLike[str], output: str | os.PathLike[str],
     model, out = Path(model), Path(output)
     if out.suffix.lower() != ".zip":
         raise ConfigError(f"{out}: a bioimage.io package is a .zip file; name it *.zip")
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
+    check_output_location(out, [model, *opts.covers])
+    if out.is_dir():
+        raise OutputExistsError(f"{out} is a folder; a bioimage.io package is one .zip file, "
+                                f"choose a file path")
+    if out.exists():
+        if not _is_volseg_package(out):
+            raise OutputExistsError(f"{out} exists and is not a package volseg wrote; volseg "
+                                    f"replaces only its own packages: choose another path or "
+                                    f"remove the file yourself")
+        if not overwrite:
+            raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
     try:
         import bioimageio.spec  # noqa: F401
         import onnx  # noqa: F401

@@ -27,6 +27,7 @@ import numpy as np
 from pydantic import Field
 
 from volseg.errors import ConfigError, InputError, OutputExistsError
+from volseg.io.guard import check_output_location
 from volseg.io.location import Location, PathLike, as_path
 from volseg.io.mrc import MRC_SUFFIXES, default_mode, is_mrc, write_mrc
 from volseg.io.readers import open_volume
@@ -177,7 +178,8 @@ def export_volume(
     stamp
         The settings stamp written into the file (:func:`settings_stamp`).
     overwrite
-        Replace an existing file.
+        Replace an existing export of volseg's made with other settings (a file volseg
+        did not write is never replaced).
     client
         Optional ``distributed.Client``.
 
@@ -189,8 +191,11 @@ def export_volume(
 
     Raises
     ------
+    InputError
+        When ``output`` is the input or lies inside it.
     OutputExistsError
-        When ``output`` exists with another stamp (or none) and ``overwrite`` is false.
+        When ``output`` is a folder or a file volseg did not export, or an export with
+        another stamp and ``overwrite`` is false.
     """
     t0 = time.perf_counter()
     options = options or ExportOptions()
@@ -199,13 +204,21 @@ def export_volume(
         raise InputError(f"{location}: export writes MRC/TIFF files to local disk only; "
                          f"write it to a local path and copy it to the bucket afterwards")
     output = location
-    if output.exists() and not overwrite:
+    check_output_location(output, [source])
+    if output.is_dir():
+        raise OutputExistsError(f"{output} is a folder; export writes one MRC/TIFF file, "
+                                f"choose a file path")
+    if output.exists():
         found = read_stamp(output)
-        if found == stamp:
-            return {"output": str(output), "status": "complete (skipped)"}
-        why = ("was exported with other settings" if found is not None
-               else "exists and was not written by volseg export")
-        raise OutputExistsError(f"{output} {why}; pass --overwrite to replace it")
+        if found is None:
+            raise OutputExistsError(f"{output} exists and was not written by volseg export; "
+                                    f"volseg replaces only its own exports: choose another "
+                                    f"path or remove the file yourself")
+        if not overwrite:
+            if found == stamp:
+                return {"output": str(output), "status": "complete (skipped)"}
+            raise OutputExistsError(f"{output} was exported with other settings; pass "
+                                    f"--overwrite to replace it")
     array, meta = open_volume(source)
     array = _select(array, options, source)
     voxel_size = options.voxel_size or meta.voxel_size

@@ -30,8 +30,9 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from volseg.errors import ConfigError, OutputExistsError, VolsegError
+from volseg.errors import ConfigError, InputError, OutputExistsError, VolsegError
 from volseg.inference.predictor import resolve_device
+from volseg.io.guard import check_output_location
 from volseg.models import ModelSpec, build_model, save_model
 from volseg.train.augment import augment
 from volseg.train.config import OptimizerConfig, TrainConfig
@@ -395,6 +396,20 @@ def _write_curve(path: Path, history: list[dict[str, Any]], select: str) -> None
     plt.close(fig)
 
 
+def _check_replaceable_model(path: Path) -> None:
+    """Refuse to replace anything but a volseg model file (even with ``overwrite``)."""
+    from volseg.models.files import read_spec
+
+    try:
+        if path.is_dir():
+            raise InputError(f"{path} is a folder")
+        read_spec(path)
+    except InputError:
+        raise OutputExistsError(f"{path} exists and is not a volseg model file; volseg "
+                                f"replaces only its own models: choose another model_path or "
+                                f"output folder, or remove it yourself") from None
+
+
 def train(
     config: TrainConfig,
     *,
@@ -433,8 +448,13 @@ def train(
     output_dir = Path(output_dir)
     model_path = output_dir / config.model_path
     train_dir = output_dir / config.training_dir
-    if model_path.exists() and not overwrite:
-        raise OutputExistsError(f"{model_path} exists; pass --overwrite to replace it")
+    inputs = [image, labels, init if init is not None else config.init]
+    check_output_location(model_path, inputs)
+    check_output_location(train_dir, inputs)
+    if model_path.exists():
+        _check_replaceable_model(model_path)
+        if not overwrite:
+            raise OutputExistsError(f"{model_path} exists; pass --overwrite to replace it")
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
