@@ -2,7 +2,8 @@
 
 On a terminal a rich bar (local schedulers) or distributed's bar (a cluster) is drawn;
 elsewhere (a batch job's log, a pipe) plain lines are printed instead, at most every
-:data:`PLAIN_INTERVAL` seconds and at the end, each naming what is computed::
+:data:`PLAIN_INTERVAL` seconds (work shorter than that prints nothing) and at the
+end, each naming what is computed::
 
     volseg: predicting image.ome.zarr: 120/480 tasks (25 %), 42 s
 """
@@ -41,8 +42,9 @@ class PlainLines:
     description
         What is computed (begins each line).
     interval
-        Least seconds between two lines (the first and the last are always printed);
-        default :data:`PLAIN_INTERVAL`.
+        Least seconds between two lines, and before the first; the last line is printed
+        only after earlier ones, so work shorter than ``interval`` prints nothing (a
+        command's one error line stays alone); default :data:`PLAIN_INTERVAL`.
     """
 
     def __init__(self, description: str, interval: float | None = None) -> None:
@@ -55,11 +57,10 @@ class PlainLines:
     def update(self, done: int, total: int, *, final: bool = False) -> None:
         """Print a line if the interval has passed (or ``final``)."""
         now = time.perf_counter()
-        if done == self._last_done and not final:
-            return
-        if not final and self._last is not None and now - self._last < self.interval:
-            return
-        if final and done == self._last_done and self._last is not None:
+        if final:  # the last line only completes earlier ones: short work stays silent
+            if self._last is None or done == self._last_done:
+                return
+        elif done == self._last_done or now - (self._last or self._start) < self.interval:
             return
         self._last, self._last_done = now, done
         percent = 100 * done / total if total else 100.0

@@ -458,7 +458,8 @@ def test_lucchi_model_exports_and_passes_bioimageio_core(shared_data: Path,
     lab = (lab == 255).astype(np.uint8)
     for name, data in (("image.zarr", img), ("labels.zarr", lab)):
         arr = zarr.open_array(tmp_path / name, mode="w", shape=data.shape,
-                              chunks=(8, 144, 144), dtype="uint8", zarr_format=2)
+                              chunks=(8, 144, 144), dtype="uint8", zarr_format=2,
+                              config={"write_empty_chunks": True})  # every chunk stored
         arr[:] = data
     cfg = shipped.model_dump(mode="json")
     cfg.update(image=str(tmp_path / "image.zarr"), labels=str(tmp_path / "labels.zarr"),
