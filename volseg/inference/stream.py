@@ -36,7 +36,7 @@ the raster order here is what bounds memory and keeps the cores busy.  So the
 private calls stay, the Dask range they were tested with is pinned in
 ``pyproject.toml`` (``dask>=2026.8,<2027``; tested with 2026.8.0), and
 ``tests/inference/test_stream.py`` checks both the range and the calls.  On a
-``distributed`` cluster :func:`volseg.inference.pipeline.store_together` submits the
+``distributed`` cluster :func:`volseg.io.store.store_arrays` submits the
 write tasks together and the cluster's scheduler orders them.
 """
 
