@@ -5,7 +5,7 @@ Imports run one way, from the bottom layer up::
     0  geometry and the foundations (errors, checks, options, provenance, yamlconfig,
        colors, ngff, ...)
     1  io, models, synth, metrics, cluster
-    2  inference, crf, instances, train, preview, bench
+    2  inference, crf, instances, postprocess, train, preview, bench
     3  workflow, stages
     4  cli
 
@@ -30,7 +30,8 @@ LAYERS: dict[str, int] = {
     "provenance": 0, "progress": 0, "allocator": 0, "yamlconfig": 0, "layers": 0,
     "checks": 0, "colors": 0, "ngff": 0, "startup": 0, "lazy": 0,
     "io": 1, "models": 1, "synth": 1, "metrics": 1, "cluster": 1,
-    "inference": 2, "crf": 2, "instances": 2, "train": 2, "preview": 2, "bench": 2,
+    "inference": 2, "crf": 2, "instances": 2, "postprocess": 2, "train": 2, "preview": 2,
+    "bench": 2,
     "workflow": 3, "stages": 3,
     "cli": 4,
 }

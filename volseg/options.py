@@ -21,9 +21,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-__all__ = ["Options", "PositiveSize3", "VoxelSize3", "options_of"]
+from volseg.ngff import Ngff
+
+__all__ = ["BlockChunks", "NgffWritten", "Options", "PositiveSize3", "Pyramid", "VoxelSize3",
+           "options_of"]
 
 _O = TypeVar("_O", bound="Options")
 
@@ -70,3 +73,16 @@ def _positive_voxel(value: tuple[float, ...] | None) -> tuple[float, ...] | None
 PositiveSize3 = Annotated[tuple[int, int, int], AfterValidator(_positive_sizes)]
 #: ``(z, y, x)`` voxel size in nanometres, each positive.
 VoxelSize3 = Annotated[tuple[float, float, float], AfterValidator(_positive_voxel)]
+
+# -- the output fields every operation that writes an OME-Zarr image block by block shares
+# (predict, crf, instances, postprocess): one type, one description; the default is set
+# where the field is declared, e.g. ``pyramid: Pyramid = True``.
+#: Also write the downsampled levels of the output.
+Pyramid = Annotated[bool, Field(description="write the downsampled levels")]
+#: The OME-NGFF version of the output.
+NgffWritten = Annotated[Ngff, Field(description="OME-NGFF version written: 0.5 = zarr v3 with "
+                                                "one shard per block, 0.4 = zarr v2")]
+#: The output's zarr chunks (in NGFF 0.5 the inner chunks of the one shard per block).
+BlockChunks = Annotated[PositiveSize3 | None, Field(
+    description="chunks z y x, the divisors of the block nearest these (default 64 64 64; in "
+                "NGFF 0.5 the inner chunks of the shards)")]

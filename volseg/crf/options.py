@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from volseg.ngff import DEFAULT_NGFF, Ngff
-from volseg.options import Options, PositiveSize3, VoxelSize3
+from volseg.ngff import DEFAULT_NGFF
+from volseg.options import BlockChunks, NgffWritten, Options, PositiveSize3, Pyramid, VoxelSize3
 
 __all__ = ["CRFConfig", "CRFOptions", "check_compatibility"]
 
@@ -97,10 +97,7 @@ class CRFOptions(CRFConfig):
     processes: int | None = Field(
         None, ge=1, description="local worker processes without a cluster (default: all "
                                 "cores; pydensecrf2 holds the GIL)")
-    pyramid: bool = Field(True, description="write the downsampled levels")
-    ngff: Ngff = Field(DEFAULT_NGFF, description="OME-NGFF version written: 0.5 = zarr v3 "
-                                                 "with one shard per block, 0.4 = zarr v2")
-    chunks: PositiveSize3 | None = Field(
-        None, description="chunks z y x, the divisors of the block nearest these (default "
-                          "64 64 64; in NGFF 0.5 the inner chunks of the shards)")
+    pyramid: Pyramid = True
+    ngff: NgffWritten = DEFAULT_NGFF
+    chunks: BlockChunks = None
 

@@ -12,8 +12,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from volseg.ngff import DEFAULT_NGFF, Ngff
-from volseg.options import Options, PositiveSize3
+from volseg.ngff import DEFAULT_NGFF
+from volseg.options import BlockChunks, NgffWritten, Options, PositiveSize3, Pyramid
 
 __all__ = ["BACKENDS", "BLENDS", "BORDERS", "DEVICES", "PRECISIONS", "PROBABILITY_DTYPES",
            "PredictOptions"]
@@ -109,12 +109,9 @@ class PredictOptions(Options):
     probabilities: ProbabilityDtype = Field(
         "uint8", description="how class probabilities are stored: uint8 = round(255 p), "
                              "float16, float32, or none (not written)")
-    pyramid: bool = Field(True, description="write the downsampled levels")
-    ngff: Ngff = Field(DEFAULT_NGFF, description="OME-NGFF version written: 0.5 = zarr v3 "
-                                                 "with one shard per block, 0.4 = zarr v2")
-    chunks: PositiveSize3 | None = Field(
-        None, description="chunks z y x, the divisors of the block nearest these (default "
-                          "64 64 64; in NGFF 0.5 the inner chunks of the shards)")
+    pyramid: Pyramid = True
+    ngff: NgffWritten = DEFAULT_NGFF
+    chunks: BlockChunks = None
     backend: Backend = Field("auto", description="how the network runs: torch (TorchScript "
                                                  "for packages) or onnx (onnxruntime, CPU)")
 

@@ -1,0 +1,172 @@
+"""Post-processing on numpy arrays: the per-block decision and the whole-array twin.
+
+:func:`decide` (median filter + threshold/argmax) is what every block runs;
+:func:`postprocess_array` is the whole-volume reference of the blockwise operation
+(:func:`volseg.postprocess.postprocess_labels`), in numpy/scipy only, independent of
+the blockwise connected components: ``scipy.ndimage.label`` for small objects and
+``scipy.ndimage.binary_fill_holes`` for holes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from volseg.errors import ConfigError, InputError
+from volseg.postprocess.options import PostprocessOptions
+
+__all__ = ["as_probabilities", "check_classes", "decide", "object_classes",
+           "postprocess_array"]
+
+#: Connectivity -> the rank of ``scipy.ndimage.generate_binary_structure``.
+_RANK = {6: 1, 18: 2, 26: 3}
+
+
+def as_probabilities(block: npt.NDArray[Any]) -> npt.NDArray[np.floating[Any]]:
+    """Return stored probabilities as floats: ``uint8`` ``q`` as float32 ``q / 255``.
+
+    Floating-point blocks are returned as they are (not renormalised: the decision is
+    an argmax or a threshold, which need no normalisation).
+    """
+    if block.dtype == np.uint8:
+        return block.astype(np.float32) / np.float32(255.0)
+    if np.issubdtype(block.dtype, np.floating):
+        return block
+    raise InputError(
+        f"probabilities must be uint8 (quantised q/255) or floating point, got {block.dtype}")
+
+
+def check_classes(n_channels: int, options: PostprocessOptions) -> int:
+    """Check the options against the number of probability channels; return the classes.
+
+    One channel is a sigmoid model's foreground probability (classes 0 and 1).
+
+    Raises
+    ------
+    ConfigError
+        For ``threshold`` or ``fill_holes`` on a map with more than two classes.
+    """
+    if n_channels < 1:
+        raise InputError("the probabilities have no channel")
+    if n_channels > 256:
+        raise InputError(f"{n_channels} classes do not fit uint8 labels (at most 256)")
+    n_classes = max(2, n_channels)
+    if n_classes > 2 and options.threshold is not None:
+        raise ConfigError(f"--threshold needs a two-class map (background, foreground); the "
+                          f"probabilities have {n_classes} classes: leave it unset (argmax)")
+    if n_classes > 2 and options.fill_holes:
+        raise ConfigError(f"--fill-holes needs a two-class map (background, foreground); the "
+                          f"probabilities have {n_classes} classes: a hole between several "
+                          f"classes has no one class to take")
+    return n_classes
+
+
+def object_classes(n_classes: int) -> list[int]:
+    """The classes whose objects ``min_size`` removes: every class but background (0)."""
+    return list(range(1, n_classes))
+
+
+def decide(probabilities: npt.NDArray[Any], options: PostprocessOptions
+           ) -> npt.NDArray[np.uint8]:
+    """Median-filter each class probability, then take the threshold or the argmax.
+
+    Parameters
+    ----------
+    probabilities
+        ``(C, Z, Y, X)`` class probabilities (uint8 ``q/255`` or float).
+    options
+        ``median_size`` and ``threshold`` are used here.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(Z, Y, X)`` uint8 class ids.
+
+    Notes
+    -----
+    The median filter (``scipy.ndimage.median_filter``, ``mode="reflect"``) runs on
+    the stored values: the median picks one of the values in the footprint, so it
+    commutes with ``q -> q / 255``.  One channel ``p``: class 1 where
+    ``p >= threshold`` (default 0.5), as :func:`volseg.inference.logits_to_labels`
+    does; two channels with a threshold: class 1 where ``p_1 >= threshold``;
+    otherwise the argmax over the channels (ties: the lowest class id).
+    """
+    if probabilities.ndim != 4:
+        raise InputError(
+            f"probabilities must be (C, Z, Y, X), got {probabilities.ndim} dimensions")
+    as_probabilities(probabilities[:0])  # the dtype check
+    if probabilities.dtype == np.float16:  # exact; scipy.ndimage has no float16
+        probabilities = probabilities.astype(np.float32)
+    footprint = options.median
+    if footprint != (1, 1, 1):
+        from scipy.ndimage import median_filter
+
+        filtered = np.empty_like(probabilities)
+        for c in range(probabilities.shape[0]):
+            median_filter(probabilities[c], size=footprint, mode="reflect", output=filtered[c])
+        probabilities = filtered
+    p = as_probabilities(probabilities)
+    labels: npt.NDArray[np.uint8]
+    if p.shape[0] == 1:
+        cut = 0.5 if options.threshold is None else options.threshold
+        labels = (p[0] >= cut).astype(np.uint8)
+    elif options.threshold is not None and p.shape[0] == 2:
+        labels = (p[1] >= options.threshold).astype(np.uint8)
+    else:
+        labels = np.argmax(p, axis=0).astype(np.uint8)
+    return labels
+
+
+def postprocess_array(probabilities: npt.NDArray[Any], options: PostprocessOptions | None = None
+                      ) -> npt.NDArray[np.uint8]:
+    """Post-process a whole volume of class probabilities in memory: the reference.
+
+    Parameters
+    ----------
+    probabilities
+        ``(C, Z, Y, X)`` class probabilities, float in ``[0, 1]`` (or uint8 ``q/255``);
+        one channel is a foreground probability.
+    options
+        The steps (:class:`PostprocessOptions`; its block and output fields are not
+        used here).  Default: the plain argmax.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(Z, Y, X)`` uint8 class ids.
+
+    Notes
+    -----
+    In this order: (1) the median filter of each class probability and the decision
+    (:func:`decide`); (2) ``min_size``: every connected component
+    (``options.connectivity``) of each non-background class with fewer than
+    ``min_size`` voxels becomes background (0); (3) ``fill_holes`` (two classes): the
+    background components (face connectivity) that do not touch the volume's border
+    become foreground (1) — ``scipy.ndimage.binary_fill_holes`` of the foreground.
+    A volume one section thick has no holes in 3-D (every voxel is on its border).
+    The blockwise :func:`volseg.postprocess.postprocess_labels` gives the same labels
+    whatever the blocks.
+    """
+    from scipy import ndimage
+
+    options = options or PostprocessOptions()
+    if probabilities.ndim != 4:
+        raise InputError(
+            f"probabilities must be (C, Z, Y, X), got {probabilities.ndim} dimensions")
+    n_classes = check_classes(int(probabilities.shape[0]), options)
+    labels = decide(np.asarray(probabilities), options)
+    if options.min_size > 0:
+        structure = ndimage.generate_binary_structure(3, _RANK[options.connectivity])
+        for c in object_classes(n_classes):
+            components, n = ndimage.label(labels == c, structure=structure)
+            if n == 0:
+                continue
+            small = np.bincount(components.ravel(), minlength=n + 1) < options.min_size
+            small[0] = False
+            labels[small[components]] = 0
+    if options.fill_holes:
+        foreground = labels == 1
+        labels[ndimage.binary_fill_holes(foreground) & ~foreground] = 1
+    return labels
