@@ -17,6 +17,7 @@ from volseg.instances.pipeline import InstanceOptions
 from volseg.io.convert import ConvertOptions
 from volseg.metrics.pipeline import EvaluateOptions
 from volseg.options import Options
+from volseg.postprocess.options import PostprocessOptions
 from volseg.synth.pipeline import SynthOptions
 
 # command, its options, the arguments it needs besides the options, fields it leaves out
@@ -25,6 +26,7 @@ COMMANDS: list[tuple[str, type[Options], list[str], set[str]]] = [
     ("crf", CRFOptions, ["--probabilities", "p", "--output", "o"], set()),
     ("instances", InstanceOptions, ["--labels", "l", "--output", "o", "--classes", "2"],
      set()),
+    ("postprocess", PostprocessOptions, ["p.ome.zarr", "-o", "o"], set()),
     ("evaluate", EvaluateOptions, ["--prediction", "p", "--truth", "t", "--report", "r"],
      set()),
     ("convert", ConvertOptions, ["in.tif", "out.ome.zarr"], set()),
@@ -33,7 +35,7 @@ COMMANDS: list[tuple[str, type[Options], list[str], set[str]]] = [
 ]
 STAGES = {"predict": PredictOptions, "crf": CRFOptions, "instances": InstanceOptions,
           "evaluate": EvaluateOptions, "convert": ConvertOptions, "synth": SynthOptions,
-          "export_model": PackageOptions}
+          "export_model": PackageOptions, "postprocess": PostprocessOptions}
 
 
 def _parse(command: str, argv: list[str]) -> argparse.Namespace:
@@ -90,6 +92,7 @@ def test_the_stage_config_is_the_options_plus_paths(name: str) -> None:
     ("predict", ["--patch", "0", "8", "8"], "--patch"),
     ("crf", ["--memory-budget", "1"], "--memory-budget"),
     ("instances", ["--min-size", "-1"], "--min-size"),
+    ("postprocess", ["--threshold", "1.5"], "--threshold"),
     ("evaluate", ["--zero-division", "0.5"], "--zero-division"),
 ])
 def test_a_bad_value_is_one_config_error_naming_the_flag(command: str, argv: list[str],

@@ -35,8 +35,8 @@ EXAMPLES = [example for path in DOCS for example in _commands(path)]
 
 def test_the_readme_has_examples_of_every_command() -> None:
     names = {argv[0] for where, argv in EXAMPLES if where.startswith("README")}
-    assert {"run", "convert", "info", "synth", "train", "predict", "crf", "instances",
-            "evaluate", "export-model", "bench"} <= names
+    assert {"run", "convert", "info", "synth", "train", "predict", "crf", "postprocess",
+            "instances", "evaluate", "export-model", "bench"} <= names
 
 
 @pytest.mark.parametrize("argv", [argv for _, argv in EXAMPLES],

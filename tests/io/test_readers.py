@@ -238,3 +238,17 @@ def test_imagej_tiff_voxel_size(tmp_path: Path) -> None:
     np.testing.assert_array_equal(array.compute(), stack)
     tifffile.imwrite(tmp_path / "plain.tif", stack, photometric="minisblack")
     assert open_volume(tmp_path / "plain.tif")[1].voxel_size is None
+
+
+def test_an_array_rewritten_with_other_chunks_reads_afresh_in_the_same_process(tmp_path):
+    # the per-process caches of the opened array are keyed by its chunks and shards too
+    from volseg.io.omezarr import write_image
+
+    path = tmp_path / "rewritten.ome.zarr"
+    first = np.arange(6 * 20 * 22, dtype=np.uint8).reshape(6, 20, 22)
+    write_image(first, path, voxel_size=(1.0, 1.0, 1.0), chunks=(3, 10, 11), pyramid=False)
+    np.testing.assert_array_equal(open_volume(path)[0].compute(), first)
+    second = first[::-1].copy()
+    write_image(second, path, voxel_size=(1.0, 1.0, 1.0), chunks=(6, 20, 22), pyramid=False,
+                overwrite=True)
+    np.testing.assert_array_equal(open_volume(path)[0].compute(), second)

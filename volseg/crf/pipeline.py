@@ -36,6 +36,7 @@ from volseg.io.guard import (
 )
 from volseg.io.location import Location, PathLike, as_path, check_writable
 from volseg.io.lock import locks
+from volseg.io.multiscales import carry_classes
 from volseg.options import options_of
 
 if TYPE_CHECKING:
@@ -80,18 +81,6 @@ class CRFRunResult:
 def crf_output_state(output: PathLike) -> str:
     """``absent`` / ``partial`` / ``complete`` / ``other`` for the label image ``output``."""
     return omezarr.image_state(as_path(output))
-
-
-def _class_names(probabilities: PathLike, n_classes: int, record: Mapping[str, Any]
-                 ) -> list[str] | None:
-    """The class names of the probability channels (``None``: not recorded)."""
-    names = record.get("class_names")
-    if not isinstance(names, list):
-        try:
-            names = omezarr.class_names(probabilities)
-        except Exception:  # a plain array or a file without group metadata
-            names = None
-    return [str(n) for n in names] if names and len(names) == n_classes else None
 
 
 def _voxel_size(
@@ -223,14 +212,8 @@ def run_crf(
         "halo": list(halo), "block_size": list(core), "block_peak_bytes_estimate": peak,
     }
     # keep class names (and the ignore id) of the probabilities for later stages
-    source = pmeta.attrs.get("volseg") if isinstance(pmeta.attrs, dict) else None
-    if isinstance(source, dict):
-        for key in ("class_names", "ignore_id"):
-            if key in source and key not in record:
-                record[key] = source[key]
-    names = _class_names(probabilities, n_classes, record)
-    if names is not None:
-        record.setdefault("class_names", names)
+    names = carry_classes(probabilities, pmeta.attrs if isinstance(pmeta.attrs, dict) else {},
+                          n_classes, record)
     all_attrs["volseg"] = record
     shape = (int(lazy.shape[0]), int(lazy.shape[1]), int(lazy.shape[2]))
     layout = omezarr.block_layout(shape, core, ("z", "y", "x"), ngff=config.ngff,

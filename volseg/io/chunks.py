@@ -128,6 +128,10 @@ class CheckedZarr:
         Read missing chunks as the fill value.
     shape, dtype
         Of the array.
+    layout
+        Its chunks and shards: part of the key of the per-process caches of the opened
+        array and its markers, so that an array rewritten with other chunks (an
+        ``--overwrite`` with another block size) is opened afresh.
     """
 
     store: Any = field(compare=False, hash=False)
@@ -136,14 +140,18 @@ class CheckedZarr:
     allow_missing: bool
     shape: tuple[int, ...]
     dtype: np.dtype = field(compare=False, hash=False)
+    layout: tuple[tuple[int, ...], ...] = ()
 
     @classmethod
     def of(cls, array: ZArray, label: str, *,
            allow_missing: bool | None = None) -> CheckedZarr:
         """Wrap ``array`` (named ``label``); ``allow_missing`` default: :func:`missing_allowed`."""
         allow = missing_allowed() if allow_missing is None else allow_missing
+        shards = getattr(array, "shards", None)
+        layout = (tuple(int(c) for c in array.chunks),
+                  tuple(int(c) for c in shards) if shards else ())
         return cls(array.store, array.path, label, allow, tuple(array.shape),
-                   np.dtype(array.dtype))
+                   np.dtype(array.dtype), layout)
 
     @property
     def ndim(self) -> int:

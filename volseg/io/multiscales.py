@@ -248,6 +248,33 @@ def class_names(path: PathLike) -> list[str] | None:
     return None
 
 
+def carry_classes(probabilities: PathLike, source: Mapping[str, Any], n_classes: int,
+                  record: dict[str, Any]) -> list[str] | None:
+    """Carry the class names and ignore id of class probabilities into a label record.
+
+    For a label image made from ``probabilities`` (the dense CRF, post-processing):
+    ``class_names`` and ``ignore_id`` of the probabilities' ``volseg`` attributes
+    (``source``) go into ``record`` where it does not set them, and the class names
+    (from the record, else :func:`class_names` of ``probabilities``) are returned when
+    there is one per class (``None``: unknown).
+    """
+    volseg = source.get("volseg")
+    if isinstance(volseg, Mapping):
+        for key in ("class_names", "ignore_id"):
+            if key in volseg and key not in record:
+                record[key] = volseg[key]
+    names = record.get("class_names")
+    if not isinstance(names, list):
+        try:
+            names = class_names(probabilities)
+        except Exception:  # a plain array or a file without group metadata
+            names = None
+    if not names or len(names) != n_classes:
+        return None
+    record.setdefault("class_names", [str(n) for n in names])
+    return [str(n) for n in names]
+
+
 def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, (list, tuple)) else []
 

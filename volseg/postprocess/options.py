@@ -8,8 +8,15 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from volseg.ngff import DEFAULT_NGFF, Ngff
-from volseg.options import Options, PositiveSize3, VoxelSize3
+from volseg.ngff import DEFAULT_NGFF
+from volseg.options import (
+    BlockChunks,
+    NgffWritten,
+    Options,
+    PositiveSize3,
+    Pyramid,
+    VoxelSize3,
+)
 
 __all__ = ["DEFAULT_BLOCK", "PostprocessOptions", "median_shape"]
 
@@ -83,12 +90,9 @@ class PostprocessOptions(Options):
     block_size: PositiveSize3 = Field(DEFAULT_BLOCK, description="block size z y x in voxels")
     voxel_size: VoxelSize3 | None = Field(
         None, description="voxel size z y x in nm (default: the probabilities')")
-    pyramid: bool = Field(True, description="write the downsampled levels")
-    ngff: Ngff = Field(DEFAULT_NGFF, description="OME-NGFF version written: 0.5 = zarr v3 "
-                                                 "with one shard per block, 0.4 = zarr v2")
-    chunks: PositiveSize3 | None = Field(
-        None, description="chunks z y x, the divisors of the block nearest these (default "
-                          "64 64 64; in NGFF 0.5 the inner chunks of the shards)")
+    pyramid: Pyramid = True
+    ngff: NgffWritten = DEFAULT_NGFF
+    chunks: BlockChunks = None
 
     @field_validator("median_size")
     @classmethod
