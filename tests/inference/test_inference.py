@@ -100,6 +100,49 @@ def test_per_voxel_model_comes_back_exactly(blend: str, overlap: float) -> None:
     assert np.array_equal(y, np.concatenate([2 * x, 2 * x]))
 
 
+class Affine(nn.Module):
+    """A per-voxel network of distinct channels ``(c + 1) x + c``, returned in ``layout``.
+
+    Channels-last is how a model file's convolutions give their logits on the CPU;
+    the blending reads them in that layout (strided channels).
+    """
+
+    def __init__(self, classes: int, layout: torch.memory_format) -> None:
+        super().__init__()
+        self.classes, self.layout = classes, layout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.cat([(c + 1) * x[:, :1] + c for c in range(self.classes)], dim=1)
+        return out.contiguous(memory_format=self.layout)
+
+
+@pytest.mark.parametrize("layout", [torch.channels_last_3d, torch.contiguous_format])
+@pytest.mark.parametrize(("overlap", "block"), [(0.25, (5, 4, 6)), (0.5, (11, 9, 13)),
+                                                (0.8, (3, 7, 4))])
+def test_channels_last_logits_blend_exactly(layout: torch.memory_format, overlap: float,
+                                            block: tuple[int, ...]) -> None:
+    """Logits in either layout blend to the whole-array values, bit for bit.
+
+    Every emission, its overhangs and the merges of the pieces read the strided
+    channels of channels-last logits; a per-voxel network's values come back exactly.
+    """
+    from volseg.inference.blockwise import ModelCall
+    from volseg.inference.cache import ModelRef
+
+    net = Affine(5, layout)
+    x = np.random.default_rng(4).normal(size=(11, 9, 13)).astype(np.float32) * 50
+    logits = ModelCall(device="cpu").predictor(ModelRef.from_module(net))(
+        np.ones((2, 1, 4, 6, 5), np.float32))
+    assert logits.shape == (2, 5, 4, 6, 5)
+    assert logits.flags.c_contiguous == (layout == torch.contiguous_format)
+    y = predict_logits(x, net, PredictOptions(patch_size=(4, 6, 5), overlap=overlap,
+                                              block_size=block, batch_size=3,
+                                              device="cpu")).compute()
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x)[None, None])[0].numpy()
+    assert y.shape == (5, 11, 9, 13) and np.array_equal(y, expected)
+
+
 # ------------------------------------------------------------------- MONAI parity
 @pytest.mark.parametrize("overlap", [0.25, 0.5])
 @pytest.mark.parametrize(

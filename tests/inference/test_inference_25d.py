@@ -85,6 +85,31 @@ def test_25d_per_voxel_model_exact_and_context_order(tta: bool) -> None:
     assert np.array_equal(one[0], volume[:1])  # a single section is its own context
 
 
+class MiddleAffine(nn.Module):
+    """Per-voxel 2.5-D channels ``(c + 1) m + c`` of the middle section ``m``, channels-last."""
+
+    def __init__(self, k: int, classes: int) -> None:
+        super().__init__()
+        self.k, self.classes = k, classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        middle = x[:, self.k // 2:self.k // 2 + 1]
+        out = torch.cat([(c + 1) * middle + c for c in range(self.classes)], dim=1)
+        return out.contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("block", [(2, 9, 13), (3, 20, 5)])
+def test_25d_channels_last_logits_blend_exactly(block: tuple[int, ...]) -> None:
+    """A 2-D network's channels-last logits (strided channels) blend bit-exactly."""
+    volume = np.random.default_rng(5).normal(size=SHAPE).astype(np.float32) * 50
+    out = predict_logits(volume, MiddleAffine(3, 4),
+                         PredictOptions(patch_size=(1, 8, 8), overlap=0.5, block_size=block,
+                                        batch_size=3, device="cpu"),
+                         network=Network(kind="2.5d", context=3)).compute()
+    expected = np.stack([(c + 1) * volume + c for c in range(4)])
+    assert out.shape == (4, *SHAPE) and np.array_equal(out, expected)
+
+
 def test_25d_needs_odd_context() -> None:
     volume = np.zeros(SHAPE, dtype=np.float32)
     with pytest.raises(ConfigError):

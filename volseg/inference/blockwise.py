@@ -231,6 +231,35 @@ def _weight_tensor(patch: tuple[int, ...], blend: str,
                             .astype(np.float64))
 
 
+@functools.lru_cache(maxsize=4)
+def _weight_sums(shape: tuple[int, ...], starts: tuple[tuple[int, ...], ...],
+                 patch: tuple[int, ...], blend: str,
+                 sigma_scale: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray, bool]:
+    """:math:`W = \\sum_p w_p` over a write box of ``shape`` whose patches start at ``starts``.
+
+    ``starts`` are relative to the write box.  ``W`` depends on the geometry alone, and
+    all interior blocks of a volume share theirs, so it is summed once per geometry
+    (a few per volume: the last block of an axis differs) instead of once per
+    block.  Returns ``W`` in float64 (the same sums, in the same order, as an
+    accumulator channel would hold), rounded to float32 (the emission's weight
+    channel), both read-only, and whether every voxel has ``W > 0`` (no gap).
+    """
+    weight = _weight_tensor(patch, blend, sigma_scale)
+    den = torch.zeros(shape, dtype=torch.float64)
+    write = Box.from_shape(shape)
+    for start in starts:
+        pbox = Box.from_shape(patch, start)
+        clip = pbox.intersect(write)
+        if not clip.empty:
+            den[clip.slices()].add_(weight[clip.relative_to(pbox.start).slices()])
+    den64 = den.numpy()
+    den32 = den64.astype(np.float32)
+    covered = bool(np.all(den64 > 0))
+    den64.setflags(write=False)
+    den32.setflags(write=False)
+    return den64, den32, covered
+
+
 def emit_block(
     model: ModelRef,
     parts: Sequence[np.ndarray],
@@ -243,19 +272,32 @@ def emit_block(
     Over ``task.write``, channels ``0 .. C-1`` hold the block's own weighted mean
     :math:`m = \\sum_p w_p f_p / \\sum_p w_p` and channel ``C`` its weight
     :math:`W = \\sum_p w_p` (sums accumulated in float64, then rounded).
+
+    The logits are read in the network's layout (channels-last: strided channel
+    views; seven strided passes cost less than a transposing copy and seven
+    contiguous ones), and ``W``, which depends on the geometry alone, is summed once
+    per geometry (:func:`_weight_sums`).
     """
     region = read_region(parts, part_boxes, task.read, task.shape, task.pad_modes,
                          call.normalization, call.source)
     predictor = call.predictor(model)
     weight = _weight_tensor(task.out_patch, task.blend, task.sigma_scale)
     nc = task.out_channels
+    shape = task.write.shape
+    rel_starts = tuple(tuple(s - w for s, w in zip(start, task.write.start, strict=True))
+                       for start in task.starts)
+    den, den32, covered = _weight_sums(shape, rel_starts, task.out_patch, task.blend,
+                                       task.sigma_scale)
+    if not covered:  # the owned patches tile their write box without gaps
+        raise RuntimeError(f"the patches of block {task.write} leave a gap (planning error)")
     acc: np.ndarray | None = None  # allocated after the first forward pass (memory)
     in_patch = tuple(
         p + b + a for p, b, a in zip(task.out_patch, task.context_before, task.context_after,
                                      strict=True)
     )
-    for first in range(0, len(task.starts), max(1, call.batch_size)):
-        starts = task.starts[first:first + max(1, call.batch_size)]
+    step = max(1, call.batch_size)
+    for first in range(0, len(task.starts), step):
+        starts = task.starts[first:first + step]
         batch = np.stack([
             region[(slice(None), *Box.from_shape(in_patch, s).shift(
                 tuple(-b for b in task.context_before)).relative_to(task.read.start).slices())]
@@ -267,8 +309,8 @@ def emit_block(
             raise ValueError(f"the network returned shape {out.shape} for input "
                              f"{batch.shape}; expected {expected}")
         if acc is None:
-            acc = zeroed_scratch((nc + 1, *task.write.shape))
-        # fused multiply-adds in float64 (torch's addcmul_: no temporaries)
+            acc = zeroed_scratch((nc, *shape))
+        # fused multiply-adds in float64 (torch's addcmul_: no temporaries), per channel
         sums = torch.from_numpy(acc)
         for logits, start in zip(torch.from_numpy(out), starts, strict=True):
             pbox = Box.from_shape(task.out_patch, start)
@@ -278,15 +320,11 @@ def emit_block(
             w = weight[src]
             for c in range(nc):
                 sums[c][dst].addcmul_(logits[c][src], w)
-            sums[nc][dst].add_(w)
     # local weighted mean and weight, float32 (see merge_pieces: still exact)
     assert acc is not None
-    den = acc[nc:]
-    if not np.all(den > 0):  # the owned patches tile their write box without gaps
-        raise RuntimeError(f"the patches of block {task.write} leave a gap (planning error)")
-    result = np.empty(acc.shape, dtype=np.float32)
-    np.divide(acc[:nc], den, out=result[:nc], casting="same_kind")
-    result[nc] = den[0]
+    result = np.empty((nc + 1, *shape), dtype=np.float32)
+    np.divide(acc, den, out=result[:nc], casting="same_kind")
+    result[nc] = den32
     return result
 
 
@@ -345,16 +383,22 @@ def merge_pieces(
             piece, box = covering[0]
             result[where] = piece[(slice(0, nc), *cell.relative_to(box.start).slices())]
             continue
-        num = np.zeros((nc, *cell.shape), dtype=np.float64)
-        den = np.zeros(cell.shape, dtype=np.float64)
+        # torch's fused multiply-adds, float32 operands promoted to float64: the first
+        # piece's product written, the others added (no zero fill, no temporaries)
+        num: torch.Tensor | None = None
+        den: torch.Tensor | None = None
         for piece, box in covering:
-            part = piece[(slice(None), *cell.relative_to(box.start).slices())]
-            w = part[nc].astype(np.float64)
-            num += part[:nc] * w
-            den += w
-        if not np.all(den > 0):
+            part = torch.from_numpy(piece[(slice(None), *cell.relative_to(box.start).slices())])
+            if num is None or den is None:
+                den = part[nc].to(torch.float64)
+                num = torch.mul(part[:nc], den)
+            else:
+                num.addcmul_(part[:nc], part[nc])
+                den.add_(part[nc])
+        assert num is not None and den is not None
+        if not bool((den > 0).all()):
             raise RuntimeError("a voxel of the block is covered by no patch (planning error)")
-        np.divide(num, den, out=result[where], casting="same_kind")
+        np.divide(num.numpy(), den.numpy(), out=result[where], casting="same_kind")
     return result
 
 

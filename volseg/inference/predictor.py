@@ -159,7 +159,7 @@ class Predictor:
                     out = self.model.module(x)
             else:
                 out = self.model.module(x)
-            out = out.float().contiguous()
+            out = out.float()  # in the network's layout (see __call__)
         if self.kind == "2.5d":
             out = out[:, :, None]
         return out
@@ -176,7 +176,10 @@ class Predictor:
         -------
         numpy.ndarray
             ``(N, C, ...)`` float32 logits (averaged over flips with ``tta``, the sum
-            accumulated in float64).
+            accumulated in float64), in the network's memory layout: a channels-last
+            network's logits come back channels-last (a strided view, channel stride
+            1).  The blending reads them as they are; a transposing copy per batch
+            cost more than the strided reads (``numpy.ascontiguousarray`` if needed).
         """
         x = self._to_device(batch)
         if not self.tta:
