@@ -130,6 +130,37 @@ def test_the_median_decision_is_scipys_median_then_the_decision(shape, size):
                                       err_msg=f"{p.dtype} {p.shape} {threshold}")
 
 
+@pytest.mark.parametrize("size", [3, 7, (1, 5, 5)])
+def test_two_nearly_complementary_channels_take_exact_medians_where_unsure(size):
+    """A float softmax: p0 is 1 - p1 only up to rounding; values at and near one half."""
+    from volseg.postprocess.kernel import _two_class_argmax
+
+    rng = np.random.default_rng(11)
+    f1 = _phantom()[1][1].copy()  # bimodal: medians near one half are rare
+    half = rng.random(SHAPE) < 0.03
+    f1[half] = rng.choice(np.array([0.5 - 1e-7, 0.5, 0.5 + 1e-7], np.float32), half.sum())
+    f0 = np.float32(1) - f1
+    nudge = rng.random(SHAPE) < 0.3  # one float32 step off the complement
+    towards = np.where(rng.random(int(nudge.sum())) < 0.5, -1, 2).astype(np.float32)
+    f0[nudge] = np.nextafter(f0[nudge], towards)
+    floats = np.stack([f0, f1])
+    q1 = np.round(f1 * 255).astype(np.uint8)
+    q0 = np.clip(255 - q1.astype(int) + rng.integers(-1, 2, SHAPE), 0, 255).astype(np.uint8)
+    quantised = np.stack([q0, q1])
+    for p in (floats, quantised):
+        assert not np.array_equal(p[0], np.subtract(1 if p.dtype != np.uint8 else 255, p[1],
+                                                    dtype=p.dtype))
+        footprint = PostprocessOptions(median_size=size).median
+        m1 = ndimage.median_filter(p[1], size=size, mode="reflect").astype(np.float32)
+        m1 = m1 / 255 if p.dtype == np.uint8 else m1
+        assert (np.abs(m1 - 0.5) < 0.0045).sum() > 50  # exact medians there
+        fast = _two_class_argmax(p, footprint)
+        assert fast is not None  # few voxels near one half: the majority votes decide
+        np.testing.assert_array_equal(fast, _textbook(p, size))
+        np.testing.assert_array_equal(decide(p, PostprocessOptions(median_size=size)),
+                                      _textbook(p, size))
+
+
 def test_majority_is_exact_when_its_sums_wrap_around():
     from volseg.postprocess.kernel import majority
 
