@@ -49,8 +49,10 @@ class PostprocessOptions(Options):
         (``scipy.ndimage.median_filter``'s ``mode="reflect"``).  On one channel, with a
         ``threshold``, or on two complementary channels (``p0 = 1 - p1``) the filter
         and the decision are one exact majority vote, a box count (a 7³ footprint at
-        millions of voxels per second); otherwise each channel is median filtered
-        (scipy: some 0.1 M voxels per second for 7³).
+        millions of voxels per second); two channels complementary up to rounding (a
+        float softmax) take the same votes and exact medians where they cannot decide;
+        more classes: each channel is median filtered (scipy: some 0.1 M voxels per
+        second for 7³).
     threshold
         Two-class maps (background, foreground; or one foreground channel): foreground
         where ``p(foreground) >= threshold``.  ``None``: the argmax.
