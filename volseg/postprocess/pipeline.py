@@ -129,7 +129,7 @@ def run_postprocess(
     config = options or PostprocessOptions()
     output = as_path(output)
     check_writable(output)
-    check_output_location(output, [probabilities])
+    check_output_location(output, [probabilities, image])
     check_group_output(output)
     state = postprocess_output_state(output)
     if not overwrite and state in ("complete", "other"):
