@@ -115,6 +115,14 @@ def test_cli_bad_options_are_one_line(inputs, tmp_path, capsys, argv, flag):
     assert not out.exists()
 
 
+def test_cli_labels_instead_of_probabilities_are_one_line(inputs, tmp_path, capsys):
+    root, _ = inputs
+    out = tmp_path / "o.ome.zarr"
+    assert main(["postprocess", str(root / "image.ome.zarr"), "-o", str(out)]) == 2
+    assert "c, z, y, x" in _one_error_line(capsys)
+    assert not out.exists()
+
+
 def test_cli_three_classes_refuse_holes(tmp_path, capsys):
     q = np.full((3, 4, 8, 8), 85, dtype=np.uint8)
     write_image(q, tmp_path / "p3.ome.zarr", voxel_size=VOXEL, axes=("c", "z", "y", "x"))

@@ -141,7 +141,8 @@ def run_postprocess(
     probs, pmeta = open_volume(probabilities)
     if probs.ndim != 4:
         raise InputError(f"{probabilities}: class probabilities must have axes c, z, y, x, "
-                         f"got {probs.ndim} axes")
+                         f"got {probs.ndim} axes (volseg predict writes them with "
+                         f"--probabilities uint8)")
     if not (probs.dtype == np.uint8 or np.issubdtype(probs.dtype, np.floating)):
         raise InputError(f"{probabilities}: probabilities must be uint8 (q/255) or float, "
                          f"got {probs.dtype}")
