@@ -220,3 +220,53 @@ def test_json_summaries_have_no_bare_nan() -> None:
 
     text = json_text({"loss": float("nan"), "curve": [1.0, float("inf")]})
     assert json.loads(text) == {"loss": None, "curve": [1.0, None]}
+
+
+# ------------------------------------------------- training commands' model files
+PRETRAIN = ("image: {image}\nmethod: masked_centre\nmodel:\n  architecture: centre_voxel\n"
+            "  params: {{receptive_field: 6, width: 4}}\n  patch_size: [4, 8, 8]\n"
+            "epochs: 1\nsteps_per_epoch: 1\n")
+WEAK = ("image: {image}\ntags: {tags}\nclasses: [background, mito]\nmodel:\n"
+        "  architecture: unet25d\n  params: {{context: 1, widths: [4, 8]}}\n"
+        "  patch_size: [1, 16, 16]\nepochs: 1\nsteps_per_epoch: 1\n")
+
+
+def _foreign_model(folder: Path, name: str) -> Path:
+    folder.mkdir()
+    path = folder / name
+    path.write_bytes(b"someone else's weights")
+    return path
+
+
+def test_pretrain_never_writes_over_its_input_or_a_foreign_model(
+        inputs: Inputs, refused: Refuse, tmp_path: Path) -> None:
+    config = tmp_path / "pretrain.yaml"
+    config.write_text(PRETRAIN.format(image=inputs.image))
+    refused(["pretrain", config, "-o", inputs.image, "--overwrite"], "(it lies inside it)")
+    refused(["pretrain", config, "-o", tmp_path, "--overwrite", "--set",
+             f"model_path={inputs.image}"], "overlaps the input")
+    foreign = _foreign_model(tmp_path / "run", "pretrained.safetensors")
+    refused(["pretrain", config, "-o", foreign.parent, "--overwrite"],
+            "is not a volseg model file")
+    refused(["pretrain", config, "-o", foreign.parent], "is not a volseg model file")
+
+
+def test_weak_never_writes_over_its_inputs_or_foreign_outputs(
+        inputs: Inputs, refused: Refuse, tmp_path: Path) -> None:
+    tags = tmp_path / "tags.csv"
+    tags.write_text("z0,y0,x0,z1,y1,x1,classes\n0,0,0,1,16,16,mito\n")
+    config = tmp_path / "weak.yaml"
+    config.write_text(WEAK.format(image=inputs.image, tags=tags))
+    refused(["weak", config, "-o", inputs.image, "--overwrite"], "(it lies inside it)")
+    refused(["weak", config, "-o", tmp_path, "--overwrite", "--set",
+             f"pseudo_path={inputs.image}"], "overlaps the input")
+    refused(["weak", config, "-o", tmp_path, "--overwrite", "--set", f"cam_path={tags}"],
+            "overlaps the input")
+    foreign = _foreign_model(tmp_path / "run", "cam.safetensors")
+    refused(["weak", config, "-o", foreign.parent, "--overwrite"],
+            "is not a volseg model file")
+    folder = tmp_path / "other"
+    folder.mkdir()
+    (folder / "pseudo.ome.zarr").mkdir()
+    (folder / "pseudo.ome.zarr" / "thesis.txt").write_text("precious")
+    refused(["weak", config, "-o", folder, "--overwrite"], "was not written by volseg")

@@ -107,24 +107,28 @@ class Affine(nn.Module):
     the blending reads them in that layout (strided channels).
     """
 
-    def __init__(self, classes: int, layout: torch.memory_format) -> None:
+    def __init__(self, classes: int, layout: torch.memory_format | None) -> None:
         super().__init__()
-        self.classes, self.layout = classes, layout
+        self.classes, self.layout, self.calls = classes, layout, 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.cat([(c + 1) * x[:, :1] + c for c in range(self.classes)], dim=1)
-        return out.contiguous(memory_format=self.layout)
+        self.calls += 1
+        layout = self.layout or (torch.channels_last_3d if self.calls % 2 else
+                                 torch.contiguous_format)  # None: alternating
+        return out.contiguous(memory_format=layout)
 
 
-@pytest.mark.parametrize("layout", [torch.channels_last_3d, torch.contiguous_format])
+@pytest.mark.parametrize("layout", [torch.channels_last_3d, torch.contiguous_format, None])
 @pytest.mark.parametrize(("overlap", "block"), [(0.25, (5, 4, 6)), (0.5, (11, 9, 13)),
                                                 (0.8, (3, 7, 4))])
-def test_channels_last_logits_blend_exactly(layout: torch.memory_format, overlap: float,
-                                            block: tuple[int, ...]) -> None:
-    """Logits in either layout blend to the whole-array values, bit for bit.
+def test_channels_last_logits_blend_exactly(layout: torch.memory_format | None,
+                                            overlap: float, block: tuple[int, ...]) -> None:
+    """Logits in either layout (or alternating by batch) blend to the whole-array values.
 
-    Every emission, its overhangs and the merges of the pieces read the strided
-    channels of channels-last logits; a per-voxel network's values come back exactly.
+    Channels-last logits accumulate channels-last (one multiply-add per patch), the
+    others channel by channel; through every emission, overhang and merge a
+    per-voxel network's values come back bit for bit.
     """
     from volseg.inference.blockwise import ModelCall
     from volseg.inference.cache import ModelRef
@@ -134,7 +138,7 @@ def test_channels_last_logits_blend_exactly(layout: torch.memory_format, overlap
     logits = ModelCall(device="cpu").predictor(ModelRef.from_module(net))(
         np.ones((2, 1, 4, 6, 5), np.float32))
     assert logits.shape == (2, 5, 4, 6, 5)
-    assert logits.flags.c_contiguous == (layout == torch.contiguous_format)
+    assert logits.flags.c_contiguous == (layout == torch.contiguous_format)  # None: 1st
     y = predict_logits(x, net, PredictOptions(patch_size=(4, 6, 5), overlap=overlap,
                                               block_size=block, batch_size=3,
                                               device="cpu")).compute()

@@ -99,6 +99,77 @@ def test_the_twin_is_the_textbook_steps(probs):
     assert np.array_equal(postprocess_array(probs, PostprocessOptions(threshold=0.35)), fg)
 
 
+def _textbook(p: np.ndarray, size, threshold=None) -> np.ndarray:
+    """scipy's median of each channel's stored values, then the decision."""
+    median = np.stack([ndimage.median_filter(c, size=size, mode="reflect") for c in p])
+    f = median.astype(np.float32) / 255 if p.dtype == np.uint8 else median
+    if f.shape[0] == 1:
+        return (f[0] >= (0.5 if threshold is None else threshold)).astype(np.uint8)
+    if threshold is not None:
+        return (f[1] >= threshold).astype(np.uint8)
+    return np.argmax(f, 0).astype(np.uint8)
+
+
+@pytest.mark.parametrize("shape", [(7, 9, 11), (1, 12, 10), (2, 3, 30)])
+@pytest.mark.parametrize("size", [3, 7, (1, 5, 5), (3, 1, 9)])
+def test_the_median_decision_is_scipys_median_then_the_decision(shape, size):
+    """Including the majority-vote fast path (one channel, a threshold, complementary
+    channels), with many ties (few levels) and footprints wider than the volume."""
+    rng = np.random.default_rng(7)
+    q1 = rng.choice(np.array([0, 60, 127, 128, 200, 255], dtype=np.uint8), size=shape)
+    complementary = np.stack([255 - q1, q1])
+    loose = np.stack([rng.integers(0, 256, shape, dtype=np.uint8), q1])  # not 255 - q1
+    f1 = q1.astype(np.float32) / 255
+    floats = np.stack([np.float32(1) - f1, f1])
+    three = rng.random((3, *shape)).astype(np.float32)
+    for p, threshold in [(q1[None], None), (q1[None], 0.3), (f1[None], None),
+                         (complementary, None), (complementary, 0.5), (loose, None),
+                         (loose, 0.45), (floats, None), (floats, 0.2), (three, None)]:
+        got = decide(p, PostprocessOptions(median_size=size, threshold=threshold))
+        np.testing.assert_array_equal(got, _textbook(p, size, threshold),
+                                      err_msg=f"{p.dtype} {p.shape} {threshold}")
+
+
+@pytest.mark.parametrize("size", [3, 7, (1, 5, 5)])
+def test_two_nearly_complementary_channels_take_exact_medians_where_unsure(size):
+    """A float softmax: p0 is 1 - p1 only up to rounding; values at and near one half."""
+    from volseg.postprocess.kernel import _two_class_argmax
+
+    rng = np.random.default_rng(11)
+    f1 = _phantom()[1][1].copy()  # bimodal: medians near one half are rare
+    half = rng.random(SHAPE) < 0.03
+    f1[half] = rng.choice(np.array([0.5 - 1e-7, 0.5, 0.5 + 1e-7], np.float32), half.sum())
+    f0 = np.float32(1) - f1
+    nudge = rng.random(SHAPE) < 0.3  # one float32 step off the complement
+    towards = np.where(rng.random(int(nudge.sum())) < 0.5, -1, 2).astype(np.float32)
+    f0[nudge] = np.nextafter(f0[nudge], towards)
+    floats = np.stack([f0, f1])
+    q1 = np.round(f1 * 255).astype(np.uint8)
+    q0 = np.clip(255 - q1.astype(int) + rng.integers(-1, 2, SHAPE), 0, 255).astype(np.uint8)
+    quantised = np.stack([q0, q1])
+    for p in (floats, quantised):
+        assert not np.array_equal(p[0], np.subtract(1 if p.dtype != np.uint8 else 255, p[1],
+                                                    dtype=p.dtype))
+        footprint = PostprocessOptions(median_size=size).median
+        m1 = ndimage.median_filter(p[1], size=size, mode="reflect").astype(np.float32)
+        m1 = m1 / 255 if p.dtype == np.uint8 else m1
+        assert (np.abs(m1 - 0.5) < 0.0045).sum() > 50  # exact medians there
+        fast = _two_class_argmax(p, footprint)
+        assert fast is not None  # few voxels near one half: the majority votes decide
+        np.testing.assert_array_equal(fast, _textbook(p, size))
+        np.testing.assert_array_equal(decide(p, PostprocessOptions(median_size=size)),
+                                      _textbook(p, size))
+
+
+def test_majority_is_exact_when_its_sums_wrap_around():
+    from volseg.postprocess.kernel import majority
+
+    mask = np.random.default_rng(3).random((7, 7, 4000)) < 0.5  # the sums pass 2**16
+    expected = ndimage.median_filter(mask.astype(np.uint8), size=7, mode="reflect")
+    assert 0.2 < expected.mean() < 0.8
+    np.testing.assert_array_equal(majority(mask, (7, 7, 7)), expected.astype(bool))
+
+
 def test_small_objects_are_counted_across_blocks():
     truth, probs = _phantom(flips=0)  # no specks: the argmax is the truth
     options = PostprocessOptions(min_size=20, block_size=(5, 16, 13))

@@ -8,6 +8,7 @@ import zarr
 from test_postprocess import _phantom
 
 from volseg.cli import main
+from volseg.errors import OutputExistsError
 from volseg.io import open_volume
 from volseg.io.omezarr import group_attrs, image_of, image_state, write_image
 from volseg.io.store import marker_dir
@@ -91,6 +92,11 @@ def test_cli_refuses_an_output_inside_the_input(inputs, capsys):
     assert main(["postprocess", str(root / "prediction.ome.zarr"), "-o", str(inside)]) == 2
     assert "prediction.ome.zarr" in _one_error_line(capsys)
     assert not inside.exists()
+    inside = root / "image.ome.zarr" / "labels" / "pp"
+    assert main(["postprocess", str(root / "prediction.ome.zarr"), "-o", str(inside),
+                 "--image", str(root / "image.ome.zarr")]) == 2
+    assert "image.ome.zarr" in _one_error_line(capsys)
+    assert not inside.exists()
 
 
 @pytest.mark.parametrize(("argv", "flag"), [
@@ -106,6 +112,14 @@ def test_cli_bad_options_are_one_line(inputs, tmp_path, capsys, argv, flag):
     assert _status(["postprocess", str(root / "prediction.ome.zarr"), "-o", str(out),
                     *argv]) == 2
     assert flag in _one_error_line(capsys)
+    assert not out.exists()
+
+
+def test_cli_labels_instead_of_probabilities_are_one_line(inputs, tmp_path, capsys):
+    root, _ = inputs
+    out = tmp_path / "o.ome.zarr"
+    assert main(["postprocess", str(root / "image.ome.zarr"), "-o", str(out)]) == 2
+    assert "c, z, y, x" in _one_error_line(capsys)
     assert not out.exists()
 
 
@@ -140,7 +154,7 @@ def test_resume_recomputes_only_missing_blocks(inputs, tmp_path):
     assert 0 < recomputed.sum() < again.size
     np.testing.assert_array_equal(again[recomputed], done[recomputed])
     # another configuration does not resume into it
-    with pytest.raises(Exception, match="overwrite"):
+    with pytest.raises(OutputExistsError, match="overwrite"):
         run_postprocess(root / "prediction.ome.zarr", out, PostprocessOptions(min_size=3))
 
 

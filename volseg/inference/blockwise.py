@@ -232,6 +232,19 @@ def _weight_tensor(patch: tuple[int, ...], blend: str,
 
 
 @functools.lru_cache(maxsize=4)
+def _channel_weights(patch: tuple[int, ...], blend: str, sigma_scale: tuple[float, ...],
+                     channels: int) -> torch.Tensor:
+    """The weight map repeated over a trailing channel axis, ``(*patch, channels)`` float64.
+
+    Multiplied element by element with channels-last logits, so that one fused
+    multiply-add per patch runs over contiguous memory (vectorised) instead of one
+    strided pass per channel.  Made once per process (read-only use).
+    """
+    weight = _weight_tensor(patch, blend, sigma_scale)
+    return weight[..., None].expand(*patch, channels).contiguous()
+
+
+@functools.lru_cache(maxsize=4)
 def _weight_sums(shape: tuple[int, ...], starts: tuple[tuple[int, ...], ...],
                  patch: tuple[int, ...], blend: str,
                  sigma_scale: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -273,9 +286,13 @@ def emit_block(
     :math:`m = \\sum_p w_p f_p / \\sum_p w_p` and channel ``C`` its weight
     :math:`W = \\sum_p w_p` (sums accumulated in float64, then rounded).
 
-    The logits are read in the network's layout (channels-last: strided channel
-    views; seven strided passes cost less than a transposing copy and seven
-    contiguous ones), and ``W``, which depends on the geometry alone, is summed once
+    The logits are read in the network's layout, without a transposing copy.
+    Channels-last logits (a model file's on the CPU) accumulate into a
+    channels-last float64 buffer: one fused multiply-add per patch over contiguous
+    memory with the channel-repeated weights (:func:`_channel_weights`), and the
+    division, section by section, writes the channels-first result.  Other logits
+    accumulate channel by channel.  Either way every sum is the same float64 sum
+    in the same order.  ``W``, which depends on the geometry alone, is summed once
     per geometry (:func:`_weight_sums`).
     """
     region = read_region(parts, part_boxes, task.read, task.shape, task.pad_modes,
@@ -291,6 +308,7 @@ def emit_block(
     if not covered:  # the owned patches tile their write box without gaps
         raise RuntimeError(f"the patches of block {task.write} leave a gap (planning error)")
     acc: np.ndarray | None = None  # allocated after the first forward pass (memory)
+    last = False
     in_patch = tuple(
         p + b + a for p, b, a in zip(task.out_patch, task.context_before, task.context_after,
                                      strict=True)
@@ -308,22 +326,35 @@ def emit_block(
         if out.shape != expected:
             raise ValueError(f"the network returned shape {out.shape} for input "
                              f"{batch.shape}; expected {expected}")
+        # (N, *spatial, C): contiguous for channels-last logits (channel stride 1)
+        logits = torch.from_numpy(out).permute(0, *range(2, out.ndim), 1)
         if acc is None:
-            acc = zeroed_scratch((nc, *shape))
-        # fused multiply-adds in float64 (torch's addcmul_: no temporaries), per channel
+            last = logits.is_contiguous()
+            acc = zeroed_scratch((*shape, nc) if last else (nc, *shape))
+        elif last and not logits.is_contiguous():  # a batch in another layout
+            logits = logits.contiguous()
         sums = torch.from_numpy(acc)
-        for logits, start in zip(torch.from_numpy(out), starts, strict=True):
+        for i, start in enumerate(starts):
             pbox = Box.from_shape(task.out_patch, start)
             clip = pbox.intersect(task.write)
             src = clip.relative_to(pbox.start).slices()
             dst = clip.relative_to(task.write.start).slices()
-            w = weight[src]
-            for c in range(nc):
-                sums[c][dst].addcmul_(logits[c][src], w)
+            if last:  # one vectorised fused multiply-add over (*spatial, C), float64
+                weights = _channel_weights(task.out_patch, task.blend, task.sigma_scale, nc)
+                sums[dst].addcmul_(logits[i][src], weights[src])
+            else:  # channel by channel (torch's addcmul_: no temporaries)
+                w, channels = weight[src], logits[i][src]
+                for c in range(nc):
+                    sums[c][dst].addcmul_(channels[..., c], w)
     # local weighted mean and weight, float32 (see merge_pieces: still exact)
     assert acc is not None
     result = np.empty((nc + 1, *shape), dtype=np.float32)
-    np.divide(acc, den, out=result[:nc], casting="same_kind")
+    if last:  # section by section: the transposing writes stay in the cache
+        mean = result[:nc].transpose(*range(1, len(shape) + 1), 0)
+        for z in range(shape[0]):
+            np.divide(acc[z], den[z, ..., None], out=mean[z], casting="same_kind")
+    else:
+        np.divide(acc, den, out=result[:nc], casting="same_kind")
     result[nc] = den32
     return result
 

@@ -129,7 +129,7 @@ def run_postprocess(
     config = options or PostprocessOptions()
     output = as_path(output)
     check_writable(output)
-    check_output_location(output, [probabilities])
+    check_output_location(output, [probabilities, image])
     check_group_output(output)
     state = postprocess_output_state(output)
     if not overwrite and state in ("complete", "other"):
@@ -141,7 +141,8 @@ def run_postprocess(
     probs, pmeta = open_volume(probabilities)
     if probs.ndim != 4:
         raise InputError(f"{probabilities}: class probabilities must have axes c, z, y, x, "
-                         f"got {probs.ndim} axes")
+                         f"got {probs.ndim} axes (volseg predict writes them with "
+                         f"--probabilities uint8)")
     if not (probs.dtype == np.uint8 or np.issubdtype(probs.dtype, np.floating)):
         raise InputError(f"{probabilities}: probabilities must be uint8 (q/255) or float, "
                          f"got {probs.dtype}")

@@ -30,9 +30,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from volseg.errors import ConfigError, InputError, OutputExistsError, VolsegError
-from volseg.inference.predictor import resolve_device
-from volseg.io.guard import check_output_location
+from volseg.errors import ConfigError, VolsegError
 from volseg.models import ModelSpec, build_model, save_model
 from volseg.train.augment import augment
 from volseg.train.config import OptimizerConfig, TrainConfig
@@ -50,6 +48,7 @@ from volseg.train.data import (
 from volseg.train.evaluate import confusion_matrix, predict_array, scores
 from volseg.train.losses import build_loss
 from volseg.train.sampling import AnchorSampler, window_start
+from volseg.train.startup import start_run
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -396,20 +395,6 @@ def _write_curve(path: Path, history: list[dict[str, Any]], select: str) -> None
     plt.close(fig)
 
 
-def _check_replaceable_model(path: Path) -> None:
-    """Refuse to replace anything but a volseg model file (even with ``overwrite``)."""
-    from volseg.models.files import read_spec
-
-    try:
-        if path.is_dir():
-            raise InputError(f"{path} is a folder")
-        read_spec(path)
-    except InputError:
-        raise OutputExistsError(f"{path} exists and is not a volseg model file; volseg "
-                                f"replaces only its own models: choose another model_path or "
-                                f"output folder, or remove it yourself") from None
-
-
 def train(
     config: TrainConfig,
     *,
@@ -448,19 +433,10 @@ def train(
     output_dir = Path(output_dir)
     model_path = output_dir / config.model_path
     train_dir = output_dir / config.training_dir
-    inputs = [image, labels, init if init is not None else config.init]
-    check_output_location(model_path, inputs)
-    check_output_location(train_dir, inputs)
-    if model_path.exists():
-        _check_replaceable_model(model_path)
-        if not overwrite:
-            raise OutputExistsError(f"{model_path} exists; pass --overwrite to replace it")
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    device = resolve_device(config.device)
-    t_start = time.perf_counter()
+    start = start_run(inputs=[image, labels, init if init is not None else config.init],
+                      models=[model_path], folders=[train_dir], overwrite=overwrite,
+                      threads=config.threads, seed=config.seed, device=config.device)
+    rng, device, t_start = start.rng, start.device, start.started
 
     spec0 = _spec_from(config)
     init_path = init if init is not None else config.init

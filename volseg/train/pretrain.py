@@ -57,7 +57,7 @@ import torch
 from pydantic import Field, ValidationError, model_validator
 from torch import nn
 
-from volseg.errors import ConfigError, InputError, OutputExistsError
+from volseg.errors import ConfigError, InputError
 from volseg.models import ModelSpec, build_model, save_model
 from volseg.options import Options
 from volseg.train.config import AugmentConfig, ModelConfig, NormalizationConfig, OptimizerConfig
@@ -416,22 +416,18 @@ def pretrain(
     dict
         Paths, the validation loss before and after, epochs, seconds.
     """
-    from volseg.inference.predictor import resolve_device
     from volseg.io import open_volume
     from volseg.train.data import Region, sample_normalization
     from volseg.train.loop import _jsonable, _log, _write_csv, _write_curve, fit
+    from volseg.train.startup import start_run
 
     output_dir = Path(output_dir)
     model_path = output_dir / config.model_path
     curves = output_dir / config.training_dir
-    if model_path.exists() and not overwrite:
-        raise OutputExistsError(f"{model_path} exists; pass --overwrite to replace it")
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    device = resolve_device(config.device)
-    t_start = time.perf_counter()
+    start = start_run(inputs=[image], models=[model_path], folders=[curves],
+                      overwrite=overwrite, threads=config.threads, seed=config.seed,
+                      device=config.device)
+    rng, device, t_start = start.rng, start.device, start.started
     spec0 = _spec(config)
     img, meta = open_volume(str(image), dataset=config.image_dataset)
     if img.ndim == 4 and img.shape[0] == 1:

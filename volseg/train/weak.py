@@ -49,7 +49,7 @@ import torch.nn.functional as F  # noqa: N812
 from pydantic import Field, model_validator
 from torch import nn
 
-from volseg.errors import ConfigError, InputError, OutputExistsError
+from volseg.errors import ConfigError, InputError
 from volseg.models import ModelSpec, build_model, save_model
 from volseg.options import Options
 from volseg.train.config import (
@@ -389,24 +389,20 @@ def weak(
         Paths, pseudo-label counts, IoU against ``truth`` (pseudo-labels; and, with
         ``segment``, the trained network's validation summary), seconds.
     """
-    from volseg.inference.predictor import resolve_device
     from volseg.io import open_volume
     from volseg.io.omezarr import write_label_image
     from volseg.train.augment import augment
     from volseg.train.data import Region, sample_normalization
     from volseg.train.loop import _jsonable, _log, _write_csv, _write_curve, fit, train
+    from volseg.train.startup import start_run
 
     out_dir = Path(output_dir)
     cam_path, pseudo_path = out_dir / config.cam_path, out_dir / config.pseudo_path
-    for p in (cam_path, pseudo_path):
-        if p.exists() and not overwrite:
-            raise OutputExistsError(f"{p} exists; pass --overwrite to replace it")
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    device = resolve_device(config.device)
-    t0 = time.perf_counter()
+    start = start_run(inputs=[image, tags, instances, truth], models=[cam_path],
+                      images=[pseudo_path], folders=[out_dir / config.training_dir],
+                      overwrite=overwrite, threads=config.threads, seed=config.seed,
+                      device=config.device)
+    rng, device, t0 = start.rng, start.device, start.started
     img, meta = open_volume(str(image), dataset=config.image_dataset)
     if img.ndim == 4 and img.shape[0] == 1:
         img = img[0]
