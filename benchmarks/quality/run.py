@@ -413,6 +413,9 @@ def main(argv: list[str] | None = None) -> int:
                 *[f"--set {o}" for o in args.overrides],
                 *(["--tta"] if args.tta else []),
                 *(["--levers"] if args.levers else []),
+                *(["--cli-check"] if args.cli_check else []),
+                *(["--skip-train"] if args.skip_train else []),
+                *([f"--tag {args.tag}"] if args.tag else []),
             ]
         ),
         "train_command": " ".join(["volseg", *cmd[3:]]),
@@ -458,8 +461,13 @@ def main(argv: list[str] | None = None) -> int:
                     "the plain prediction"}
     result["targets_met"] = met
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    (RESULTS / f"{stem}.md").write_text(_markdown(result))
+    text = json.dumps(result, indent=2, default=str) + "\n"
+    markdown = _markdown(result)
+    above = work.resolve().parents  # a --workdir in another checkout: <root>/runs/quality/<case>
+    for root in {str(ROOT) + os.sep, *([str(above[2]) + os.sep] if len(above) > 2 else [])}:
+        text, markdown = text.replace(root, ""), markdown.replace(root, "")  # no machine paths
+    (RESULTS / f"{stem}.json").write_text(text)
+    (RESULTS / f"{stem}.md").write_text(markdown)
     print(_markdown(result))
     return 0
 
