@@ -418,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
                 *([f"--tag {args.tag}"] if args.tag else []),
             ]
         ),
-        "train_command": " ".join(["volseg", *cmd[3:]]),
+        # a re-score keeps the command the model was trained with
+        "train_command": earlier.get("train_command") or " ".join(["volseg", *cmd[3:]]),
         "model": {
             "architecture": spec.architecture,
             "params": spec.params,
