@@ -482,7 +482,9 @@ def test_lucchi_model_exports_and_passes_bioimageio_core(shared_data: Path,
     with zipfile.ZipFile(package) as z:
         rdf = yaml.safe_load(z.read("rdf.yaml"))
         readme = z.read("README.md").decode()
-    assert rdf["inputs"][0]["axes"][1]["channel_names"] == ["z-1", "z+0", "z+1"]
+    half = int(config.model.params["context"]) // 2  # the workflow's sections of context
+    assert rdf["inputs"][0]["axes"][1]["channel_names"] == [
+        f"z{d:+d}" for d in range(-half, half + 1)]
     assert rdf["inputs"][0]["axes"][2]["size"] == {"min": 96, "step": 32}
     assert "| mitochondrion |" in readme and "[[30, 40]]" in readme
 
