@@ -120,15 +120,18 @@ class Affine(nn.Module):
 
 
 @pytest.mark.parametrize("layout", [torch.channels_last_3d, torch.contiguous_format, None])
-@pytest.mark.parametrize(("overlap", "block"), [(0.25, (5, 4, 6)), (0.5, (11, 9, 13)),
-                                                (0.8, (3, 7, 4))])
+@pytest.mark.parametrize(("overlap", "block", "patch"), [
+    (0.25, (5, 4, 6), (4, 6, 5)), (0.5, (11, 9, 13), (4, 6, 5)), (0.8, (3, 7, 4), (4, 6, 5)),
+    (0.5, (4, 9, 5), (4, 12, 5)),  # y shorter than the patch: padded, a negative start
+])
 def test_channels_last_logits_blend_exactly(layout: torch.memory_format | None,
-                                            overlap: float, block: tuple[int, ...]) -> None:
+                                            overlap: float, block: tuple[int, ...],
+                                            patch: tuple[int, ...]) -> None:
     """Logits in either layout (or alternating by batch) blend to the whole-array values.
 
-    Channels-last logits accumulate channels-last (one multiply-add per patch), the
-    others channel by channel; through every emission, overhang and merge a
-    per-voxel network's values come back bit for bit.
+    Channels-last logits accumulate channels-last (each voxel's first product
+    written, the others added), the others channel by channel; through every
+    emission, overhang and merge a per-voxel network's values come back bit for bit.
     """
     from volseg.inference.blockwise import ModelCall
     from volseg.inference.cache import ModelRef
@@ -139,7 +142,7 @@ def test_channels_last_logits_blend_exactly(layout: torch.memory_format | None,
         np.ones((2, 1, 4, 6, 5), np.float32))
     assert logits.shape == (2, 5, 4, 6, 5)
     assert logits.flags.c_contiguous == (layout == torch.contiguous_format)  # None: 1st
-    y = predict_logits(x, net, PredictOptions(patch_size=(4, 6, 5), overlap=overlap,
+    y = predict_logits(x, net, PredictOptions(patch_size=patch, overlap=overlap,
                                               block_size=block, batch_size=3,
                                               device="cpu")).compute()
     with torch.no_grad():

@@ -68,8 +68,8 @@ PAD_MODES: tuple[str, ...] = ("constant", "edge", "reflect", "symmetric")
 _scratch = threading.local()
 
 
-def zeroed_scratch(shape: Sequence[int]) -> np.ndarray:
-    """Return a zeroed float64 array of ``shape`` backed by this thread's scratch buffer.
+def scratch(shape: Sequence[int]) -> np.ndarray:
+    """Return a float64 array of ``shape`` (not zeroed) backed by this thread's scratch buffer.
 
     The float64 accumulators of emissions are tens of MB per block;
     allocating them afresh makes the kernel fault in (and zero) every page again,
@@ -82,7 +82,12 @@ def zeroed_scratch(shape: Sequence[int]) -> np.ndarray:
     if buffer is None or buffer.size < size:
         buffer = np.empty(size, dtype=np.float64)
         _scratch.buffer = buffer
-    view = buffer[:size].reshape(tuple(shape))
+    return buffer[:size].reshape(tuple(shape))
+
+
+def zeroed_scratch(shape: Sequence[int]) -> np.ndarray:
+    """:func:`scratch`, filled with zeros."""
+    view = scratch(shape)
     view.fill(0.0)
     return view
 
@@ -273,6 +278,57 @@ def _weight_sums(shape: tuple[int, ...], starts: tuple[tuple[int, ...], ...],
     return den64, den32, covered
 
 
+def _box_minus(outer: Box, inner: Box) -> list[Box]:
+    """``outer`` without ``inner`` (a sub-box of it, or empty) as disjoint boxes."""
+    if inner.empty:
+        return [] if outer.empty else [outer]
+    lo, hi = list(outer.start), list(outer.stop)
+    parts = []
+    for a in range(outer.ndim):
+        if inner.start[a] > lo[a]:
+            parts.append(Box(tuple(lo), (*hi[:a], inner.start[a], *hi[a + 1:])))
+        if inner.stop[a] < hi[a]:
+            parts.append(Box((*lo[:a], inner.stop[a], *lo[a + 1:]), tuple(hi)))
+        lo[a], hi[a] = inner.start[a], inner.stop[a]
+    return parts
+
+
+def _first_touch(shape: tuple[int, ...], starts: tuple[tuple[int, ...], ...],
+                 patch: tuple[int, ...]) -> list[tuple[Box, list[Box]]] | None:
+    """Per patch, the part of its output box no earlier patch wrote, and the rest.
+
+    ``starts`` (relative to a write box of ``shape``) must be the C-order product of
+    sorted per-axis starts, as :meth:`volseg.geometry.OverlapAddPlan.patch_starts`
+    gives them.  Then the first patch covering a voxel is, on each axis
+    independently, the first start whose interval covers it: the parts of each
+    axis's intervals not covered by that axis's earlier intervals make, per patch,
+    one box it writes first, and these boxes partition the covered voxels.  Writing
+    the products there and adding them elsewhere gives exactly the sums of a
+    zero-filled accumulator (``0 + x = x``) without the fill or reading the zeros.
+    ``None`` when ``starts`` are not such a grid.
+    """
+    nd = len(shape)
+    axes = [sorted({s[a] for s in starts}) for a in range(nd)]
+    if list(starts) != list(itertools.product(*axes)):
+        return None
+    fresh: list[dict[int, tuple[int, int]]] = []
+    for a in range(nd):
+        covered, spans = 0, {}
+        for s in axes[a]:
+            lo, hi = max(s, covered, 0), min(s + patch[a], shape[a])
+            spans[s] = (lo, max(lo, hi))
+            covered = max(covered, hi)
+        fresh.append(spans)
+    write = Box.from_shape(shape)
+    out = []
+    for start in starts:
+        clip = Box.from_shape(patch, start).intersect(write)
+        spans_here = [fresh[a][start[a]] for a in range(nd)]
+        first = Box(tuple(lo for lo, _ in spans_here), tuple(hi for _, hi in spans_here))
+        out.append((first, _box_minus(clip, first)))
+    return out
+
+
 def emit_block(
     model: ModelRef,
     parts: Sequence[np.ndarray],
@@ -289,8 +345,10 @@ def emit_block(
     The logits are read in the network's layout, without a transposing copy.
     Channels-last logits (a model file's on the CPU) accumulate into a
     channels-last float64 buffer: one fused multiply-add per patch over contiguous
-    memory with the channel-repeated weights (:func:`_channel_weights`), and the
-    division, section by section, writes the channels-first result.  Other logits
+    memory with the channel-repeated weights (:func:`_channel_weights`), each voxel's
+    first product written rather than added to a zero-filled buffer
+    (:func:`_first_touch`), and the division, section by section, writes the
+    channels-first result.  Other logits
     accumulate channel by channel.  Either way every sum is the same float64 sum
     in the same order.  ``W``, which depends on the geometry alone, is summed once
     per geometry (:func:`_weight_sums`).
@@ -309,6 +367,7 @@ def emit_block(
         raise RuntimeError(f"the patches of block {task.write} leave a gap (planning error)")
     acc: np.ndarray | None = None  # allocated after the first forward pass (memory)
     last = False
+    boxes: list[tuple[Box, list[Box]]] | None = None
     in_patch = tuple(
         p + b + a for p, b, a in zip(task.out_patch, task.context_before, task.context_after,
                                      strict=True)
@@ -330,7 +389,9 @@ def emit_block(
         logits = torch.from_numpy(out).permute(0, *range(2, out.ndim), 1)
         if acc is None:
             last = logits.is_contiguous()
-            acc = zeroed_scratch((*shape, nc) if last else (nc, *shape))
+            boxes = _first_touch(shape, rel_starts, task.out_patch) if last else None
+            acc = (scratch((*shape, nc)) if boxes is not None
+                   else zeroed_scratch((*shape, nc) if last else (nc, *shape)))
         elif last and not logits.is_contiguous():  # a batch in another layout
             logits = logits.contiguous()
         sums = torch.from_numpy(acc)
@@ -339,7 +400,17 @@ def emit_block(
             clip = pbox.intersect(task.write)
             src = clip.relative_to(pbox.start).slices()
             dst = clip.relative_to(task.write.start).slices()
-            if last:  # one vectorised fused multiply-add over (*spatial, C), float64
+            if last and boxes is not None:  # vectorised over (*spatial, C), float64
+                weights = _channel_weights(task.out_patch, task.blend, task.sigma_scale, nc)
+                rel = Box.from_shape(task.out_patch, rel_starts[first + i])
+                written, added = boxes[first + i]
+                if not written.empty:  # first products: written (exact: 0 + x = x)
+                    part = written.relative_to(rel.start).slices()
+                    sums[written.slices()].copy_(logits[i][part]).mul_(weights[part])
+                for box in added:
+                    part = box.relative_to(rel.start).slices()
+                    sums[box.slices()].addcmul_(logits[i][part], weights[part])
+            elif last:  # one vectorised fused multiply-add per patch
                 weights = _channel_weights(task.out_patch, task.blend, task.sigma_scale, nc)
                 sums[dst].addcmul_(logits[i][src], weights[src])
             else:  # channel by channel (torch's addcmul_: no temporaries)
