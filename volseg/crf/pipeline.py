@@ -26,15 +26,10 @@ import numpy as np
 
 from volseg.crf.blockwise import block_bytes, crf_halo, crf_labels
 from volseg.crf.options import CRFConfig, CRFOptions
-from volseg.errors import InputError, OutputExistsError
+from volseg.errors import InputError
 from volseg.io import StoreReport, omezarr, open_volume
-from volseg.io.guard import (
-    check_group_output,
-    check_output_location,
-    check_replaceable,
-    run_identity,
-)
-from volseg.io.location import Location, PathLike, as_path, check_writable
+from volseg.io.guard import claim_label_output, run_identity
+from volseg.io.location import Location, PathLike, as_path
 from volseg.io.lock import locks
 from volseg.io.multiscales import carry_classes
 from volseg.options import options_of
@@ -158,14 +153,7 @@ def run_crf(
     config = options or CRFOptions()
     voxel_size = config.voxel_size
     output = as_path(output)
-    check_writable(output)
-    check_output_location(output, [probabilities, image])
-    check_group_output(output)
-    state = crf_output_state(output)
-    if not overwrite and state in ("complete", "other"):
-        raise OutputExistsError(f"{output} exists; pass --overwrite to replace it")
-    if overwrite:
-        check_replaceable(output)
+    state = claim_label_output(output, [probabilities, image], overwrite=overwrite)
     identity = run_identity("crf", config.to_dict(),
                             inputs={"probabilities": probabilities, "image": image})
     probs, pmeta = open_volume(probabilities)

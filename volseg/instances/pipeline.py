@@ -26,13 +26,8 @@ from volseg.instances.blockwise import label_instances
 from volseg.instances.options import DEFAULT_BLOCK, InstanceOptions
 from volseg.instances.table import write_table
 from volseg.io import StoreReport, omezarr, open_volume
-from volseg.io.guard import (
-    check_group_output,
-    check_output_location,
-    check_replaceable,
-    run_identity,
-)
-from volseg.io.location import Location, PathLike, as_path, check_writable, normalize
+from volseg.io.guard import check_output_location, claim_label_output, run_identity
+from volseg.io.location import Location, PathLike, as_path, normalize
 from volseg.io.lock import locks
 
 if TYPE_CHECKING:
@@ -125,20 +120,12 @@ def run_instances(
     """
     start = time.perf_counter()
     output = as_path(output)
-    check_writable(output)
+    state = claim_label_output(output, [labels], overwrite=overwrite)
     table_path = None if table is None else as_path(table)
-    check_output_location(output, [labels])
-    check_group_output(output)
     if table_path is not None:
         check_output_location(table_path, [labels])
-    state = instances_output_state(output)
-    if not overwrite:
-        if state in ("complete", "other"):
-            raise OutputExistsError(f"{output} exists; pass --overwrite to replace it")
-        if state == "absent" and table_path is not None and table_path.exists():
+        if not overwrite and state == "absent" and table_path.exists():
             raise OutputExistsError(f"{table_path} exists; pass --overwrite to replace it")
-    else:
-        check_replaceable(output)
     identity = run_identity("instances", options.to_dict(), inputs={"labels": labels})
     sem, meta = open_volume(labels)
     if sem.ndim != 3:

@@ -309,3 +309,49 @@ def _size(n: float) -> str:
         n /= 1024
     return f"{n:.1f} PiB"  # pragma: no cover
 
+
+
+def claim_label_output(output: Path | Location, inputs: Iterable[PathLike | None], *,
+                       overwrite: bool) -> str:
+    """The checks every block writer of a label image makes before it writes anything.
+
+    The output must be writable, must not be, contain or lie in any of ``inputs``, must
+    not be inside another OME-Zarr group's image; an existing complete output (or one
+    volseg did not write) is refused unless ``overwrite``, and with ``overwrite`` only a
+    folder volseg wrote (or an empty one) may be replaced.
+
+    Parameters
+    ----------
+    output
+        The output label image (local path or :class:`~volseg.io.location.Location`).
+    inputs
+        The paths the run reads (``None`` entries are skipped).
+    overwrite
+        Whether the caller was asked to replace an existing output.
+
+    Returns
+    -------
+    str
+        The output's state before the run (:func:`volseg.io.omezarr.image_state`):
+        ``"absent"``, ``"partial"`` (an interrupted run, to resume), ``"complete"`` or
+        ``"other"``.
+
+    Raises
+    ------
+    OutputExistsError
+        If the output exists and ``overwrite`` is false, or may not be replaced.
+    InputError
+        If the output overlaps an input.
+    """
+    from volseg.io.location import check_writable
+    from volseg.io.omezarr import image_state  # omezarr imports this module
+
+    check_writable(output)
+    check_output_location(output, inputs)
+    check_group_output(output)
+    state = image_state(output)
+    if not overwrite and state in ("complete", "other"):
+        raise OutputExistsError(f"{display(output)} exists; pass --overwrite to replace it")
+    if overwrite:
+        check_replaceable(output)
+    return state

@@ -20,15 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from volseg.errors import InputError, OutputExistsError
+from volseg.errors import InputError
 from volseg.io import StoreReport, omezarr, open_volume
-from volseg.io.guard import (
-    check_group_output,
-    check_output_location,
-    check_replaceable,
-    run_identity,
-)
-from volseg.io.location import Location, PathLike, as_path, check_writable
+from volseg.io.guard import claim_label_output, run_identity
+from volseg.io.location import Location, PathLike, as_path
 from volseg.io.lock import locks
 from volseg.io.multiscales import carry_classes
 from volseg.postprocess.blockwise import postprocess_labels
@@ -128,14 +123,7 @@ def run_postprocess(
     start = time.perf_counter()
     config = options or PostprocessOptions()
     output = as_path(output)
-    check_writable(output)
-    check_output_location(output, [probabilities, image])
-    check_group_output(output)
-    state = postprocess_output_state(output)
-    if not overwrite and state in ("complete", "other"):
-        raise OutputExistsError(f"{output} exists; pass --overwrite to replace it")
-    if overwrite:
-        check_replaceable(output)
+    state = claim_label_output(output, [probabilities, image], overwrite=overwrite)
     identity = run_identity("postprocess", config.to_dict(),
                             inputs={"probabilities": probabilities})
     probs, pmeta = open_volume(probabilities)
