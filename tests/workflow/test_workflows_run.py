@@ -150,7 +150,9 @@ def test_lucchi_paths_are_overridable() -> None:
     shipped = load_workflow(WORKFLOWS / "lucchi.yaml").config
     assert shipped.convert.input == "../shared/data/lucchi/training.tif"  # type: ignore[attr-defined]
     assert shipped.train.split.train == [(0, 120)]  # type: ignore[attr-defined]
-    assert shipped.train.split.validation == [(130, 165)]  # type: ignore[attr-defined]
+    # model selection next to the training slab; the scored slab is seen by nothing else
+    assert shipped.train.split.validation == [(120, 130)]  # type: ignore[attr-defined]
+    assert tuple(shipped.evaluate.z_range) == (130, 165)  # type: ignore[attr-defined]
 
 
 @pytest.mark.slow
@@ -165,7 +167,8 @@ def test_lucchi_real_data_tiny_run(tmp_path: Path, shared_data: Path) -> None:
         "train.model.params={context: 5, widths: [8, 16], num_res_units: 0}",
         "predict.batch_size=16", "predict.block_size=[55, 384, 512]",  # 12 blocks
     )
-    assert _run(wf, tmp_path) == ["convert", "train", "predict", "evaluate", "preview"]
+    assert _run(wf, tmp_path) == [
+        "convert", "train", "predict", "postprocess", "evaluate", "preview"]
     image, meta = open_volume(out / "image.ome.zarr")
     assert image.shape == (165, 768, 1024) and meta.voxel_size == pytest.approx((5.0, 5.0, 5.0))
     truth, _ = open_volume(out / "image.ome.zarr" / "labels" / "truth")
@@ -173,6 +176,8 @@ def test_lucchi_real_data_tiny_run(tmp_path: Path, shared_data: Path) -> None:
     assert np.array_equal(truth[150].compute(), (raw[150].compute() == 255).astype(np.uint8))
     pred, _ = open_volume(out / "prediction.ome.zarr" / "labels" / "semantic")
     assert pred.shape == image.shape and int(pred.max().compute()) <= 1
+    post, _ = open_volume(out / "postprocess.ome.zarr")  # what evaluate scores
+    assert post.shape == image.shape and int(post.max().compute()) <= 1
     semantic = _metrics(out)["semantic"]
     assert semantic["ignored_voxels"] == 0  # 255 became class 1, nothing is ignored
     held_out = raw[130:165]  # lucchi.yaml scores only the held-out sections

@@ -28,7 +28,7 @@ from volseg.crf.blockwise import block_bytes, crf_halo, crf_labels
 from volseg.crf.options import CRFConfig, CRFOptions
 from volseg.errors import InputError
 from volseg.io import StoreReport, omezarr, open_volume
-from volseg.io.guard import claim_label_output, run_identity
+from volseg.io.guard import run_identity
 from volseg.io.location import Location, PathLike, as_path
 from volseg.io.lock import locks
 from volseg.io.multiscales import carry_classes
@@ -153,7 +153,7 @@ def run_crf(
     config = options or CRFOptions()
     voxel_size = config.voxel_size
     output = as_path(output)
-    state = claim_label_output(output, [probabilities, image], overwrite=overwrite)
+    state = omezarr.claim_label_output(output, [probabilities, image], overwrite=overwrite)
     identity = run_identity("crf", config.to_dict(),
                             inputs={"probabilities": probabilities, "image": image})
     probs, pmeta = open_volume(probabilities)

@@ -26,7 +26,7 @@ from volseg.instances.blockwise import label_instances
 from volseg.instances.options import DEFAULT_BLOCK, InstanceOptions
 from volseg.instances.table import write_table
 from volseg.io import StoreReport, omezarr, open_volume
-from volseg.io.guard import check_output_location, claim_label_output, run_identity
+from volseg.io.guard import check_output_location, run_identity
 from volseg.io.location import Location, PathLike, as_path, normalize
 from volseg.io.lock import locks
 
@@ -120,7 +120,7 @@ def run_instances(
     """
     start = time.perf_counter()
     output = as_path(output)
-    state = claim_label_output(output, [labels], overwrite=overwrite)
+    state = omezarr.claim_label_output(output, [labels], overwrite=overwrite)
     table_path = None if table is None else as_path(table)
     if table_path is not None:
         check_output_location(table_path, [labels])

@@ -57,7 +57,7 @@ take the image's format.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import dask.array as da
@@ -67,7 +67,12 @@ import zarr
 
 from volseg.errors import ConfigError, InputError, OutputExistsError
 from volseg.io import pyramid
-from volseg.io.guard import check_replaceable, written_by_volseg
+from volseg.io.guard import (
+    check_group_output,
+    check_output_location,
+    check_replaceable,
+    written_by_volseg,
+)
 from volseg.io.layout import (
     DEFAULT_CHUNK_2D,
     DEFAULT_CHUNK_3D,
@@ -83,7 +88,7 @@ from volseg.io.layout import (
     spatial_chunks,
     writer_chunks,
 )
-from volseg.io.location import Location, as_path, check_writable, remove_tree, zarr_store
+from volseg.io.location import Location, as_path, check_writable, display, remove_tree, zarr_store
 from volseg.io.multiscales import (
     NGFF_VERSION,
     UNIT,
@@ -126,7 +131,8 @@ __all__ = [  # the writer, and the layout and metadata names it re-exports for i
     "COMPRESSOR", "DEFAULT_CHUNK_2D", "DEFAULT_CHUNK_3D", "DEFAULT_NGFF", "NGFF_VERSION",
     "NGFF_VERSIONS", "READ_BLOCK_BYTES", "SHARD_BYTES", "UNIT", "Layout", "Level",
     "Multiscales", "Ngff", "PathLike", "VoxelSize", "block_layout", "check_ngff",
-    "class_frequencies", "class_names", "clean_number", "create_image", "create_label_image",
+    "claim_label_output", "class_frequencies", "class_names", "clean_number", "create_image",
+    "create_label_image",
     "create_labels", "default_axes", "default_chunks", "first_level", "group_attrs",
     "group_version", "image_layout", "image_of", "image_state", "is_ome_zarr",
     "label_metadata", "label_names", "nearest_divisor", "omero_metadata", "read_multiscales",
@@ -856,3 +862,47 @@ def image_state(path: PathLike) -> Literal["absent", "partial", "complete", "oth
     if len(arrays) < expected or not all(is_complete(a) for a in arrays):
         return "partial"
     return "complete"
+
+
+def claim_label_output(output: PathLike, inputs: Iterable[PathLike | None], *,
+                       overwrite: bool) -> str:
+    """The checks every block writer of a label image makes before it writes anything.
+
+    The output must be writable, must not be, contain or lie in any of ``inputs``, must
+    not be inside another OME-Zarr group's image; an existing complete output (or one
+    volseg did not write) is refused unless ``overwrite``, and with ``overwrite`` only a
+    folder volseg wrote (or an empty one) may be replaced.
+
+    Parameters
+    ----------
+    output
+        The output label image (local path or :class:`~volseg.io.location.Location`).
+    inputs
+        The paths the run reads (``None`` entries are skipped).
+    overwrite
+        Whether the caller was asked to replace an existing output.
+
+    Returns
+    -------
+    str
+        The output's state before the run (:func:`image_state`):
+        ``"absent"``, ``"partial"`` (an interrupted run, to resume), ``"complete"`` or
+        ``"other"``.
+
+    Raises
+    ------
+    OutputExistsError
+        If the output exists and ``overwrite`` is false, or may not be replaced.
+    InputError
+        If the output overlaps an input.
+    """
+    output = as_path(output)
+    check_writable(output)
+    check_output_location(output, inputs)
+    check_group_output(output)
+    state = image_state(output)
+    if not overwrite and state in ("complete", "other"):
+        raise OutputExistsError(f"{display(output)} exists; pass --overwrite to replace it")
+    if overwrite:
+        check_replaceable(output)
+    return state

@@ -22,7 +22,7 @@ import numpy as np
 
 from volseg.errors import InputError
 from volseg.io import StoreReport, omezarr, open_volume
-from volseg.io.guard import claim_label_output, run_identity
+from volseg.io.guard import run_identity
 from volseg.io.location import Location, PathLike, as_path
 from volseg.io.lock import locks
 from volseg.io.multiscales import carry_classes
@@ -123,7 +123,7 @@ def run_postprocess(
     start = time.perf_counter()
     config = options or PostprocessOptions()
     output = as_path(output)
-    state = claim_label_output(output, [probabilities, image], overwrite=overwrite)
+    state = omezarr.claim_label_output(output, [probabilities, image], overwrite=overwrite)
     identity = run_identity("postprocess", config.to_dict(),
                             inputs={"probabilities": probabilities})
     probs, pmeta = open_volume(probabilities)
