@@ -194,22 +194,25 @@ def _semantic(labels: np.ndarray, truth: np.ndarray, names: list[str], ignore_id
     return result
 
 
-def _cells(labels: np.ndarray, interior: int) -> np.ndarray:
-    """Cells of a membrane map: 2-D components of the interior, grown over the membranes.
-
-    Section by section (ssTEM), ids unique over the stack; every voxel gets a cell.
-    """
+def _components_per_section(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """2-D connected components of each section, ids unique over the stack (0: none)."""
     from scipy import ndimage
+
+    out = np.zeros(mask.shape, np.uint64)
+    offset = 0
+    for z in range(mask.shape[0]):
+        cc, n = ndimage.label(mask[z])
+        out[z] = np.where(cc > 0, cc.astype(np.uint64) + offset, 0)
+        offset += n
+    return out, offset
+
+
+def _cells(labels: np.ndarray, interior: int) -> np.ndarray:
+    """Cells of a membrane map: 2-D components of the interior, grown over the membranes."""
     from skimage.segmentation import expand_labels
 
-    out = np.zeros(labels.shape, np.uint64)
-    offset = 0
-    for z in range(labels.shape[0]):
-        cc, n = ndimage.label(labels[z] == interior)
-        grown = expand_labels(cc, distance=max(labels.shape[1:]))
-        out[z] = np.where(grown > 0, grown.astype(np.uint64) + offset, 0)
-        offset += n
-    return out
+    cells, _ = _components_per_section(labels == interior)
+    return np.stack([expand_labels(c, distance=max(labels.shape[1:])) for c in cells])
 
 
 def _instance_scores(labels: np.ndarray, truth: np.ndarray, interior: int) -> dict[str, Any]:
@@ -217,19 +220,12 @@ def _instance_scores(labels: np.ndarray, truth: np.ndarray, interior: int) -> di
     from volseg.metrics.connectomics import adapted_rand, variation_of_information
     from volseg.metrics.contingency import contingency_block
 
-    truth_cells = np.zeros(truth.shape, np.uint64)
-    offset = 0
-    from scipy import ndimage
-
-    for z in range(truth.shape[0]):  # true cells: components of the true interior
-        cc, n = ndimage.label(truth[z] == interior)
-        truth_cells[z] = np.where(cc > 0, cc.astype(np.uint64) + offset, 0)
-        offset += n
+    truth_cells, n_truth = _components_per_section(truth == interior)
     table = contingency_block(truth_cells, _cells(labels, interior))
     split, merge = variation_of_information(table)  # truth membranes (id 0) left out
     rand = adapted_rand(table)
     return {"voi_split": split, "voi_merge": merge, "voi": split + merge,
-            "adapted_rand_error": rand.error, "cells_truth": int(offset),
+            "adapted_rand_error": rand.error, "cells_truth": int(n_truth),
             "definition": "2-D connected components of the interior per section; predicted "
                           "cells grown over predicted membranes; true membrane pixels left "
                           "out (truth id 0)"}
